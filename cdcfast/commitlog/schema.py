@@ -1,0 +1,225 @@
+"""Table id -> keyspace, table and columns: the one schema representation cdcfast decodes with.
+
+Two sources give the same :class:`Schema`:
+
+* a corpus-style ``schema/NNN.json`` file (``SELECT JSON`` rows of ``system_schema``), or a folder
+  of them (the highest number wins);
+* a live cluster, ``cassandra://host:port``: the same ``system_schema`` rows read through
+  cassandra-driver.
+
+Dropped columns are kept with their drop time: cells written at or before it are ignored, as
+Cassandra ignores them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cdcfast.commitlog.cqltypes import CqlType, parse_cql_type
+from cdcfast.errors import SchemaError
+
+SYSTEM_KEYSPACES = frozenset(
+    {
+        "system", "system_schema", "system_auth", "system_distributed", "system_traces",
+        "system_views", "system_virtual_schema",
+    }
+)
+SCHEMA_TABLES = ("keyspaces", "tables", "columns", "types", "dropped_columns")
+
+
+@dataclass
+class ColumnDef:
+    name: str
+    kind: str  # partition_key | clustering | regular | static
+    position: int
+    type: CqlType
+    type_text: str  # Cassandra's spelling, as the reference decoding prints it
+    reversed: bool = False
+    dropped_at_us: int | None = None  # cells with a timestamp <= this are ignored
+
+
+@dataclass
+class TableDef:
+    id: uuid.UUID
+    keyspace: str
+    name: str
+    cdc: bool
+    partition_key: list[ColumnDef]
+    clustering: list[ColumnDef]
+    columns: dict[str, ColumnDef]  # regular and static columns in use
+    dropped: dict[str, ColumnDef] = field(default_factory=dict)  # dropped, not re-added
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.keyspace}.{self.name}"
+
+    def data_columns(self) -> list[ColumnDef]:
+        """Regular and static columns, then dropped ones: the decoder's column numbering."""
+        return list(self.columns.values()) + list(self.dropped.values())
+
+
+@dataclass
+class Schema:
+    tables: dict[uuid.UUID, TableDef]
+    durable_writes: dict[str, bool] = field(default_factory=dict)
+    source: str = ""
+
+    def by_name(self, keyspace: str, table: str) -> TableDef:
+        for t in self.tables.values():
+            if t.keyspace == keyspace and t.name == table:
+                return t
+        raise SchemaError(f"{self.source}: no table {keyspace}.{table}")
+
+    def cdc_tables(self) -> list[TableDef]:
+        return [t for t in self.tables.values() if t.cdc]
+
+
+def parse_dropped_time(value: Any) -> int:
+    """``dropped_time`` as Cassandra stores it (milliseconds) -> microseconds, as it compares it."""
+    if isinstance(value, (int, float)):
+        return int(value) * 1000
+    if isinstance(value, dt.datetime):
+        when = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return int(round(when.timestamp() * 1000)) * 1000
+    text = str(value).strip().replace("Z", "+00:00")
+    if re.search(r"[+-]\d{4}$", text):
+        text = text[:-2] + ":" + text[-2:]
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise SchemaError(f"cannot read dropped_time {value!r}") from exc
+    return parse_dropped_time(when)
+
+
+def _udt_definitions(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, tuple]]:
+    per_keyspace: dict[str, dict[str, tuple]] = {}
+    for row in rows:
+        per_keyspace.setdefault(row["keyspace_name"], {})[row["type_name"]] = (
+            tuple(row["field_names"]),
+            tuple(row["field_types"]),
+        )
+    return per_keyspace
+
+
+def schema_from_rows(tables: Mapping[str, list[Mapping[str, Any]]], source: str = "") -> Schema:
+    """Build a :class:`Schema` from ``system_schema`` rows keyed by table name."""
+    udts = _udt_definitions(tables.get("types", []))
+    durable = {k["keyspace_name"]: bool(k.get("durable_writes", True)) for k in tables.get("keyspaces", [])}
+    columns_by_table: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for c in tables.get("columns", []):
+        columns_by_table.setdefault((c["keyspace_name"], c["table_name"]), []).append(c)
+    dropped_by_table: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for d in tables.get("dropped_columns", []):
+        dropped_by_table.setdefault((d["keyspace_name"], d["table_name"]), []).append(d)
+
+    result: dict[uuid.UUID, TableDef] = {}
+    for t in tables.get("tables", []):
+        ks, name = t["keyspace_name"], t["table_name"]
+        where = f"{source}: {ks}.{name}"
+        ks_udts = udts.get(ks, {})
+
+        def column(row: Mapping[str, Any], kind: str, dropped_at: int | None = None) -> ColumnDef:
+            try:
+                ctype = parse_cql_type(row["type"], ks_udts)
+            except SchemaError as exc:
+                raise SchemaError(f"{where}, column {row['column_name']}: {exc}") from exc
+            return ColumnDef(
+                name=row["column_name"],
+                kind=kind,
+                position=int(row.get("position", -1) if row.get("position") is not None else -1),
+                type=ctype,
+                type_text=ctype.cql(),
+                reversed=row.get("clustering_order") == "desc",
+                dropped_at_us=dropped_at,
+            )
+
+        dropped_at = {d["column_name"]: parse_dropped_time(d["dropped_time"]) for d in dropped_by_table.get((ks, name), [])}
+        pk, ck, cols = [], [], {}
+        for row in columns_by_table.get((ks, name), []):
+            kind = row["kind"]
+            if kind == "partition_key":
+                pk.append(column(row, kind))
+            elif kind == "clustering":
+                ck.append(column(row, kind))
+            elif kind in ("regular", "static"):
+                cols[row["column_name"]] = column(row, kind, dropped_at.get(row["column_name"]))
+            else:
+                raise SchemaError(f"{where}: column {row['column_name']} has unknown kind {kind!r}")
+        pk.sort(key=lambda c: c.position)
+        ck.sort(key=lambda c: c.position)
+        dropped = {}
+        for d in dropped_by_table.get((ks, name), []):
+            if d["column_name"] not in cols:
+                dropped[d["column_name"]] = column(d, d.get("kind", "regular"), dropped_at[d["column_name"]])
+        table_id = uuid.UUID(str(t["id"]))
+        result[table_id] = TableDef(
+            id=table_id,
+            keyspace=ks,
+            name=name,
+            cdc=bool(t.get("cdc")),
+            partition_key=pk,
+            clustering=ck,
+            columns=dict(sorted(cols.items())),
+            dropped=dropped,
+        )
+    return Schema(tables=result, durable_writes=durable, source=source)
+
+
+def load_schema_file(path: Path) -> Schema:
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SchemaError(f"{path}: cannot read schema JSON: {exc}") from exc
+    if not isinstance(document, dict) or "tables" not in document or "columns" not in document:
+        raise SchemaError(f"{path}: not a schema file (expected system_schema rows under 'tables', 'columns', ...)")
+    return schema_from_rows(document, source=str(path))
+
+
+def schema_files(folder: Path) -> list[Path]:
+    """The ``NNN.json`` files of a schema folder, oldest first."""
+    return sorted((p for p in folder.glob("*.json") if p.stem.isdigit()), key=lambda p: int(p.stem))
+
+
+def load_schema_cluster(uri: str) -> Schema:
+    """Read ``system_schema`` of a live cluster (``cassandra://host:port``) through cassandra-driver."""
+    from cassandra.cluster import Cluster  # imported here: only the live source needs the driver
+
+    match = re.fullmatch(r"cassandra://([^:/]+)(?::(\d+))?/?", uri)
+    if not match:
+        raise SchemaError(f"{uri}: expected cassandra://host:port")
+    host, port = match.group(1), int(match.group(2) or 9042)
+    cluster = Cluster([host], port=port, connect_timeout=10)
+    try:
+        session = cluster.connect()
+        rows = {
+            name: [json.loads(r[0]) for r in session.execute(f"SELECT JSON * FROM system_schema.{name}")]
+            for name in SCHEMA_TABLES
+        }
+    except Exception as exc:  # the driver raises many types; all mean "cannot read the schema"
+        raise SchemaError(f"{uri}: cannot read system_schema: {exc}") from exc
+    finally:
+        cluster.shutdown()
+    return schema_from_rows(rows, source=uri)
+
+
+def load_schema(spec: str | Path) -> Schema:
+    """A schema file, a schema folder (highest ``NNN.json``) or ``cassandra://host:port``."""
+    text = str(spec)
+    if text.startswith("cassandra://"):
+        return load_schema_cluster(text)
+    path = Path(text)
+    if path.is_dir():
+        files = schema_files(path)
+        if not files:
+            raise SchemaError(f"{path}: no NNN.json schema files in this folder")
+        return load_schema_file(files[-1])
+    if path.is_file():
+        return load_schema_file(path)
+    raise SchemaError(f"{path}: no such schema file or folder")
