@@ -13,8 +13,12 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t, INT64_MI
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
-cdef extern from "zlib.h" nogil:
-    unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len)
+cdef extern from "_crc32.h" nogil:
+    void cdcfast_crc_init()
+    uint32_t cdcfast_crc_update(uint32_t state, const uint8_t* p, size_t n)
+    uint32_t cdcfast_crc_bytes(uint32_t state, const uint8_t* p, size_t n)
+
+cdcfast_crc_init()
 
 # -- constants (format reference §4) ---------------------------------------------------------
 DEF TIMESTAMP_EPOCH = 1442880000000000
@@ -90,30 +94,33 @@ ERROR_MESSAGES = {
 cdef inline uint32_t be32(const uint8_t* p) noexcept nogil:
     return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
 
-cdef inline uint32_t crc_of_int(uint32_t crc, uint32_t value) noexcept nogil:
+cdef inline uint32_t crc_of_int(uint32_t state, uint32_t value) noexcept nogil:
+    """Feed a 32-bit value, big-endian, into a raw CRC state (FBUtilities.updateChecksumInt)."""
     cdef uint8_t b[4]
     b[0] = value >> 24
     b[1] = value >> 16
     b[2] = value >> 8
     b[3] = value
-    return crc32(crc, b, 4)
+    return cdcfast_crc_bytes(state, b, 4)
 
 
 def marker_crc(int64_t segment_id, uint32_t marker_offset):
     """CRC of a sync marker: the segment id's low and high words, then the marker's own offset."""
-    cdef uint32_t crc = crc32(0, NULL, 0)
-    crc = crc_of_int(crc, <uint32_t>(<uint64_t>segment_id & 0xFFFFFFFF))
-    crc = crc_of_int(crc, <uint32_t>(<uint64_t>segment_id >> 32))
-    return crc_of_int(crc, marker_offset)
+    cdef uint32_t state = 0xFFFFFFFF
+    state = crc_of_int(state, <uint32_t>(<uint64_t>segment_id & 0xFFFFFFFF))
+    state = crc_of_int(state, <uint32_t>(<uint64_t>segment_id >> 32))
+    return ~crc_of_int(state, marker_offset) & 0xFFFFFFFF
 
 
 def crc_of(data, uint32_t crc=0):
     """zlib/java.util.zip CRC-32 of a bytes-like object (continuing from ``crc``)."""
     cdef const uint8_t[::1] view = data
     cdef Py_ssize_t n = view.shape[0]
-    with nogil:
-        crc = crc32(crc, &view[0] if n else NULL, <unsigned int>n)
-    return crc
+    cdef uint32_t state = ~crc
+    if n:
+        with nogil:
+            state = cdcfast_crc_update(state, &view[0], n)
+    return ~state & 0xFFFFFFFF
 
 
 # -- growable record arrays ------------------------------------------------------------------
@@ -460,7 +467,7 @@ cdef class Decoder:
         cdef const uint8_t[::1] view = data
         cdef const uint8_t* base = &view[0] if view.shape[0] else NULL
         cdef Py_ssize_t p = start, size
-        cdef uint32_t crc
+        cdef uint32_t crc, state
         cdef int64_t entry_end
         cdef int rc
         if end > view.shape[0] or start < 0:
@@ -474,7 +481,8 @@ cdef class Decoder:
             if end - p < 8:
                 self.issues.append(("entry", logical_base + p, -1, "entry header cut short", -1))
                 return logical_base + p, False
-            crc = crc_of_int(crc32(0, NULL, 0), <uint32_t>size)
+            state = crc_of_int(0xFFFFFFFF, <uint32_t>size)
+            crc = ~state
             if size < 10 or be32(base + p + 4) != crc:
                 self.issues.append(("entry", logical_base + p, -1,
                                     f"invalid entry size {size} (size CRC {'ok' if be32(base + p + 4) == crc else 'mismatch'})",
@@ -487,8 +495,8 @@ cdef class Decoder:
                 return logical_base + p, False
             if entry_end > limit:
                 return logical_base + p, True
-            with nogil:
-                crc = crc32(crc, base + p + 8, <unsigned int>size)
+            # The mutation's CRC continues the size's (CRC2 covers size and body, §3).
+            crc = ~cdcfast_crc_update(state, base + p + 8, size)
             if be32(base + p + 8 + size) != crc:
                 self.issues.append(("crc", logical_base + p, entry_end,
                                     f"mutation checksum mismatch ({size} bytes): entry skipped", -1))
