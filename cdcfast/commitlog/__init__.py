@@ -6,6 +6,15 @@ from cdcfast.commitlog.schema import Schema, TableDef, load_schema
 from cdcfast.commitlog.segment import CdcIndex, SegmentFile, discover, read_cdc_index
 
 __all__ = [
-    "Batch", "CdcIndex", "CommitLogReader", "ReadIssue", "ReadRange", "Schema", "SegmentFile", "TableDef",
-    "discover", "load_schema", "read_cdc_index",
+    "Batch",
+    "CdcIndex",
+    "CommitLogReader",
+    "ReadIssue",
+    "ReadRange",
+    "Schema",
+    "SegmentFile",
+    "TableDef",
+    "discover",
+    "load_schema",
+    "read_cdc_index",
 ]

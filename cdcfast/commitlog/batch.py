@@ -17,25 +17,53 @@ from cdcfast.commitlog.schema import ColumnDef, TableDef
 
 PARTITION_DTYPE = np.dtype(
     [
-        ("segment_id", "<i8"), ("position", "<i4"), ("size", "<i4"), ("table", "<i4"),
-        ("pk_off", "<i4"), ("pk_len", "<i4"), ("pdel_ts", "<i8"), ("pdel_ldt", "<i8"),
-        ("static_row", "<i4"), ("first_row", "<i4"), ("n_rows", "<i4"), ("mutation", "<i4"),
-        ("version", "u1"), ("messaging", "u1"),
+        ("segment_id", "<i8"),
+        ("position", "<i4"),
+        ("size", "<i4"),
+        ("table", "<i4"),
+        ("pk_off", "<i4"),
+        ("pk_len", "<i4"),
+        ("pdel_ts", "<i8"),
+        ("pdel_ldt", "<i8"),
+        ("static_row", "<i4"),
+        ("first_row", "<i4"),
+        ("n_rows", "<i4"),
+        ("mutation", "<i4"),
+        ("version", "u1"),
+        ("messaging", "u1"),
     ]
 )
 ROW_DTYPE = np.dtype(
     [
-        ("partition", "<i4"), ("kind", "u1"), ("bound_kind", "u1"), ("flags", "u1"),
-        ("first_clustering", "<i4"), ("n_clustering", "<i4"),
-        ("live_ts", "<i8"), ("live_ttl", "<i4"), ("live_ldt", "<i8"),
-        ("del_ts", "<i8"), ("del_ldt", "<i8"), ("del2_ts", "<i8"), ("del2_ldt", "<i8"),
-        ("first_cell", "<i4"), ("n_cells", "<i4"),
+        ("partition", "<i4"),
+        ("kind", "u1"),
+        ("bound_kind", "u1"),
+        ("flags", "u1"),
+        ("first_clustering", "<i4"),
+        ("n_clustering", "<i4"),
+        ("live_ts", "<i8"),
+        ("live_ttl", "<i4"),
+        ("live_ldt", "<i8"),
+        ("del_ts", "<i8"),
+        ("del_ldt", "<i8"),
+        ("del2_ts", "<i8"),
+        ("del2_ldt", "<i8"),
+        ("first_cell", "<i4"),
+        ("n_cells", "<i4"),
     ]
 )
 CELL_DTYPE = np.dtype(
     [
-        ("row", "<i4"), ("column", "<i4"), ("flags", "u1"), ("ts", "<i8"), ("ttl", "<i4"), ("ldt", "<i8"),
-        ("path_off", "<i4"), ("path_len", "<i4"), ("value_off", "<i4"), ("value_len", "<i4"),
+        ("row", "<i4"),
+        ("column", "<i4"),
+        ("flags", "u1"),
+        ("ts", "<i8"),
+        ("ttl", "<i4"),
+        ("ldt", "<i8"),
+        ("path_off", "<i4"),
+        ("path_len", "<i4"),
+        ("value_off", "<i4"),
+        ("value_len", "<i4"),
     ]
 )
 VALUE_DTYPE = np.dtype([("off", "<i4"), ("len", "<i4")])
@@ -48,8 +76,14 @@ NO_DELETION = -(2**63)  # a deletion timestamp meaning "not deleted" (Long.MIN_V
 
 # Cassandra's ClusteringPrefix.Kind, by ordinal.
 BOUND_KINDS = (
-    "EXCL_END_BOUND", "INCL_START_BOUND", "EXCL_END_INCL_START_BOUNDARY", "STATIC_CLUSTERING",
-    "CLUSTERING", "INCL_END_EXCL_START_BOUNDARY", "INCL_END_BOUND", "EXCL_START_BOUND",
+    "EXCL_END_BOUND",
+    "INCL_START_BOUND",
+    "EXCL_END_INCL_START_BOUNDARY",
+    "STATIC_CLUSTERING",
+    "CLUSTERING",
+    "INCL_END_EXCL_START_BOUNDARY",
+    "INCL_END_BOUND",
+    "EXCL_START_BOUND",
 )
 
 

@@ -29,9 +29,27 @@ FIXED_LENGTHS: dict[str, int] = {
 
 SCALARS = frozenset(
     {
-        "ascii", "bigint", "blob", "boolean", "counter", "date", "decimal", "double", "duration",
-        "float", "inet", "int", "smallint", "text", "time", "timestamp", "timeuuid", "tinyint",
-        "uuid", "varint", "empty",
+        "ascii",
+        "bigint",
+        "blob",
+        "boolean",
+        "counter",
+        "date",
+        "decimal",
+        "double",
+        "duration",
+        "float",
+        "inet",
+        "int",
+        "smallint",
+        "text",
+        "time",
+        "timestamp",
+        "timeuuid",
+        "tinyint",
+        "uuid",
+        "varint",
+        "empty",
     }
 )
 COLLECTIONS = frozenset({"list", "set", "map"})
@@ -195,8 +213,6 @@ class _Parser:
         return result
 
 
-def parse_cql_type(
-    text: str, udts: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
-) -> CqlType:
+def parse_cql_type(text: str, udts: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None) -> CqlType:
     """Parse a ``system_schema`` type string; ``udts`` maps a UDT name to (fields, field types)."""
     return _Parser(text, udts or {}).parse_text(text)

@@ -94,7 +94,7 @@ class CommitLogReader:
         try:
             data = open_segment(path)
         except FileNotFoundError:
-            self._issue(ReadIssue("missing", str(path), segment.segment_id, 0, -1, "segment deleted before it was read"))
+            self._issue(ReadIssue("missing", str(path), segment.segment_id, 0, -1, "segment deleted before reading"))
             return
         try:
             if len(data) >= 12 and bytes(data[:12]) == bytes(12):
@@ -113,8 +113,14 @@ class CommitLogReader:
                     self._issue(ReadIssue("section", str(path), descriptor.segment_id, offset, -1, detail))
                     break
                 _, clean = self.decoder.decode_region(
-                    item.data, item.start, item.end, item.logical_base, descriptor.segment_id,
-                    descriptor.version, descriptor.messaging_version, limit,
+                    item.data,
+                    item.start,
+                    item.end,
+                    item.logical_base,
+                    descriptor.segment_id,
+                    descriptor.version,
+                    descriptor.messaging_version,
+                    limit,
                 )
                 self._collect_issues(path, descriptor.segment_id)
                 if self.decoder.pending_mutations >= self.batch_mutations:

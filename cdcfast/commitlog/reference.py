@@ -39,7 +39,8 @@ def _cells(batch: Batch, first: int, count: int, table_index: int) -> list[dict[
     columns = batch.data_columns(table_index)
     arena = batch.arena
     out: list[dict[str, Any]] = []
-    for row, col, flags, ts, ttl, ldt, path_off, path_len, value_off, value_len in batch.cells[first : first + count].tolist():
+    records = batch.cells[first : first + count].tolist()
+    for _row, col, flags, ts, ttl, ldt, path_off, path_len, value_off, value_len in records:
         column = columns[col]
         if flags & CELL_COMPLEX_DELETION:
             out.append({"col": column.name, "complex_deletion": _deletion(ts, ldt)})

@@ -27,8 +27,13 @@ from cdcfast.errors import SchemaError
 
 SYSTEM_KEYSPACES = frozenset(
     {
-        "system", "system_schema", "system_auth", "system_distributed", "system_traces",
-        "system_views", "system_virtual_schema",
+        "system",
+        "system_schema",
+        "system_auth",
+        "system_distributed",
+        "system_traces",
+        "system_views",
+        "system_virtual_schema",
     }
 )
 SCHEMA_TABLES = ("keyspaces", "tables", "columns", "types", "dropped_columns")
@@ -108,6 +113,25 @@ def _udt_definitions(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, t
     return per_keyspace
 
 
+def _column(
+    row: Mapping[str, Any], kind: str, udts: Mapping[str, tuple], where: str, dropped_at: int | None = None
+) -> ColumnDef:
+    try:
+        ctype = parse_cql_type(row["type"], udts)
+    except SchemaError as exc:
+        raise SchemaError(f"{where}, column {row['column_name']}: {exc}") from exc
+    position = row.get("position")
+    return ColumnDef(
+        name=row["column_name"],
+        kind=kind,
+        position=int(position) if position is not None else -1,
+        type=ctype,
+        type_text=ctype.cql(),
+        reversed=row.get("clustering_order") == "desc",
+        dropped_at_us=dropped_at,
+    )
+
+
 def schema_from_rows(tables: Mapping[str, list[Mapping[str, Any]]], source: str = "") -> Schema:
     """Build a :class:`Schema` from ``system_schema`` rows keyed by table name."""
     udts = _udt_definitions(tables.get("types", []))
@@ -125,39 +149,27 @@ def schema_from_rows(tables: Mapping[str, list[Mapping[str, Any]]], source: str 
         where = f"{source}: {ks}.{name}"
         ks_udts = udts.get(ks, {})
 
-        def column(row: Mapping[str, Any], kind: str, dropped_at: int | None = None) -> ColumnDef:
-            try:
-                ctype = parse_cql_type(row["type"], ks_udts)
-            except SchemaError as exc:
-                raise SchemaError(f"{where}, column {row['column_name']}: {exc}") from exc
-            return ColumnDef(
-                name=row["column_name"],
-                kind=kind,
-                position=int(row.get("position", -1) if row.get("position") is not None else -1),
-                type=ctype,
-                type_text=ctype.cql(),
-                reversed=row.get("clustering_order") == "desc",
-                dropped_at_us=dropped_at,
-            )
-
-        dropped_at = {d["column_name"]: parse_dropped_time(d["dropped_time"]) for d in dropped_by_table.get((ks, name), [])}
+        dropped_rows = dropped_by_table.get((ks, name), [])
+        dropped_at = {d["column_name"]: parse_dropped_time(d["dropped_time"]) for d in dropped_rows}
         pk, ck, cols = [], [], {}
         for row in columns_by_table.get((ks, name), []):
             kind = row["kind"]
             if kind == "partition_key":
-                pk.append(column(row, kind))
+                pk.append(_column(row, kind, ks_udts, where))
             elif kind == "clustering":
-                ck.append(column(row, kind))
+                ck.append(_column(row, kind, ks_udts, where))
             elif kind in ("regular", "static"):
-                cols[row["column_name"]] = column(row, kind, dropped_at.get(row["column_name"]))
+                cols[row["column_name"]] = _column(row, kind, ks_udts, where, dropped_at.get(row["column_name"]))
             else:
                 raise SchemaError(f"{where}: column {row['column_name']} has unknown kind {kind!r}")
         pk.sort(key=lambda c: c.position)
         ck.sort(key=lambda c: c.position)
         dropped = {}
-        for d in dropped_by_table.get((ks, name), []):
+        for d in dropped_rows:
             if d["column_name"] not in cols:
-                dropped[d["column_name"]] = column(d, d.get("kind", "regular"), dropped_at[d["column_name"]])
+                dropped[d["column_name"]] = _column(
+                    d, d.get("kind", "regular"), ks_udts, where, dropped_at[d["column_name"]]
+                )
         table_id = uuid.UUID(str(t["id"]))
         result[table_id] = TableDef(
             id=table_id,

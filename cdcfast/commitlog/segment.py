@@ -109,7 +109,10 @@ def read_descriptor(path: Path, data: bytes | mmap.mmap) -> Descriptor:
     crc = _commitlog.crc_of(params_bytes, crc)
     (stored,) = struct.unpack_from(">I", data, 14 + plen)
     if stored != crc:
-        raise SegmentError(str(path), 14 + plen, f"descriptor header CRC mismatch (stored {stored:#010x}, computed {crc:#010x})")
+        raise SegmentError(
+            str(path), 14 + plen, f"descriptor header CRC mismatch (stored {stored:#010x}, "
+            f"computed {crc:#010x})"
+        )
     name = SEGMENT_NAME.match(path.name)
     if name and int(name.group(2)) != segment_id:
         raise SegmentError(str(path), 4, f"header segment id {segment_id} differs from the file name's")
@@ -120,7 +123,8 @@ def read_descriptor(path: Path, data: bytes | mmap.mmap) -> Descriptor:
     params = params or {}
     if params.get("encCipher") and params.get("encKeyAlias"):
         raise EncryptedSegmentError(
-            str(path), 14,
+            str(path),
+            14,
             f"segment is encrypted ({params['encCipher']}, key alias {params['encKeyAlias']!r}); "
             "cdcfast does not read transparent-data-encryption segments: disable commit log encryption "
             "for CDC nodes",
@@ -178,17 +182,21 @@ class SectionWalk:
     problem: tuple[int, str] | None  # (offset, what went wrong)
 
 
-def walk_sections(path: Path, data: bytes | mmap.mmap, descriptor: Descriptor, limit: int | None) -> Iterator[Section | tuple[int, str]]:
+def walk_sections(
+    path: Path, data: bytes | mmap.mmap, descriptor: Descriptor, limit: int | None
+) -> Iterator[Section | tuple[int, str]]:
     """Yield the sections whose data lies before the logical ``limit`` (None: the whole chain).
 
     A problem ends the walk and is yielded as ``(offset, detail)``: a damaged marker, an
     impossible length or a failed decompression. Everything before it has been yielded.
     """
     compressed = descriptor.compression is not None
-    markers, end = _commitlog.walk_sync_markers(data, descriptor.segment_id, descriptor.header_len, len(data), compressed)
+    markers, end = _commitlog.walk_sync_markers(
+        data, descriptor.segment_id, descriptor.header_len, len(data), compressed
+    )
     view = memoryview(data)
     logical = descriptor.header_len
-    decompress = _Decompressor(descriptor.compression, path) if compressed else None
+    decompress = _Decompressor(descriptor.compression, path) if descriptor.compression else None
     for marker, nxt in markers:
         if limit is not None and logical >= limit:
             return

@@ -1,0 +1,149 @@
+"""The ``cdcfast`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import orjson
+
+from cdcfast.commitlog import CommitLogReader, load_schema
+from cdcfast.errors import CdcfastError
+
+
+@contextlib.contextmanager
+def segment_paths(paths: Sequence[str]) -> Iterator[list[Path]]:
+    """The given files and folders; ``.tar.gz`` archives (like a corpus' cdc_raw) are unpacked."""
+    with tempfile.TemporaryDirectory(prefix="cdcfast-") as scratch:
+        out: list[Path] = []
+        for i, raw in enumerate(paths):
+            path = Path(raw)
+            if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+                target = Path(scratch) / str(i)
+                target.mkdir()
+                with tarfile.open(path) as archive:
+                    archive.extractall(target, filter="data")
+                folders = sorted({p.parent for p in target.rglob("CommitLog-*.log")})
+                out.extend(folders or [target])
+            else:
+                out.append(path)
+        yield out
+
+
+def _add_reader_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--schema", required=True, help="schema NNN.json, a schema/ folder, or cassandra://host:port")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="segment files, folders or .tar.gz archives")
+    parser.add_argument(
+        "--on-error",
+        choices=("skip", "stop"),
+        default="skip",
+        help="damaged data: skip it and report (default) or stop at the first problem",
+    )
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from cdcfast.commitlog.reference import reference_lines
+
+    schema = load_schema(args.schema)
+    reader = CommitLogReader(schema, policy=args.on_error)
+    out = sys.stdout.buffer
+    with segment_paths(args.paths) as paths:
+        for batch in reader.read_paths(paths):
+            if args.format == "reference":
+                for line in reference_lines(batch):
+                    out.write(orjson.dumps(line) + b"\n")
+            else:
+                from cdcfast.commitlog.readable import readable_lines
+
+                for text in readable_lines(batch):
+                    out.write(text.encode() + b"\n")
+    out.flush()
+    _report_issues(reader)
+    return 0
+
+
+def _report_issues(reader: CommitLogReader) -> None:
+    stats = reader.stats
+    shown = [i for i in reader.issues if i.kind != "unknown_table"]
+    for issue in shown[:50]:
+        print(f"cdcfast: skipped {issue}", file=sys.stderr)
+    if len(shown) > 50:
+        print(f"cdcfast: ... and {len(shown) - 50} more problems", file=sys.stderr)
+    for table_id, count in sorted(stats.unknown_tables.items()):
+        print(f"cdcfast: {count} mutation(s) of table id {table_id} skipped: not in the schema", file=sys.stderr)
+
+
+def cmd_bench_parse(args: argparse.Namespace) -> int:
+    schema = load_schema(args.schema)
+    best = float("inf")
+    with segment_paths(args.paths) as paths:
+        for round_no in range(args.rounds):
+            reader = CommitLogReader(schema, batch_mutations=1 << 16)
+            reader.decoder.verify_only = args.framing_only
+            start = time.perf_counter()
+            decoded = 0
+            for batch in reader.read_paths(paths):
+                decoded += batch.mutation_count
+            seconds = time.perf_counter() - start
+            best = min(best, seconds)
+            mutations = reader.decoder.mutation_count if args.framing_only else decoded
+            size = reader.decoder.mutation_bytes
+            print(
+                f"round={round_no} seconds={seconds:.4f} mutations={mutations} bytes={size} "
+                f"mutations_per_s={mutations / seconds:.0f} MB_per_s={size / seconds / 1e6:.1f}",
+                file=sys.stderr,
+            )
+    result = {
+        "mutations": mutations,
+        "bytes": size,
+        "best_seconds": round(best, 6),
+        "mutations_per_s": round(mutations / best),
+        "mb_per_s": round(size / best / 1e6, 1),
+    }
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdcfast", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    inspect = commands.add_parser("inspect", help="decode segments and print every partition update")
+    _add_reader_options(inspect)
+    inspect.add_argument(
+        "--format",
+        choices=("text", "reference"),
+        default="text",
+        help="text: a readable view (default); reference: the corpora's reference-decoding JSON lines",
+    )
+    inspect.set_defaults(func=cmd_inspect)
+
+    bench = commands.add_parser("bench", help="measure cdcfast on your hardware")
+    bench_kinds = bench.add_subparsers(dest="bench_kind", required=True)
+    parse = bench_kinds.add_parser("parse", help="decode segments on one core, N rounds; prints JSON last")
+    _add_reader_options(parse)
+    parse.add_argument("--rounds", type=int, default=5)
+    parse.add_argument("--framing-only", action="store_true", help="framing and CRCs only, no mutation decoding")
+    parse.set_defaults(func=cmd_bench_parse)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CdcfastError as exc:
+        print(f"cdcfast: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Shared fixtures: the real corpora in ../shared/corpus, unpacked once per test session."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CDCFAST_SHARED", REPO.parent / "shared"))
+CORPUS_ROOT = SHARED / "corpus"
+USER_KEYSPACES = ("shop", "clinic", "telemetry", "types")
+
+
+def corpus_names() -> list[str]:
+    if not CORPUS_ROOT.is_dir():
+        return []
+    return sorted(p.name for p in CORPUS_ROOT.iterdir() if (p / "cdc_raw.tar.gz").exists())
+
+
+class Corpus:
+    """One corpus folder, with its archives unpacked on demand into a session temp folder."""
+
+    def __init__(self, name: str, scratch: Path) -> None:
+        self.name = name
+        self.root = CORPUS_ROOT / name
+        self.scratch = scratch / name
+        self.schema_dir = self.root / "schema"
+
+    def _unpack(self, archive: str, inner: str) -> Path:
+        target = self.scratch / archive.replace(".tar.gz", "")
+        if not target.exists():
+            target.mkdir(parents=True)
+            with tarfile.open(self.root / archive) as tar:
+                tar.extractall(target, filter="data")
+        return target / inner
+
+    @property
+    def cdc_raw(self) -> Path:
+        return self._unpack("cdc_raw.tar.gz", "cdc_raw")
+
+    @property
+    def snapshots(self) -> Path:
+        return self._unpack("snapshots.tar.gz", "snapshots")
+
+    def reference_lines(self, keyspaces: tuple[str, ...] = USER_KEYSPACES) -> list[dict]:
+        with gzip.open(self.root / "reference-decoding.jsonl.gz", "rt") as handle:
+            lines = [json.loads(line) for line in handle]
+        return [line for line in lines if line["keyspace"] in keyspaces]
+
+    def summary(self) -> dict:
+        return json.loads((self.root / "reference-summary.json").read_text())
+
+    def ops(self) -> list[dict]:
+        with gzip.open(self.root / "ops.jsonl.gz", "rt") as handle:
+            return [json.loads(line) for line in handle]
+
+
+@pytest.fixture(scope="session")
+def corpus_scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("corpora")
+
+
+@pytest.fixture(scope="session", params=corpus_names() or [pytest.param(None, marks=pytest.mark.skip("no corpora"))])
+def corpus(request: pytest.FixtureRequest, corpus_scratch: Path) -> Corpus:
+    return Corpus(request.param, corpus_scratch)
