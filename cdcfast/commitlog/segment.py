@@ -229,3 +229,23 @@ def open_segment(path: Path) -> bytes | mmap.mmap:
             handle.seek(0)
             return handle.read()
         return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def raw_entries(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(position, mutation bytes) of every CRC-valid entry along the marker chain (not the hot
+    path: for diagnosis, dead letters and re-encoding checks)."""
+    data = open_segment(path)
+    descriptor = read_descriptor(path, data)
+    for section in walk_sections(path, data, descriptor, None):
+        if isinstance(section, tuple):
+            return
+        buf, p = section.data, section.start
+        while section.end - p >= 8:
+            (size,) = struct.unpack_from(">i", buf, p)
+            if size < 10 or p + 12 + size > section.end:
+                break
+            mutation = bytes(buf[p + 8 : p + 8 + size])
+            (stored,) = struct.unpack_from(">I", buf, p + 8 + size)
+            if _commitlog.crc_of(mutation, _commitlog.crc_of(struct.pack(">i", size))) == stored:
+                yield section.logical_base + p + 12 + size, mutation
+            p += 12 + size
