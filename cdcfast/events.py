@@ -1,0 +1,229 @@
+"""The change-event model every sink consumes, built from decoded batches.
+
+One :class:`ChangeEvent` per changed row (static rows included), per partition deletion and per
+range deletion. Values stay in Cassandra's serialized form (``bytes``), typed by the table schema:
+decoding them is the sinks' business, masking rewrites them in place, and the event id is computed
+from them, so that the same change read from any replica, or read twice, has the same id.
+
+Operations follow Cassandra's own distinction: a row written with primary-key liveness (INSERT) is
+an ``insert``; a row with cells only (UPDATE) is an ``update``; a row deletion is a ``delete``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+
+import msgspec
+
+from cdcfast.commitlog.batch import (
+    CELL_COMPLEX_DELETION,
+    CELL_COUNTER,
+    CELL_HAS_PATH,
+    CELL_TOMBSTONE,
+    NO_DELETION,
+    ROW_DELETED,
+    ROW_EXPIRING,
+    ROW_HAS_LIVENESS,
+    STATIC_ROW,
+    Batch,
+)
+from cdcfast.commitlog.schema import TableDef
+
+INSERT, UPDATE, DELETE, PARTITION_DELETE, RANGE_DELETE = (
+    "insert",
+    "update",
+    "delete",
+    "partition_delete",
+    "range_delete",
+)
+
+# Cell kinds
+SET = 0  # a value written
+TOMBSTONE = 1  # the cell (or one collection element) deleted
+CLEAR = 2  # a non-frozen collection/UDT cleared: elements older than ``ts`` are gone
+COUNTER = 3  # a counter context (the leader's shard), see docs/counters.md
+
+# Bounds of a range deletion: (clustering prefix, inclusive)
+_START_INCLUSIVE = {1: True, 7: False, 2: True, 5: False}
+_END_INCLUSIVE = {6: True, 0: False, 2: False, 5: True}
+
+
+class Cell(msgspec.Struct, array_like=True, frozen=True):
+    column: str
+    kind: int
+    ts: int
+    value: bytes | None = None  # serialized CQL value (for complex columns: the element's value)
+    path: bytes | None = None  # complex columns: list timeuuid, set element, map key, UDT field index
+    ttl: int = 0
+    expires_at: int = 0  # seconds since the epoch when the cell expires; 0: never
+
+
+class ChangeEvent(msgspec.Struct, array_like=True, frozen=True):
+    event_id: bytes
+    keyspace: str
+    table: str
+    op: str
+    partition_key: list[bytes]  # one serialized value per partition key column
+    clustering: list[bytes | None]  # the row's clustering values (empty for static rows)
+    ts: int  # write timestamp: the newest timestamp in the change (microseconds)
+    cells: list[Cell] = []
+    static: bool = False
+    deletion_ts: int | None = None  # row, partition or range deletion (markedForDeleteAt)
+    deletion_time: int | None = None  # its local deletion time (seconds)
+    liveness_ts: int | None = None  # primary-key liveness (INSERT)
+    liveness_ttl: int = 0
+    liveness_expires_at: int = 0
+    range_start: list[bytes | None] | None = None
+    range_start_inclusive: bool = True
+    range_end: list[bytes | None] | None = None
+    range_end_inclusive: bool = True
+    segment_id: int = 0  # where it was read: travels with the event for checkpoints
+    position: int = 0
+
+    @property
+    def qualified_table(self) -> str:
+        return f"{self.keyspace}.{self.table}"
+
+    def with_content_id(self) -> ChangeEvent:
+        return msgspec.structs.replace(self, event_id=content_id(self))
+
+
+_ID_ENCODER = msgspec.msgpack.Encoder()
+
+
+def content_id(event: ChangeEvent) -> bytes:
+    """16 bytes of BLAKE2b over everything that makes the change what it is, and nothing about
+    where it was read (segment, position, replica)."""
+    identity = (
+        event.keyspace,
+        event.table,
+        event.op,
+        event.partition_key,
+        event.clustering,
+        event.static,
+        event.deletion_ts,
+        event.liveness_ts,
+        event.liveness_ttl,
+        event.range_start,
+        event.range_start_inclusive,
+        event.range_end,
+        event.range_end_inclusive,
+        [(c.column, c.kind, c.ts, c.value, c.path, c.ttl) for c in event.cells],
+    )
+    return hashlib.blake2b(_ID_ENCODER.encode(identity), digest_size=16).digest()
+
+
+def split_partition_key(table: TableDef, key: bytes) -> list[bytes]:
+    """Components of a partition key: composite keys are (u16 length, bytes, 0x00) each."""
+    if len(table.partition_key) <= 1:
+        return [key]
+    parts, offset = [], 0
+    for _ in table.partition_key:
+        (length,) = struct.unpack_from(">H", key, offset)
+        parts.append(key[offset + 2 : offset + 2 + length])
+        offset += 3 + length
+    return parts
+
+
+def _cells(batch: Batch, first: int, count: int, table_index: int) -> tuple[list[Cell], int]:
+    columns = batch.data_columns(table_index)
+    arena = batch.arena
+    out: list[Cell] = []
+    newest = NO_DELETION
+    for _row, col, flags, ts, ttl, ldt, path_off, path_len, value_off, value_len in batch.cells[
+        first : first + count
+    ].tolist():
+        name = columns[col].name
+        newest = max(newest, ts)
+        if flags & CELL_COMPLEX_DELETION:
+            out.append(Cell(name, CLEAR, ts))
+            continue
+        path = arena[path_off : path_off + path_len] if flags & CELL_HAS_PATH else None
+        if flags & CELL_TOMBSTONE:
+            out.append(Cell(name, TOMBSTONE, ts, None, path))
+            continue
+        kind = COUNTER if flags & CELL_COUNTER else SET
+        out.append(Cell(name, kind, ts, arena[value_off : value_off + value_len], path, ttl, ldt if ttl else 0))
+    return out, newest
+
+
+def events_from_batch(batch: Batch) -> Iterator[ChangeEvent]:
+    """Every change in ``batch``, in commit log order, each with its content id."""
+    rows = batch.rows
+    for p in batch.partitions.tolist():
+        segment_id, position, _size, table_index = p[0], p[1], p[2], p[3]
+        pk_off, pk_len, pdel_ts, pdel_ldt, static_row, first_row, n_rows = p[4:11]
+        table = batch.tables[table_index]
+        key = split_partition_key(table, batch.arena[pk_off : pk_off + pk_len])
+        common = {
+            "keyspace": table.keyspace,
+            "table": table.name,
+            "partition_key": key,
+            "segment_id": segment_id,
+            "position": position,
+        }
+        if pdel_ts != NO_DELETION:
+            yield ChangeEvent(
+                b"",
+                op=PARTITION_DELETE,
+                clustering=[],
+                ts=pdel_ts,
+                deletion_ts=pdel_ts,
+                deletion_time=pdel_ldt,
+                **common,
+            ).with_content_id()
+        indexes = ([static_row] if static_row >= 0 else []) + list(range(first_row, first_row + n_rows))
+        open_marker: tuple[list[bytes | None], bool] | None = None
+        for index in indexes:
+            r = rows[index]
+            kind = int(r["kind"])
+            clustering = batch.clustering(int(r["first_clustering"]), int(r["n_clustering"]))
+            if kind >= 2:  # range tombstone markers: pair each opening with its closing
+                bound = int(r["bound_kind"])
+                if open_marker is not None and bound in _END_INCLUSIVE:
+                    deletion = (int(r["del_ts"]), int(r["del_ldt"]))
+                    yield ChangeEvent(
+                        b"",
+                        op=RANGE_DELETE,
+                        clustering=[],
+                        ts=deletion[0],
+                        deletion_ts=deletion[0],
+                        deletion_time=deletion[1],
+                        range_start=open_marker[0],
+                        range_start_inclusive=open_marker[1],
+                        range_end=clustering,
+                        range_end_inclusive=_END_INCLUSIVE[bound],
+                        **common,
+                    ).with_content_id()
+                    open_marker = None
+                if bound in _START_INCLUSIVE:  # a boundary closes one range and opens the next
+                    open_marker = (clustering, _START_INCLUSIVE[bound])
+                continue
+            yield _row_event(batch, r, table_index, clustering, kind == STATIC_ROW, common)
+
+
+def _row_event(batch: Batch, r, table_index: int, clustering, static: bool, common: dict) -> ChangeEvent:
+    flags = int(r["flags"])
+    cells, newest = _cells(batch, int(r["first_cell"]), int(r["n_cells"]), table_index)
+    fields: dict = {}
+    if flags & ROW_HAS_LIVENESS:
+        fields["liveness_ts"] = int(r["live_ts"])
+        newest = max(newest, fields["liveness_ts"])
+        if flags & ROW_EXPIRING:
+            fields["liveness_ttl"] = int(r["live_ttl"])
+            fields["liveness_expires_at"] = int(r["live_ldt"])
+    if flags & ROW_DELETED:
+        fields["deletion_ts"] = int(r["del_ts"])
+        fields["deletion_time"] = int(r["del_ldt"])
+        newest = max(newest, fields["deletion_ts"])
+    if flags & ROW_HAS_LIVENESS:
+        op = INSERT
+    elif flags & ROW_DELETED and not cells:
+        op = DELETE
+    else:
+        op = UPDATE
+    return ChangeEvent(
+        b"", op=op, clustering=[] if static else clustering, ts=newest, cells=cells, static=static, **fields, **common
+    ).with_content_id()
