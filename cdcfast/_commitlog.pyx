@@ -49,20 +49,23 @@ cdef enum:
     CF_USE_ROW_TIMESTAMP = 0x08
     CF_USE_ROW_TTL = 0x10
 
-# Record kinds and flags shared with cdcfast/commitlog/batch.py.
-ROW = 0
-STATIC_ROW = 1
-RT_BOUND = 2
-RT_BOUNDARY = 3
-ROW_HAS_LIVENESS = 1
-ROW_EXPIRING = 2
-ROW_DELETED = 4
-ROW_SHADOWABLE = 8
-CELL_TOMBSTONE = 1
-CELL_EXPIRING = 2
-CELL_COUNTER = 4
-CELL_COMPLEX_DELETION = 8
-CELL_HAS_PATH = 16
+# Record kinds and flags shared with cdcfast/commitlog/batch.py (C constants for the hot loop).
+cdef enum:
+    K_ROW = 0
+    K_STATIC_ROW = 1
+    K_RT_BOUND = 2
+    K_RT_BOUNDARY = 3
+    R_HAS_LIVENESS = 1
+    R_EXPIRING = 2
+    R_DELETED = 4
+    R_SHADOWABLE = 8
+    C_TOMBSTONE = 1
+    C_EXPIRING = 2
+    C_COUNTER = 4
+    C_COMPLEX_DELETION = 8
+    C_HAS_PATH = 16
+
+ROW, STATIC_ROW, RT_BOUND, RT_BOUNDARY = K_ROW, K_STATIC_ROW, K_RT_BOUND, K_RT_BOUNDARY
 
 # Decode error codes -> messages (the Python side adds file, segment, position and table).
 cdef enum:
@@ -751,19 +754,19 @@ cdef class Decoder:
         if flags & UF_HAS_TIMESTAMP:
             if read_ts(c, s, &live_ts) < 0:
                 return -1
-            row_flags |= ROW_HAS_LIVENESS
+            row_flags |= R_HAS_LIVENESS
             if flags & UF_HAS_TTL:
                 if read_ttl(c, s, &live_ttl) < 0 or read_ldt(c, s, &live_ldt) < 0:
                     return -1
-                row_flags |= ROW_EXPIRING
+                row_flags |= R_EXPIRING
         if flags & UF_HAS_DELETION:
             if read_deletion(c, s, &del_ts, &del_ldt) < 0:
                 return -1
-            row_flags |= ROW_DELETED
+            row_flags |= R_DELETED
             if ext & UX_HAS_SHADOWABLE_DELETION:
-                row_flags |= ROW_SHADOWABLE
-                if (row_flags & ROW_HAS_LIVENESS) and live_ts > del_ts:
-                    row_flags &= ~(ROW_DELETED | ROW_SHADOWABLE)  # shadowed by the row's liveness
+                row_flags |= R_SHADOWABLE
+                if (row_flags & R_HAS_LIVENESS) and live_ts > del_ts:
+                    row_flags &= ~(R_DELETED | R_SHADOWABLE)  # shadowed by the row's liveness
         if flags & UF_HAS_ALL_COLUMNS:
             n_present = n_columns
             for i in range(n_columns):
@@ -772,7 +775,7 @@ cdef class Decoder:
             return -1
         r = <RowRec*>self.rows.data + row_index
         r.partition = <int32_t>self.partitions.used
-        r.kind = STATIC_ROW if static_expected else ROW
+        r.kind = K_STATIC_ROW if static_expected else K_ROW
         r.bound_kind = 4  # CLUSTERING
         r.first_clustering = first_value
         r.n_clustering = <int32_t>self.values.used - first_value
@@ -786,12 +789,12 @@ cdef class Decoder:
         r.first_cell = <int32_t>self.cells.used
         for i in range(n_present):
             if self.decode_column(c, s, present[i], <int32_t>row_index, flags, live_ts, live_ttl, live_ldt,
-                                  row_flags & ROW_EXPIRING, m) < 0:
+                                  row_flags & R_EXPIRING, m) < 0:
                 return -1
         r = <RowRec*>self.rows.data + row_index
         r.n_cells = <int32_t>self.cells.used - r.first_cell
         r.flags = row_flags
-        if r.n_cells == 0 and not (row_flags & (ROW_HAS_LIVENESS | ROW_DELETED)):
+        if r.n_cells == 0 and not (row_flags & (R_HAS_LIVENESS | R_DELETED)):
             # Cassandra drops rows that decode to nothing (e.g. only dropped columns' cells).
             self.values.used = first_value
             return 0
@@ -869,7 +872,7 @@ cdef class Decoder:
                 cell = <CellRec*>self.cells.data + self.cells.used
                 cell.row = row
                 cell.column = col.index
-                cell.flags = CELL_COMPLEX_DELETION
+                cell.flags = C_COMPLEX_DELETION
                 cell.ts = cd_ts
                 cell.ttl = 0
                 cell.ldt = cd_ldt
@@ -939,13 +942,13 @@ cdef class Decoder:
             return fail(c, E_NO_MEMORY)
         cell = <CellRec*>self.cells.data + self.cells.used
         if ttl != 0:
-            out_flags |= CELL_EXPIRING
+            out_flags |= C_EXPIRING
         elif has_ldt:
-            out_flags |= CELL_TOMBSTONE
-        if col.is_counter and not (out_flags & CELL_TOMBSTONE):
-            out_flags |= CELL_COUNTER
+            out_flags |= C_TOMBSTONE
+        if col.is_counter and not (out_flags & C_TOMBSTONE):
+            out_flags |= C_COUNTER
         if col.is_complex:
-            out_flags |= CELL_HAS_PATH
+            out_flags |= C_HAS_PATH
             cell.path_off = <int32_t>(self.arena_used + (path - m))
             cell.path_len = <int32_t>path_len
         else:
@@ -984,7 +987,7 @@ cdef class Decoder:
                 return -1
         r = <RowRec*>self.rows.data + self.rows.used
         r.partition = <int32_t>self.partitions.used
-        r.kind = RT_BOUNDARY if kind == 2 or kind == 5 else RT_BOUND
+        r.kind = K_RT_BOUNDARY if kind == 2 or kind == 5 else K_RT_BOUND
         r.bound_kind = kind
         r.flags = 0
         r.first_clustering = first_value

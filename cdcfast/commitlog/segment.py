@@ -139,7 +139,7 @@ def read_descriptor(path: Path, data: bytes | mmap.mmap) -> Descriptor:
 class Section:
     """One section's entries: ``data[start:end]``, whose byte ``data[0]`` sits at ``logical_base``."""
 
-    data: bytes | memoryview | mmap.mmap
+    data: bytes | bytearray | memoryview | mmap.mmap
     start: int
     end: int
     logical_base: int
@@ -153,7 +153,7 @@ class _Decompressor:
         if name not in ("LZ4Compressor", "SnappyCompressor", "DeflateCompressor", "ZstdCompressor", "NoopCompressor"):
             raise SegmentError(str(path), 0, f"unsupported commit log compressor {name}")
 
-    def __call__(self, payload: memoryview, size: int) -> bytes:
+    def __call__(self, payload: memoryview, size: int) -> bytes | bytearray:
         if self.name == "NoopCompressor":
             return bytes(payload)
         out = bytearray(size)
@@ -170,7 +170,7 @@ class _Decompressor:
             written = cramjam.zstd.decompress_into(payload, out)
         if written != size:
             raise ValueError(f"decompressed {written} bytes, the section says {size}")
-        return bytes(out)
+        return out
 
 
 @dataclass
