@@ -1,0 +1,367 @@
+"""Cassandra's reconciliation rules, so that every warehouse's current state converges to ``SELECT *``.
+
+Every sink keeps, per row, the winning version of each cell with its write timestamp (and, for
+collections, of each element), the row's liveness and deletion, and per partition its deletion and
+range deletions. Applying a change is a merge by these rules, which are commutative and idempotent:
+late or replayed events with older timestamps never win, and the same change applied twice or
+from three replicas changes nothing.
+
+* A cell beats another with a higher timestamp; on a tie a tombstone or expiring cell beats a live
+  one, a tombstone beats an expiring one, then the later expiry, then the greater value
+  (Cassandra's ``Cells.reconcile``).
+* A deletion with timestamp T (row, partition, range, collection clear) removes every cell and
+  liveness written at or before T.
+* An expiring cell past its expiry is a tombstone: it hides, it does not resurrect older values.
+* A row is visible when its liveness or any regular cell is live; static cells show with every row
+  of their partition, or alone when the partition has no live row.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdcfast.commitlog.cqltypes import CqlType
+from cdcfast.commitlog.schema import TableDef
+from cdcfast.events import (
+    CLEAR,
+    COUNTER,
+    PARTITION_DELETE,
+    RANGE_DELETE,
+    TOMBSTONE,
+    ChangeEvent,
+)
+from cdcfast.values import EMPTY, CounterContext, decode, decode_cell_path, decode_cell_value
+
+NEVER = 0  # expires_at of a cell that does not expire
+COUNTER_TYPE = CqlType("counter")
+
+
+@dataclass(frozen=True)
+class Version:
+    """One written version of a cell or collection element; ``value`` None is a tombstone."""
+
+    ts: int
+    value: bytes | None
+    expires_at: int = NEVER  # seconds since the epoch
+
+    def live(self, now: int) -> bool:
+        return self.value is not None and (self.expires_at == NEVER or now < self.expires_at)
+
+    def beats(self, other: Version) -> bool:
+        if self.ts != other.ts:
+            return self.ts > other.ts
+        mine, theirs = self.value is None or self.expires_at != NEVER, other.value is None or other.expires_at != NEVER
+        if mine != theirs:
+            return mine
+        if mine:
+            if (self.value is None) != (other.value is None):
+                return self.value is None
+            if self.expires_at != other.expires_at:
+                return self.expires_at > other.expires_at
+        return (self.value or b"") > (other.value or b"")
+
+
+def _keep(current: Version | None, new: Version) -> Version:
+    return new if current is None or new.beats(current) else current
+
+
+@dataclass
+class RowState:
+    liveness: Version | None = None  # value b"" marks a live primary key
+    deletion_ts: int | None = None
+    cells: dict[str, Version] = field(default_factory=dict)
+    clears: dict[str, int] = field(default_factory=dict)  # complex column -> newest clear timestamp
+    elements: dict[str, dict[bytes, Version]] = field(default_factory=dict)
+    # Counter columns: the newest shard per counter id (clock, count), and the newest write time.
+    counters: dict[str, dict[bytes, tuple[int, int]]] = field(default_factory=dict)
+    counter_ts: dict[str, int] = field(default_factory=dict)
+
+    def delete(self, ts: int) -> None:
+        self.deletion_ts = ts if self.deletion_ts is None else max(self.deletion_ts, ts)
+
+    def apply(self, event: ChangeEvent) -> None:
+        if event.liveness_ts is not None:
+            expires = event.liveness_expires_at if event.liveness_ttl else NEVER
+            self.liveness = _keep(self.liveness, Version(event.liveness_ts, b"", expires))
+        if event.deletion_ts is not None and event.op not in (PARTITION_DELETE, RANGE_DELETE):
+            self.delete(event.deletion_ts)
+        for cell in event.cells:
+            if cell.kind == CLEAR:
+                self.clears[cell.column] = max(self.clears.get(cell.column, cell.ts), cell.ts)
+            elif cell.kind == COUNTER:
+                context = decode(COUNTER_TYPE, cell.value or b"")
+                assert isinstance(context, CounterContext)
+                self._add_shards(cell.column, {s.counter_id.bytes: (s.clock, s.count) for s in context.shards}, cell.ts)
+            else:
+                version = Version(cell.ts, None if cell.kind == TOMBSTONE else cell.value, cell.expires_at)
+                if cell.path is None:
+                    self.cells[cell.column] = _keep(self.cells.get(cell.column), version)
+                else:
+                    column = self.elements.setdefault(cell.column, {})
+                    column[cell.path] = _keep(column.get(cell.path), version)
+
+    def merge(self, other: RowState) -> None:
+        """Fold another state of the same row in (a replica's, or a stored one)."""
+        if other.liveness is not None:
+            self.liveness = _keep(self.liveness, other.liveness)
+        if other.deletion_ts is not None:
+            self.delete(other.deletion_ts)
+        for name, version in other.cells.items():
+            self.cells[name] = _keep(self.cells.get(name), version)
+        for name, ts in other.clears.items():
+            self.clears[name] = max(self.clears.get(name, ts), ts)
+        for name, elements in other.elements.items():
+            mine = self.elements.setdefault(name, {})
+            for path, version in elements.items():
+                mine[path] = _keep(mine.get(path), version)
+        for name, shards in other.counters.items():
+            self._add_shards(name, shards, other.counter_ts[name])
+
+    def _add_shards(self, column: str, shards: dict[bytes, tuple[int, int]], ts: int) -> None:
+        mine = self.counters.setdefault(column, {})
+        for counter_id, (clock, count) in shards.items():
+            if counter_id not in mine or mine[counter_id][0] < clock:
+                mine[counter_id] = (clock, count)
+        self.counter_ts[column] = max(self.counter_ts.get(column, ts), ts)
+
+    # -- visibility --------------------------------------------------------------------------
+    def visible_cell(self, column: str, shadow: int, now: int) -> bytes | None:
+        version = self.cells.get(column)
+        if version is None or version.ts <= shadow or not version.live(now):
+            return None
+        return version.value
+
+    def visible_elements(self, column: str, shadow: int, now: int) -> list[tuple[bytes, bytes]]:
+        """Live elements of a collection or UDT column, in stored (path) byte order."""
+        floor = max(shadow, self.clears.get(column, shadow))
+        return [
+            (path, version.value or b"")
+            for path, version in self.elements.get(column, {}).items()
+            if version.ts > floor and version.live(now)
+        ]
+
+    def counter_total(self, column: str, shadow: int) -> int | None:
+        """The counter's value: the sum of every leader's newest shard (docs/counters.md). A counter
+        deletion is final, as in Cassandra."""
+        shards = self.counters.get(column)
+        if not shards or self.counter_ts[column] <= shadow or column in self.cells:
+            return None
+        return sum(count for _, count in shards.values())
+
+    def live_marker(self, shadow: int, now: int) -> bool:
+        return self.liveness is not None and self.liveness.ts > shadow and self.liveness.live(now)
+
+
+# -- clustering order (range deletions need it) -----------------------------------------------
+def _float_key(value: float) -> tuple[int, float]:
+    return (1, 0.0) if math.isnan(value) else (0, value if value != 0 else math.copysign(0.0, value) - 0.0)
+
+
+def _uuid_key(raw: bytes, time_based_only: bool) -> tuple:
+    value = uuid.UUID(bytes=raw)
+    if value.version == 1:
+        return (1, value.time, raw[8:]) if not time_based_only else (value.time, struct.unpack(">q", raw[8:])[0])
+    return (value.version or 0, raw)
+
+
+def sort_key(ctype: CqlType) -> Callable[[bytes | None], Any]:
+    """Cassandra's comparator for one clustering column, as a Python sort key of its bytes."""
+    kind = ctype.kind
+
+    def key(raw: bytes | None) -> Any:
+        if raw is None or len(raw) == 0:
+            return (0,)
+        if kind in ("int", "bigint", "smallint", "tinyint", "varint", "decimal", "timestamp", "counter"):
+            return (1, decode(ctype, raw))
+        if kind in ("float", "double"):
+            return (1, _float_key(decode(ctype, raw)))
+        if kind == "timeuuid":
+            return (1, _uuid_key(raw, True))
+        if kind == "uuid":
+            return (1, _uuid_key(raw, False))
+        if kind == "time":
+            return (1, decode(ctype, raw))
+        return (1, raw)  # text, ascii, blob, inet, date, boolean, frozen collections: unsigned bytes
+
+    return key
+
+
+class _Reversed:
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __lt__(self, other: _Reversed) -> bool:
+        return other.key < self.key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Reversed) and self.key == other.key
+
+
+def clustering_comparator(table: TableDef) -> Callable[[list[bytes | None]], list[Any]]:
+    keys = [(sort_key(c.type), c.reversed) for c in table.clustering]
+
+    def convert(values: list[bytes | None]) -> list[Any]:
+        out = []
+        for (key, reverse), raw in zip(keys, values):
+            k = key(raw)
+            out.append(_Reversed(k) if reverse else k)
+        return out
+
+    return convert
+
+
+def _compare_prefix(row: list[Any], bound: list[Any]) -> int:
+    for a, b in zip(row, bound):
+        if a < b:
+            return -1
+        if b < a:
+            return 1
+    return 0
+
+
+@dataclass(frozen=True)
+class RangeDeletion:
+    start: list[bytes | None]
+    start_inclusive: bool
+    end: list[bytes | None]
+    end_inclusive: bool
+    ts: int
+
+
+def covers(deletion: RangeDeletion, row: list[Any], start: list[Any], end: list[Any]) -> bool:
+    if start:
+        c = _compare_prefix(row, start)
+        if c < 0 or (c == 0 and not deletion.start_inclusive):
+            return False
+    if end:
+        c = _compare_prefix(row, end)
+        if c > 0 or (c == 0 and not deletion.end_inclusive):
+            return False
+    return True
+
+
+@dataclass
+class PartitionState:
+    deletion_ts: int | None = None
+    ranges: list[RangeDeletion] = field(default_factory=list)
+    static: RowState = field(default_factory=RowState)
+    rows: dict[tuple, RowState] = field(default_factory=dict)
+
+
+class TableState:
+    """One table's current state, in memory: the reference model every sink follows."""
+
+    def __init__(self, table: TableDef) -> None:
+        self.table = table
+        self.partitions: dict[tuple[bytes, ...], PartitionState] = {}
+        self._order = clustering_comparator(table)
+        self.regular = [c for c in table.columns.values() if c.kind == "regular"]
+        self.static_columns = [c for c in table.columns.values() if c.kind == "static"]
+
+    def apply(self, event: ChangeEvent) -> None:
+        partition = self.partitions.setdefault(tuple(event.partition_key), PartitionState())
+        if event.op == PARTITION_DELETE:
+            ts = event.deletion_ts or 0
+            partition.deletion_ts = ts if partition.deletion_ts is None else max(partition.deletion_ts, ts)
+        elif event.op == RANGE_DELETE:
+            partition.ranges.append(
+                RangeDeletion(
+                    list(event.range_start or []),
+                    event.range_start_inclusive,
+                    list(event.range_end or []),
+                    event.range_end_inclusive,
+                    event.deletion_ts or 0,
+                )
+            )
+        elif event.static:
+            partition.static.apply(event)
+        else:
+            partition.rows.setdefault(tuple(event.clustering), RowState()).apply(event)
+
+    def apply_all(self, events: Iterable[ChangeEvent]) -> None:
+        for event in events:
+            if event.keyspace == self.table.keyspace and event.table == self.table.name:
+                self.apply(event)
+
+    def _row_shadow(self, partition: PartitionState, clustering: tuple, row: RowState) -> int:
+        shadow = max(partition.deletion_ts or -(2**63), row.deletion_ts if row.deletion_ts is not None else -(2**63))
+        if partition.ranges:
+            key = self._order(list(clustering))
+            for deletion in partition.ranges:
+                if deletion.ts > shadow and covers(
+                    deletion, key, self._order(deletion.start), self._order(deletion.end)
+                ):
+                    shadow = deletion.ts
+        return shadow
+
+    def _values(self, row: RowState, columns: list, shadow: int, now: int) -> tuple[dict[str, Any], bool]:
+        values: dict[str, Any] = {}
+        any_live = False
+        for column in columns:
+            ctype = column.type
+            if ctype.is_counter:
+                total = row.counter_total(column.name, shadow)
+                values[column.name] = total
+                any_live |= total is not None
+            elif ctype.is_complex:
+                elements = row.visible_elements(column.name, shadow, now)
+                values[column.name] = _complex_value(ctype, elements) if elements else None
+                any_live |= bool(elements)
+            else:
+                raw = row.visible_cell(column.name, shadow, now)
+                values[column.name] = None if raw is None else _simple_value(ctype, raw)
+                any_live |= raw is not None
+        return values, any_live
+
+    def select(self, now: int) -> Iterator[dict[str, Any]]:
+        """What ``SELECT *`` returns as of ``now`` (seconds): decoded values, rows in no particular order."""
+        table = self.table
+        for pk, partition in self.partitions.items():
+            key = {c.name: decode(c.type, raw) for c, raw in zip(table.partition_key, pk)}
+            static_shadow = partition.deletion_ts if partition.deletion_ts is not None else -(2**63)
+            static_values, static_live = self._values(partition.static, self.static_columns, static_shadow, now)
+            emitted = False
+            for clustering, row in partition.rows.items():
+                shadow = self._row_shadow(partition, clustering, row)
+                values, live = self._values(row, self.regular, shadow, now)
+                if not (live or row.live_marker(shadow, now)):
+                    continue
+                emitted = True
+                ck = {c.name: decode(c.type, raw) for c, raw in zip(table.clustering, clustering)}
+                yield {**key, **ck, **static_values, **values}
+            if not emitted and static_live:
+                yield {
+                    **key,
+                    **{c.name: None for c in table.clustering},
+                    **static_values,
+                    **{c.name: None for c in self.regular},
+                }
+
+
+def _simple_value(ctype: CqlType, raw: bytes) -> Any:
+    value = decode(ctype, raw)
+    return None if value is EMPTY and ctype.kind not in ("text", "ascii", "blob") else value
+
+
+def _complex_value(ctype: CqlType, elements: list[tuple[bytes, bytes]]) -> Any:
+    """Elements in Cassandra's order: lists by timeuuid, sets and maps by the key comparator."""
+    if ctype.kind in ("list", "set", "map"):
+        key = sort_key(CqlType("timeuuid") if ctype.kind == "list" else ctype.params[0])
+        elements = sorted(elements, key=lambda item: key(item[0]))
+    if ctype.kind == "list":
+        return [decode_cell_value(ctype, value) for _, value in elements]
+    if ctype.kind == "set":
+        return [decode_cell_path(ctype, path) for path, _ in elements]
+    if ctype.kind == "map":
+        return [(decode_cell_path(ctype, path), decode_cell_value(ctype, value)) for path, value in elements]
+    fields: dict[str, Any] = {name: None for name in ctype.field_names}
+    for path, value in elements:
+        fields[decode_cell_path(ctype, path)] = decode_cell_value(ctype, value, path)
+    return fields
