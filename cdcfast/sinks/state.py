@@ -49,8 +49,9 @@ class Version:
     value: bytes | None
     expires_at: int = NEVER  # seconds since the epoch
 
-    def live(self, now: int) -> bool:
-        return self.value is not None and (self.expires_at == NEVER or now < self.expires_at)
+    def live(self, now: int | None) -> bool:
+        """Not a tombstone, and not expired as of ``now`` (None: ignore expiry)."""
+        return self.value is not None and (self.expires_at == NEVER or now is None or now < self.expires_at)
 
     def beats(self, other: Version) -> bool:
         if self.ts != other.ts:
@@ -130,13 +131,13 @@ class RowState:
         self.counter_ts[column] = max(self.counter_ts.get(column, ts), ts)
 
     # -- visibility --------------------------------------------------------------------------
-    def visible_cell(self, column: str, shadow: int, now: int) -> bytes | None:
+    def visible_cell(self, column: str, shadow: int, now: int | None) -> bytes | None:
         version = self.cells.get(column)
         if version is None or version.ts <= shadow or not version.live(now):
             return None
         return version.value
 
-    def visible_elements(self, column: str, shadow: int, now: int) -> list[tuple[bytes, bytes]]:
+    def visible_elements(self, column: str, shadow: int, now: int | None) -> list[tuple[bytes, bytes]]:
         """Live elements of a collection or UDT column, in stored (path) byte order."""
         floor = max(shadow, self.clears.get(column, shadow))
         return [
@@ -153,7 +154,7 @@ class RowState:
             return None
         return sum(count for _, count in shards.values())
 
-    def live_marker(self, shadow: int, now: int) -> bool:
+    def live_marker(self, shadow: int, now: int | None) -> bool:
         return self.liveness is not None and self.liveness.ts > shadow and self.liveness.live(now)
 
 
@@ -265,7 +266,7 @@ class TableState:
         self.regular = [c for c in table.columns.values() if c.kind == "regular"]
         self.static_columns = [c for c in table.columns.values() if c.kind == "static"]
 
-    def apply(self, event: ChangeEvent) -> None:
+    def apply(self, event: ChangeEvent) -> PartitionState:
         partition = self.partitions.setdefault(tuple(event.partition_key), PartitionState())
         if event.op == PARTITION_DELETE:
             ts = event.deletion_ts or 0
@@ -284,6 +285,7 @@ class TableState:
             partition.static.apply(event)
         else:
             partition.rows.setdefault(tuple(event.clustering), RowState()).apply(event)
+        return partition
 
     def apply_all(self, events: Iterable[ChangeEvent]) -> None:
         for event in events:
@@ -301,48 +303,106 @@ class TableState:
                     shadow = deletion.ts
         return shadow
 
-    def _values(self, row: RowState, columns: list, shadow: int, now: int) -> tuple[dict[str, Any], bool]:
+    def _raw_values(
+        self, row: RowState, columns: list, shadow: int, now: int | None
+    ) -> tuple[dict[str, Any], dict[str, int], bool]:
+        """Winning values (serialized bytes; element lists for complex columns; totals for
+        counters), the expiry of each expiring one, and whether anything is live."""
         values: dict[str, Any] = {}
+        expires: dict[str, int] = {}
         any_live = False
         for column in columns:
-            ctype = column.type
-            if ctype.is_counter:
-                total = row.counter_total(column.name, shadow)
-                values[column.name] = total
-                any_live |= total is not None
-            elif ctype.is_complex:
-                elements = row.visible_elements(column.name, shadow, now)
-                values[column.name] = _complex_value(ctype, elements) if elements else None
-                any_live |= bool(elements)
+            name = column.name
+            if column.type.is_counter:
+                values[name] = row.counter_total(name, shadow)
+            elif column.type.is_complex:
+                elements = row.visible_elements(name, shadow, now)
+                values[name] = elements or None
+                soonest = [v.expires_at for v in row.elements.get(name, {}).values() if v.expires_at]
+                if elements and soonest:
+                    expires[name] = min(soonest)
             else:
-                raw = row.visible_cell(column.name, shadow, now)
-                values[column.name] = None if raw is None else _simple_value(ctype, raw)
-                any_live |= raw is not None
-        return values, any_live
+                values[name] = row.visible_cell(name, shadow, now)
+                version = row.cells.get(name)
+                if values[name] is not None and version is not None and version.expires_at:
+                    expires[name] = version.expires_at
+            any_live |= values[name] is not None
+        return values, expires, any_live
+
+    def visible_rows(self, pk: tuple[bytes, ...], now: int | None = None) -> list[VisibleRow]:
+        """The rows ``SELECT *`` shows for one partition as of ``now`` (None: ignoring TTLs, with
+        each expiring value's expiry reported instead)."""
+        partition = self.partitions.get(pk)
+        if partition is None:
+            return []
+        static_shadow = partition.deletion_ts if partition.deletion_ts is not None else -(2**63)
+        static_values, static_expires, static_live = self._raw_values(
+            partition.static, self.static_columns, static_shadow, now
+        )
+        out = []
+        for clustering, row in partition.rows.items():
+            shadow = self._row_shadow(partition, clustering, row)
+            values, expires, live = self._raw_values(row, self.regular, shadow, now)
+            marker = row.live_marker(shadow, now)
+            if not (live or marker):
+                continue
+            keeps = [expires.get(c.name, NEVER) for c in self.regular if values[c.name] is not None]
+            if marker and row.liveness is not None:
+                keeps.append(row.liveness.expires_at)
+            row_expires = NEVER if NEVER in keeps else max(keeps)
+            out.append(
+                VisibleRow(pk, clustering, {**static_values, **values}, {**static_expires, **expires}, row_expires)
+            )
+        if not out and static_live:
+            keeps = [
+                static_expires.get(c.name, NEVER) for c in self.static_columns if static_values[c.name] is not None
+            ]
+            out.append(
+                VisibleRow(
+                    pk,
+                    None,
+                    {**static_values, **{c.name: None for c in self.regular}},
+                    static_expires,
+                    NEVER if NEVER in keeps else max(keeps),
+                )
+            )
+        return out
 
     def select(self, now: int) -> Iterator[dict[str, Any]]:
         """What ``SELECT *`` returns as of ``now`` (seconds): decoded values, rows in no particular order."""
-        table = self.table
-        for pk, partition in self.partitions.items():
-            key = {c.name: decode(c.type, raw) for c, raw in zip(table.partition_key, pk)}
-            static_shadow = partition.deletion_ts if partition.deletion_ts is not None else -(2**63)
-            static_values, static_live = self._values(partition.static, self.static_columns, static_shadow, now)
-            emitted = False
-            for clustering, row in partition.rows.items():
-                shadow = self._row_shadow(partition, clustering, row)
-                values, live = self._values(row, self.regular, shadow, now)
-                if not (live or row.live_marker(shadow, now)):
-                    continue
-                emitted = True
-                ck = {c.name: decode(c.type, raw) for c, raw in zip(table.clustering, clustering)}
-                yield {**key, **ck, **static_values, **values}
-            if not emitted and static_live:
-                yield {
-                    **key,
-                    **{c.name: None for c in table.clustering},
-                    **static_values,
-                    **{c.name: None for c in self.regular},
-                }
+        columns = {c.name: c for c in self.table.columns.values()}
+        for pk in self.partitions:
+            for row in self.visible_rows(pk, now):
+                yield row.decoded(self.table, columns)
+
+
+@dataclass
+class VisibleRow:
+    """One row as ``SELECT *`` shows it, values still serialized (see :meth:`TableState.visible_rows`)."""
+
+    partition_key: tuple[bytes, ...]
+    clustering: tuple[bytes | None, ...] | None  # None: a partition with static values only
+    values: dict[str, Any]
+    expires: dict[str, int]  # column -> seconds since the epoch, for expiring values
+    row_expires: int  # when nothing keeps the row alive any more; NEVER if never
+
+    def decoded(self, table: TableDef, columns: dict) -> dict[str, Any]:
+        out = {c.name: decode(c.type, raw) for c, raw in zip(table.partition_key, self.partition_key)}
+        for i, c in enumerate(table.clustering):
+            raw = None if self.clustering is None else self.clustering[i]
+            out[c.name] = None if raw is None else decode(c.type, raw)
+        for name, raw in self.values.items():
+            out[name] = column_value(columns[name].type, raw)
+        return out
+
+
+def column_value(ctype: CqlType, raw: Any) -> Any:
+    """A visible value decoded: bytes, element list (complex) or counter total (int)."""
+    if raw is None or ctype.is_counter:
+        return raw
+    if ctype.is_complex:
+        return _complex_value(ctype, raw)
+    return _simple_value(ctype, raw)
 
 
 def _simple_value(ctype: CqlType, raw: bytes) -> Any:
