@@ -410,11 +410,36 @@ def _simple_value(ctype: CqlType, raw: bytes) -> Any:
     return None if value is EMPTY and ctype.kind not in ("text", "ascii", "blob") else value
 
 
+def ordered_elements(ctype: CqlType, elements: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Elements in Cassandra's order: lists by timeuuid, sets and maps by the key comparator, UDT
+    fields by index."""
+    key = sort_key(CqlType("timeuuid") if ctype.kind == "list" else ctype.params[0]) if ctype.kind != "udt" else None
+    return sorted(elements, key=(lambda item: key(item[0])) if key else (lambda item: item[0]))
+
+
+def frozen_bytes(ctype: CqlType, elements: list[tuple[bytes, bytes]]) -> bytes:
+    """The elements of a non-frozen column as the value of the same type frozen (§6.2 layout)."""
+    elements = ordered_elements(ctype, elements)
+    if ctype.kind == "udt":
+        fields: list[bytes | None] = [None] * len(ctype.field_names)
+        for path, value in elements:
+            index = struct.unpack(">h", path)[0]
+            if 0 <= index < len(fields):
+                fields[index] = value
+        return b"".join(struct.pack(">i", -1) if f is None else struct.pack(">i", len(f)) + f for f in fields)
+    parts = [struct.pack(">i", len(elements))]
+    for path, value in elements:
+        if ctype.kind == "list":
+            parts.append(struct.pack(">i", len(value)) + value)
+        elif ctype.kind == "set":
+            parts.append(struct.pack(">i", len(path)) + path)
+        else:
+            parts.append(struct.pack(">i", len(path)) + path + struct.pack(">i", len(value)) + value)
+    return b"".join(parts)
+
+
 def _complex_value(ctype: CqlType, elements: list[tuple[bytes, bytes]]) -> Any:
-    """Elements in Cassandra's order: lists by timeuuid, sets and maps by the key comparator."""
-    if ctype.kind in ("list", "set", "map"):
-        key = sort_key(CqlType("timeuuid") if ctype.kind == "list" else ctype.params[0])
-        elements = sorted(elements, key=lambda item: key(item[0]))
+    elements = ordered_elements(ctype, elements)
     if ctype.kind == "list":
         return [decode_cell_value(ctype, value) for _, value in elements]
     if ctype.kind == "set":

@@ -20,7 +20,9 @@ def test_every_corpus_state_round_trips(corpus: Corpus) -> None:
         for partition in state.partitions.values():
             again = decode_partition(encode_partition(partition))
             assert (again.deletion_ts, again.ranges, again.static) == (
-                partition.deletion_ts, partition.ranges, partition.static
+                partition.deletion_ts,
+                partition.ranges,
+                partition.static,
             )
             for row in partition.rows.values():
                 assert decode_row(encode_row(row)) == row
