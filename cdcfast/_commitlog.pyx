@@ -460,11 +460,12 @@ cdef class Decoder:
         return issues
 
     def decode_region(self, data, Py_ssize_t start, Py_ssize_t end, int64_t logical_base,
-                      int64_t segment_id, int version, int messaging, int64_t limit):
+                      int64_t segment_id, int version, int messaging, int64_t limit, int64_t after=0):
         """Decode the entries in ``data[start:end]`` (§3).
 
         ``logical_base`` is the logical position of ``data[0]``; entries ending past the logical
-        ``limit`` (the durable offset) are left alone. Returns (logical end of the last entry
+        ``limit`` (the durable offset) are left alone, and entries ending at or before ``after``
+        (already delivered: a checkpoint) are stepped over undecoded. Returns (logical end of the last entry
         decoded or skipped, True when the region ended cleanly).
         """
         cdef const uint8_t[::1] view = data
@@ -498,6 +499,9 @@ cdef class Decoder:
                 return logical_base + p, False
             if entry_end > limit:
                 return logical_base + p, True
+            if entry_end <= after:
+                p += 12 + size
+                continue
             # The mutation's CRC continues the size's (CRC2 covers size and body, §3).
             crc = ~cdcfast_crc_update(state, base + p + 8, size)
             if be32(base + p + 8 + size) != crc:

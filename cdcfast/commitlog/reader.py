@@ -107,7 +107,7 @@ class CommitLogReader:
                 self._issue(ReadIssue("header", str(path), segment.segment_id, exc.offset, -1, exc.reason))
                 return
             limit = read_range.limit if read_range.limit is not None else 2**62
-            for item in walk_sections(path, data, descriptor, read_range.limit):
+            for item in walk_sections(path, data, descriptor, read_range.limit, read_range.start):
                 if isinstance(item, tuple):
                     offset, detail = item
                     self._issue(ReadIssue("section", str(path), descriptor.segment_id, offset, -1, detail))
@@ -121,6 +121,7 @@ class CommitLogReader:
                     descriptor.version,
                     descriptor.messaging_version,
                     limit,
+                    read_range.start,
                 )
                 self._collect_issues(path, descriptor.segment_id)
                 if self.decoder.pending_mutations >= self.batch_mutations:

@@ -110,8 +110,7 @@ def read_descriptor(path: Path, data: bytes | mmap.mmap) -> Descriptor:
     (stored,) = struct.unpack_from(">I", data, 14 + plen)
     if stored != crc:
         raise SegmentError(
-            str(path), 14 + plen, f"descriptor header CRC mismatch (stored {stored:#010x}, "
-            f"computed {crc:#010x})"
+            str(path), 14 + plen, f"descriptor header CRC mismatch (stored {stored:#010x}, computed {crc:#010x})"
         )
     name = SEGMENT_NAME.match(path.name)
     if name and int(name.group(2)) != segment_id:
@@ -183,10 +182,11 @@ class SectionWalk:
 
 
 def walk_sections(
-    path: Path, data: bytes | mmap.mmap, descriptor: Descriptor, limit: int | None
+    path: Path, data: bytes | mmap.mmap, descriptor: Descriptor, limit: int | None, after: int = 0
 ) -> Iterator[Section | tuple[int, str]]:
     """Yield the sections whose data lies before the logical ``limit`` (None: the whole chain).
 
+    Compressed sections that end at or before ``after`` are skipped without decompressing them.
     A problem ends the walk and is yielded as ``(offset, detail)``: a damaged marker, an
     impossible length or a failed decompression. Everything before it has been yielded.
     """
@@ -208,6 +208,9 @@ def walk_sections(
         if size < 0:
             yield marker, f"negative section length {size}"
             return
+        if logical + 8 + size <= after:
+            logical += 8 + size
+            continue
         try:
             chunk = decompress(view[marker + COMPRESSED_HEADER : nxt], size)
         except (ValueError, cramjam.DecompressionError) as exc:
