@@ -1,9 +1,10 @@
 """Merge planning shared by every writer: stored partition states + events -> rows to write.
 
-A writer loads the stored state of every partition a batch touches (partition-level state, every
-visible row and every row tombstone), applies the batch with :class:`TableState`, and rewrites those
-partitions: visible rows into the current-state table, invisible rows' states into the tombstone
-table (so that late events with older timestamps still lose), partition states beside them.
+A writer loads the stored state a batch touches (see :func:`scope`: each partition's own state, and
+either all its rows and row tombstones or just the rows the batch changes), applies the batch with
+:class:`TableState`, and writes back what it loaded: visible rows into the current-state table,
+invisible rows' states into the tombstone table (so that late events with older timestamps still
+lose), partition states beside them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from cdcfast.commitlog.schema import TableDef
-from cdcfast.events import ChangeEvent
+from cdcfast.events import PARTITION_DELETE, RANGE_DELETE, ChangeEvent
 from cdcfast.sinks.rowstore import decode_partition, decode_row, encode_partition, encode_row
 from cdcfast.sinks.state import PartitionState, TableState, VisibleRow
 
@@ -34,6 +35,23 @@ def row_key(pk: Iterable[bytes], clustering: Iterable[bytes | None] | None) -> b
 def split_row_key(key: bytes) -> tuple[tuple[bytes, ...], tuple[bytes | None, ...] | None]:
     pk, clustering = _key_decoder.decode(key)
     return tuple(pk), None if clustering is None else tuple(clustering)
+
+
+def scope(table: TableDef, events: list[ChangeEvent]) -> tuple[list[tuple[bytes, ...]], list[bytes]]:
+    """Which stored state a batch needs: whole partitions (partition or range deletions, static
+    changes, any change in a table with static columns, whose values show on every row), and
+    single rows for the rest. Returns (partition keys to load whole, row keys to load)."""
+    has_static = any(c.kind == "static" for c in table.columns.values())
+    whole: dict[tuple[bytes, ...], None] = {}
+    for event in events:
+        if has_static or event.static or event.op in (PARTITION_DELETE, RANGE_DELETE):
+            whole[tuple(event.partition_key)] = None
+    rows = {
+        row_key(event.partition_key, event.clustering): None
+        for event in events
+        if tuple(event.partition_key) not in whole
+    }
+    return list(whole), list(rows)
 
 
 @dataclass

@@ -31,7 +31,7 @@ import orjson
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
-from cdcfast.sinks.merge import StoredPartition, partition_key_bytes, plan
+from cdcfast.sinks.merge import StoredPartition, partition_key_bytes, plan, scope
 from cdcfast.sinks.state import frozen_bytes
 from cdcfast.transform.typemap import TypeMappings, json_value, load_mappings
 from cdcfast.values import decode, decode_cell_path, decode_cell_value
@@ -362,14 +362,17 @@ class PostgresSink:
         )
         by_bytes = dict(zip(pk_bytes, pks))
         stored = {by_bytes[r["_pk"]]: StoredPartition(r["_state"]) for r in locked}
+        whole, row_keys = scope(writer.table, events)
+        whole_bytes = [partition_key_bytes(pk) for pk in whole]
+        where = "_pk = ANY($1) OR _key = ANY($2)"
         for relation in (writer.state, writer.tombstones):
-            for r in await conn.fetch(f"SELECT _pk, _key, _state FROM {relation} WHERE _pk = ANY($1)", pk_bytes):
+            for r in await conn.fetch(f"SELECT _pk, _key, _state FROM {relation} WHERE {where}", whole_bytes, row_keys):
                 if r["_state"]:
                     stored[by_bytes[r["_pk"]]].rows[r["_key"]] = r["_state"]
         plans = plan(writer.table, stored, events)
 
-        await conn.execute(f"DELETE FROM {writer.state} WHERE _pk = ANY($1)", pk_bytes)
-        await conn.execute(f"DELETE FROM {writer.tombstones} WHERE _pk = ANY($1)", pk_bytes)
+        await conn.execute(f"DELETE FROM {writer.state} WHERE {where}", whole_bytes, row_keys)
+        await conn.execute(f"DELETE FROM {writer.tombstones} WHERE {where}", whole_bytes, row_keys)
         state_rows: list[tuple] = []
         tombstone_rows: list[tuple[bytes, bytes, bytes]] = []
         partition_rows: list[tuple[bytes, bytes]] = []
