@@ -31,10 +31,10 @@ import orjson
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
+from cdcfast.sinks.changelog import change_row
 from cdcfast.sinks.merge import StoredPartition, partition_key_bytes, plan, scope
 from cdcfast.sinks.state import frozen_bytes
-from cdcfast.transform.typemap import TypeMappings, json_value, load_mappings
-from cdcfast.values import decode, decode_cell_path, decode_cell_value
+from cdcfast.transform.typemap import TypeMappings, load_mappings
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 CHANGE_COLUMNS = (
@@ -149,98 +149,21 @@ class TableWriter:
             raw = frozen_bytes(column.type, raw)
         return self.targets[column.name].to_target(raw)
 
-    def key_json(self, event: ChangeEvent) -> bytes:
-        key = {
-            c.name: json_value(c.type, decode(c.type, raw))
-            for c, raw in zip(self.table.partition_key, event.partition_key)
-        }
-        for c, raw in zip(self.table.clustering, event.clustering):
-            key[c.name] = None if raw is None else json_value(c.type, decode(c.type, raw))
-        return orjson.dumps(key)
-
-    def cells_json(self, event: ChangeEvent) -> bytes | None:
-        if not event.cells:
-            return None
-        columns = self.table.columns
-        out: list[dict[str, Any]] = []
-        for cell in event.cells:
-            column = columns.get(cell.column)
-            entry: dict[str, Any] = {
-                "col": cell.column,
-                "kind": ("set", "tombstone", "clear", "counter")[cell.kind],
-                "ts": cell.ts,
-            }
-            if column is not None and cell.path is not None:
-                entry["path"] = json_value(element_key_type(column.type), decode_cell_path(column.type, cell.path))
-            if column is not None and cell.value is not None:
-                if column.type.is_complex:
-                    value_type = element_value_type(column.type, cell.path)
-                    value = decode_cell_value(column.type, cell.value, cell.path)
-                else:
-                    value_type, value = column.type, decode(column.type, cell.value)
-                entry["value"] = None if value_type is None else json_value(value_type, value)
-            if cell.ttl:
-                entry["ttl"], entry["expires_at"] = cell.ttl, cell.expires_at
-            out.append(entry)
-        return orjson.dumps(out)
-
-    def range_json(self, event: ChangeEvent) -> bytes | None:
-        if event.range_start is None and event.range_end is None:
-            return None
-
-        def bound(values: list[bytes | None] | None) -> list[Any]:
-            clustering = self.table.clustering
-            return [
-                None if v is None else json_value(c.type, decode(c.type, v)) for c, v in zip(clustering, values or [])
-            ]
-
-        return orjson.dumps(
-            {
-                "start": bound(event.range_start),
-                "start_inclusive": event.range_start_inclusive,
-                "end": bound(event.range_end),
-                "end_inclusive": event.range_end_inclusive,
-            }
-        )
-
     def change_record(self, event: ChangeEvent, source: str) -> tuple:
+        row = change_row(self.table, event, source)
         return (
-            uuid.UUID(bytes=event.event_id),
-            event.op,
-            event.ts,
-            micros_to_time(event.ts),
-            event.segment_id,
-            event.position,
-            source,
-            self.key_json(event).decode(),
-            _text(self.cells_json(event)),
-            event.deletion_ts,
-            _text(self.range_json(event)),
+            uuid.UUID(bytes=row.event_id),
+            row.op,
+            row.ts,
+            micros_to_time(row.ts),
+            row.segment_id,
+            row.position,
+            row.source,
+            row.key,
+            row.cells,
+            row.deletion_ts,
+            row.range,
         )
-
-
-def element_key_type(ctype: CqlType) -> CqlType:
-    """The type of a complex column's cell path: list timeuuid, set element, map key, UDT field name."""
-    if ctype.kind == "list":
-        return CqlType("timeuuid")
-    if ctype.kind == "udt":
-        return CqlType("text")
-    return ctype.params[0]
-
-
-def element_value_type(ctype: CqlType, path: bytes | None) -> CqlType | None:
-    """The type of a complex column's cell value (None for sets: their cells carry no value)."""
-    if ctype.kind == "list":
-        return ctype.params[0]
-    if ctype.kind == "map":
-        return ctype.params[1]
-    if ctype.kind == "udt" and path is not None:
-        return ctype.params[int.from_bytes(path, "big", signed=True)]
-    return None
-
-
-def _text(data: bytes | None) -> str | None:
-    return None if data is None else data.decode()
 
 
 def _literal(text: str) -> str:

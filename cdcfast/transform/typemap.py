@@ -68,6 +68,9 @@ CLICKHOUSE_FEATURES_SINCE: Final[dict[str, tuple[int, int]]] = {
     "bool_type": (21, 12),
     "map_type": (22, 3),
     "extended_date_range": (22, 8),  # Date32 and DateTime64 from 1900 to 2299 (before: 1925 to 2283)
+    # A table column Array(Tuple(...)) stays one column. 18.16 splits it into subcolumns `c.1`, `c.2`
+    # that cannot be read back as `c` (seen here); the version it changed in is not probed: conservative.
+    "array_of_tuples": (22, 3),
 }
 SHAPE_CONDITIONS: Final = {
     "postgres": frozenset({"scalar_elements", "nested"}),
@@ -157,6 +160,7 @@ class ClickHouseFeatures:
     bool_type: bool = False
     map_type: bool = False
     extended_date_range: bool = False
+    array_of_tuples: bool = False
 
     @classmethod
     def from_version(cls, text: str) -> ClickHouseFeatures:

@@ -10,12 +10,12 @@ import asyncpg
 import pytest
 from conftest import Corpus
 from support.expected import as_of, canonical_rows, differences, load_expected
+from support.replay import cdc_events
 from support.services import ensure_services
 from support.warehouse import from_postgres
 
-from cdcfast.commitlog import CommitLogReader, load_schema
 from cdcfast.commitlog.schema import Schema
-from cdcfast.events import ChangeEvent, events_from_batch
+from cdcfast.events import ChangeEvent
 from cdcfast.sinks.postgres import PostgresSink
 
 pytestmark = pytest.mark.services
@@ -27,18 +27,6 @@ async def fresh_database(dsn: str) -> str:
     await admin.execute(f"CREATE DATABASE {name}")
     await admin.close()
     return dsn.rsplit("/", 1)[0] + "/" + name
-
-
-def cdc_events(corpus: Corpus) -> tuple[Schema, list[ChangeEvent]]:
-    schema = load_schema(corpus.schema_dir)
-    cdc = {(t.keyspace, t.name) for t in schema.cdc_tables()}
-    events = [
-        e
-        for b in CommitLogReader(schema).read_paths([corpus.cdc_raw])
-        for e in events_from_batch(b)
-        if (e.keyspace, e.table) in cdc
-    ]
-    return schema, events
 
 
 async def replay(sink: PostgresSink, schema: Schema, events: list[ChangeEvent], chunk: int = 4000) -> None:

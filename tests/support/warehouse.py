@@ -65,3 +65,39 @@ def from_postgres(ctype: CqlType, sql: str, value: Any) -> Any:
     if kind == "inet":
         return ipaddress.ip_address(str(value).split("/")[0])
     return value
+
+
+def _unwrap(sql: str) -> str:
+    return sql[len("Nullable(") : -1] if sql.startswith("Nullable(") else sql
+
+
+def from_clickhouse(ctype: CqlType, sql: str, value: Any) -> Any:
+    """A value read with clickhouse-driver (``strings_as_bytes``) from a column of type ``sql``."""
+    if value is None:
+        return None
+    sql = _unwrap(sql)
+    kind = ctype.kind
+    if sql.startswith("Array("):
+        # ClickHouse arrays cannot be NULL: a null collection reads back as [] (docs/type-mapping.md)
+        element = ctype.params[0]
+        return [from_clickhouse(element, sql[6:-1], v) for v in value] or None
+    if sql.startswith("Tuple("):
+        return tuple(from_clickhouse(t, "", v) for t, v in zip(ctype.params, value))
+    if isinstance(value, bytes):
+        if kind in ("blob", "custom"):
+            return value
+        text = value.decode()
+        if kind in ("text", "ascii"):
+            return text
+        if kind == "decimal":
+            return Decimal(text)
+        if kind == "inet":
+            return ipaddress.ip_address(text)
+        import json
+
+        return from_json_rendering(ctype, json.loads(text))
+    if kind == "varint":
+        return int(value)
+    if kind == "boolean":
+        return bool(value)
+    return value

@@ -1,0 +1,278 @@
+"""The ClickHouse writer: native protocol (clickhouse-driver), columnar inserts.
+
+Per CDC table ``ks.t``, in database ``ks``:
+
+* ``ks.t_changes``: the change log, ``ReplacingMergeTree`` ordered by ``event_id``;
+* ``ks.t__rows``: every row's merged state, ``ReplacingMergeTree(_version)`` ordered by ``_key``;
+  invisible rows (deleted) keep ``_visible = 0`` so that late, older events still lose;
+* ``ks.t`` (view): the current state, ``SELECT *`` as Cassandra answers it, TTL-expired values
+  hidden as of ``now()``; :func:`as_of_query` gives the same for any moment;
+* ``ks.t__partitions``: partition states; ``cdcfast.checkpoints``: one row per (source, sink).
+
+Exactly once, without transactions (docs/exactly-once.md): a batch is written data first, then its
+checkpoint. A crash in between leaves rows whose checkpoint did not move; the restart replays them
+and writes the same change-log rows (same ``event_id``) and the same merged states again. The
+engines collapse rows with equal sorting keys, and every query reads with ``FINAL``, so each change
+is seen once however often it was written. Merged states are idempotent, so the state is the same
+too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from clickhouse_driver import Client
+
+from cdcfast.commitlog.cqltypes import CqlType
+from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
+from cdcfast.events import ChangeEvent
+from cdcfast.sinks.changelog import change_row
+from cdcfast.sinks.merge import StoredPartition, partition_key_bytes, plan, scope, split_row_key
+from cdcfast.sinks.state import frozen_bytes
+from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, load_mappings
+
+
+def ident(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def qualified(database: str, name: str) -> str:
+    return f"{ident(database)}.{ident(name)}"
+
+
+def key_table(name: str, keys: list[bytes]) -> dict:
+    """Binary keys sent as a temporary table for ``IN`` (no query-size limit, no escaping)."""
+    return {"name": name, "structure": [("k", "String")], "data": [{"k": key} for key in keys]}
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class TableWriter:
+    def __init__(self, table: TableDef, mappings: TypeMappings, features: ClickHouseFeatures) -> None:
+        self.table = table
+        self.db = table.keyspace
+        self.changes = qualified(self.db, f"{table.name}_changes")
+        self.rows = qualified(self.db, f"{table.name}__rows")
+        self.view = qualified(self.db, table.name)
+        self.partitions = qualified(self.db, f"{table.name}__partitions")
+        self.key_columns = table.partition_key + table.clustering
+        self.data_columns = list(table.columns.values())
+        self.targets: dict[str, TargetType] = {
+            c.name: mappings.clickhouse(self._storage_type(c), features) for c in self.key_columns + self.data_columns
+        }
+        self.row_columns = (
+            [c.name for c in self.key_columns + self.data_columns]
+            + [f"_exp_{c.name}" for c in self.data_columns]
+            + ["_key", "_pk", "_visible", "_row_expires", "_state", "_version"]
+        )
+
+    @staticmethod
+    def _storage_type(column: ColumnDef) -> CqlType:
+        return replace(column.type, frozen=True) if column.type.is_complex else column.type
+
+    def sql_type(self, column: ColumnDef) -> str:
+        target = self.targets[column.name]
+        return target.nullable_sql
+
+    def ddl(self) -> list[str]:
+        columns = ",\n  ".join(f"{ident(c.name)} {self.sql_type(c)}" for c in self.key_columns + self.data_columns)
+        expiries = ",\n  ".join(f"{ident('_exp_' + c.name)} UInt32" for c in self.data_columns)
+        return [
+            f"CREATE DATABASE IF NOT EXISTS {ident(self.db)}",
+            f"""CREATE TABLE IF NOT EXISTS {self.changes} (
+  event_id UUID, op String, ts Int64, change_time DateTime('UTC'), segment_id Int64, position Int32,
+  source String, key String, cells Nullable(String), deletion_ts Nullable(Int64), range Nullable(String)
+) ENGINE = ReplacingMergeTree ORDER BY event_id""",
+            f"""CREATE TABLE IF NOT EXISTS {self.rows} (
+  {columns},
+  {expiries + "," if expiries else ""}
+  _key String, _pk String, _visible UInt8, _row_expires UInt32, _state String, _version UInt64
+) ENGINE = ReplacingMergeTree(_version) ORDER BY _key""",
+            f"""CREATE TABLE IF NOT EXISTS {self.partitions} (
+  _pk String, _state String, _version UInt64
+) ENGINE = ReplacingMergeTree(_version) ORDER BY _pk""",
+            f"CREATE VIEW IF NOT EXISTS {self.view} AS {self.as_of_select('now()')}",
+        ]
+
+    def as_of_select(self, moment: str) -> str:
+        """The current state as ``SELECT *`` returned it at ``moment`` (a ClickHouse DateTime expression).
+
+        The inner query renames every column (``__v_<name>``): ClickHouse 18.16 resolves an alias
+        inside its own expression (``if(..., x) AS x``) as a cycle."""
+        inner = [f"{ident(c.name)} AS {ident('__v_' + c.name)}" for c in self.key_columns + self.data_columns]
+        inner += [ident("_exp_" + c.name) for c in self.data_columns]
+        outer = [f"{ident('__v_' + c.name)} AS {ident(c.name)}" for c in self.key_columns]
+        for c in self.data_columns:
+            target = self.targets[c.name]
+            value, expiry = ident("__v_" + c.name), ident("_exp_" + c.name)
+            # Arrays cannot be NULL: an empty array of the column's own type (a bare [] has no type).
+            array = target.nullable_sql == target.sql and target.sql.startswith("Array")
+            empty = f"arraySlice({value}, 1, 0)" if array else "NULL"
+            outer.append(f"if({expiry} != 0 AND {expiry} <= toUInt32({moment}), {empty}, {value}) AS {ident(c.name)}")
+        return (
+            f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {self.rows} FINAL "
+            f"WHERE _visible = 1 AND (_row_expires = 0 OR _row_expires > toUInt32({moment})))"
+        )
+
+    def column_value(self, column: ColumnDef, raw: Any) -> Any:
+        target = self.targets[column.name]
+        if raw is None:
+            return [] if target.nullable_sql == target.sql and target.sql.startswith("Array") else None
+        if column.type.is_counter:
+            return raw
+        if column.type.is_complex:
+            raw = frozen_bytes(column.type, raw)
+        return target.to_target(raw)
+
+
+class ClickHouseSink:
+    """Applies batches of change events to one ClickHouse server."""
+
+    kind = "clickhouse"
+
+    def __init__(self, dsn: str, name: str = "clickhouse", mappings: TypeMappings | None = None) -> None:
+        self.dsn = dsn
+        self.name = name
+        self.mappings = mappings or load_mappings()
+        self.client: Client | None = None
+        self.features: ClickHouseFeatures | None = None
+        self.writers: dict[tuple[str, str], TableWriter] = {}
+
+    async def connect(self) -> None:
+        self.client = Client.from_url(self.dsn)
+        version = self.client.execute("SELECT version()")[0][0]
+        self.features = ClickHouseFeatures.from_version(version)
+        self.client.execute("CREATE DATABASE IF NOT EXISTS cdcfast")
+        self.client.execute(
+            """CREATE TABLE IF NOT EXISTS cdcfast.checkpoints (
+                 source String, sink String, segment_id Int64, position Int32, updated_at DateTime,
+                 _version UInt64
+               ) ENGINE = ReplacingMergeTree(_version) ORDER BY (source, sink)"""
+        )
+
+    async def close(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client = None
+
+    async def prepare(self, schema: Schema) -> None:
+        for table in schema.cdc_tables():
+            self.prepare_table(table)
+
+    def prepare_table(self, table: TableDef) -> TableWriter:
+        assert self.client is not None and self.features is not None
+        key = (table.keyspace, table.name)
+        writer = self.writers.get(key)
+        if writer is None:
+            writer = TableWriter(table, self.mappings, self.features)
+            for statement in writer.ddl():
+                self.client.execute(statement)
+            self.writers[key] = writer
+        return writer
+
+    async def checkpoint(self, source: str) -> tuple[int, int] | None:
+        assert self.client is not None
+        rows = self.client.execute(
+            "SELECT segment_id, position FROM cdcfast.checkpoints FINAL WHERE source = %(s)s AND sink = %(k)s",
+            {"s": source, "k": self.name},
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def apply(
+        self,
+        events: Sequence[ChangeEvent],
+        tables: dict[tuple[str, str], TableDef],
+        source: str,
+        position: tuple[int, int],
+    ) -> None:
+        """Write ``events``, then move the checkpoint to ``position`` (data first: see the module doc)."""
+        assert self.client is not None
+        by_table: dict[tuple[str, str], list[ChangeEvent]] = defaultdict(list)
+        for event in events:
+            by_table[(event.keyspace, event.table)].append(event)
+        for key, table_events in by_table.items():
+            self._apply_table(self.prepare_table(tables[key]), table_events, source)
+        current = await self.checkpoint(source)
+        if current is None or current < position:
+            self.client.execute(
+                "INSERT INTO cdcfast.checkpoints (source, sink, segment_id, position, updated_at, _version) VALUES",
+                [(source, self.name, position[0], position[1], int(time.time()), time.time_ns())],
+            )
+
+    def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str) -> None:
+        client = self.client
+        assert client is not None
+        records = [change_row(writer.table, e, source) for e in events]
+        client.execute(
+            f"INSERT INTO {writer.changes} (event_id, op, ts, change_time, segment_id, position, source, key, cells, "
+            "deletion_ts, range) VALUES",
+            [(uuid.UUID(bytes=r.event_id), r.op, r.ts, max(0, r.ts // 1_000_000), *r[3:]) for r in records],
+        )
+        pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))
+        pk_bytes = [partition_key_bytes(pk) for pk in pks]
+        by_bytes = dict(zip(pk_bytes, pks))
+        stored = {pk: StoredPartition(None) for pk in pks}
+        for pk_raw, state in client.execute(
+            f"SELECT _pk, _state FROM {writer.partitions} FINAL WHERE _pk IN _wanted_partitions",
+            settings={"strings_as_bytes": True},
+            external_tables=[key_table("_wanted_partitions", pk_bytes)],
+        ):
+            stored[by_bytes[pk_raw]].state = state or None
+        whole, row_keys = scope(writer.table, events)
+        whole_bytes = [partition_key_bytes(pk) for pk in whole]
+        loaded_keys: set[bytes] = set()
+        for pk_raw, key, state in client.execute(
+            f"SELECT _pk, _key, _state FROM {writer.rows} FINAL "
+            "WHERE _pk IN _wanted_partitions OR _key IN _wanted_rows",
+            settings={"strings_as_bytes": True},
+            external_tables=[key_table("_wanted_partitions", whole_bytes), key_table("_wanted_rows", row_keys)],
+        ):
+            loaded_keys.add(key)
+            if state:
+                stored[by_bytes[pk_raw]].rows[key] = state
+        plans = plan(writer.table, stored, events)
+
+        version = time.time_ns()
+        rows: list[tuple] = []
+        written: set[bytes] = set()
+        for p in plans:
+            for key, row, blob in p.visible:
+                values = [writer.column_value(c, raw) for c, raw in zip(writer.table.partition_key, row.partition_key)]
+                clustering = row.clustering or (None,) * len(writer.table.clustering)
+                values += [writer.column_value(c, raw) for c, raw in zip(writer.table.clustering, clustering)]
+                values += [writer.column_value(c, row.values.get(c.name)) for c in writer.data_columns]
+                values += [row.expires.get(c.name, 0) for c in writer.data_columns]
+                rows.append((*values, key, p.pk_bytes, 1, row.row_expires, blob, version))
+                written.add(key)
+            for key, blob in p.tombstones:
+                rows.append((*self._empty_row(writer), key, p.pk_bytes, 0, 0, blob, version))
+                written.add(key)
+        # Rows that were visible and are now gone entirely (e.g. a static-only placeholder).
+        for key in loaded_keys - written:
+            pk, _ = split_row_key(key)
+            rows.append((*self._empty_row(writer), key, partition_key_bytes(pk), 0, 0, b"", version))
+        if rows:
+            client.execute(
+                f"INSERT INTO {writer.rows} ({', '.join(ident(c) for c in writer.row_columns)}) VALUES",
+                list(map(list, zip(*rows))),
+                columnar=True,
+            )
+        client.execute(
+            f"INSERT INTO {writer.partitions} (_pk, _state, _version) VALUES",
+            [(p.pk_bytes, p.state, version) for p in plans],
+        )
+
+    @staticmethod
+    def _empty_row(writer: TableWriter) -> list[Any]:
+        out: list[Any] = []
+        for c in writer.key_columns + writer.data_columns:
+            target = writer.targets[c.name]
+            out.append([] if target.nullable_sql == target.sql and target.sql.startswith("Array") else None)
+        return out + [0] * len(writer.data_columns)
