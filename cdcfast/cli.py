@@ -10,11 +10,12 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from cdcfast.commitlog import CommitLogReader, load_schema
-from cdcfast.errors import CdcfastError
+from cdcfast.errors import CdcfastError, ConfigError
 
 
 @contextlib.contextmanager
@@ -112,6 +113,52 @@ def cmd_bench_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_from_args(args: argparse.Namespace) -> Any:
+    """A PipelineConfig from the command line, for running without writing a config file."""
+    import socket
+
+    from cdcfast import config as cfg
+    from cdcfast.sinks import sink_kind
+
+    if not (args.cdc_raw and args.schema and args.sink):
+        raise ConfigError("supervise: give --config FILE, or --cdc-raw DIR --schema SCHEMA --sink DSN [--sink DSN ...]")
+    sinks: list[Any] = []
+    names: dict[str, int] = {}
+    for dsn in args.sink:
+        kind = sink_kind(dsn)
+        names[kind] = names.get(kind, 0) + 1
+        name = kind if names[kind] == 1 else f"{kind}-{names[kind]}"
+        if kind == "timescaledb" and dsn.startswith("timescaledb://"):
+            dsn = "postgresql://" + dsn[len("timescaledb://") :]
+        sink_type = {"postgresql": cfg.PostgresSink, "timescaledb": cfg.TimescaleSink, "clickhouse": cfg.ClickHouseSink}
+        sinks.append(sink_type[kind](name=name, dsn=dsn))
+    cdc_raw = str(Path(args.cdc_raw).resolve())
+    source = cfg.SourceConfig(
+        node=args.node or f"{socket.gethostname()}:{cdc_raw}",
+        cdc_raw=cdc_raw,
+        schema=args.schema,
+        poll_interval=cfg.Seconds(args.poll_interval),
+        on_error=args.on_error,
+    )
+    return cfg.PipelineConfig(
+        sources=[source],
+        sinks=sinks,
+        state_dir=args.state_dir or str(Path(cdc_raw).parent / "cdcfast-state"),
+        masking=cfg.MaskingConfig(rules=args.masking_rules) if args.masking_rules else None,
+        metrics_addr=args.metrics_addr or cfg.DEFAULT_METRICS_ADDR,
+    )
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    from cdcfast.config import load_config
+    from cdcfast.log import configure
+    from cdcfast.supervisor.supervisor import Supervisor
+
+    configure(level=args.log_level)
+    config = load_config(args.config) if args.config else config_from_args(args)
+    return Supervisor(config, until_idle=args.until_idle).run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdcfast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--rounds", type=int, default=5)
     parse.add_argument("--framing-only", action="store_true", help="framing and CRCs only, no mutation decoding")
     parse.set_defaults(func=cmd_bench_parse)
+
+    supervise = commands.add_parser("supervise", help="run the pipeline: cdc_raw -> every sink, exactly once")
+    supervise.add_argument("--config", help="pipeline YAML (config/pipeline.example.yaml); or the options below")
+    supervise.add_argument("--cdc-raw", help="the node's cdc_raw directory")
+    supervise.add_argument("--schema", help="schema NNN.json, a schema/ folder, or cassandra://host:port")
+    supervise.add_argument(
+        "--sink", action="append", help="postgresql://..., timescaledb://... or clickhouse://... (repeatable)"
+    )
+    supervise.add_argument("--state-dir", help="local state (default: beside cdc_raw)")
+    supervise.add_argument("--node", help="this node's name in checkpoints (default: host:cdc_raw path)")
+    supervise.add_argument(
+        "--masking-rules", help="masking rules YAML; secrets from CDCFAST_PII_SALT / CDCFAST_PHI_KEY"
+    )
+    supervise.add_argument("--metrics-addr", help="HOST:PORT for /metrics, /health, /ready (default 127.0.0.1:9464)")
+    supervise.add_argument("--poll-interval", type=float, default=0.5, help="seconds between cdc_raw scans")
+    supervise.add_argument("--on-error", choices=("skip", "stop"), default="skip")
+    supervise.add_argument("--until-idle", action="store_true", help="deliver everything durable, then exit 0")
+    supervise.add_argument("--log-level", default="INFO")
+    supervise.set_defaults(func=cmd_supervise)
     return parser
 
 

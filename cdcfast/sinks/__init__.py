@@ -1,0 +1,36 @@
+"""Write: one writer per warehouse, the same interface for each (``connect``, ``prepare``,
+``checkpoint``, ``apply``, ``close``). :func:`open_sink` picks it from a DSN's scheme."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cdcfast.errors import ConfigError
+
+SCHEMES = ("postgresql://", "postgres://", "timescaledb://", "clickhouse://")
+
+
+def sink_kind(dsn: str) -> str:
+    for scheme, kind in (
+        ("postgresql://", "postgresql"),
+        ("postgres://", "postgresql"),
+        ("timescaledb://", "timescaledb"),
+        ("clickhouse://", "clickhouse"),
+    ):
+        if dsn.startswith(scheme):
+            return kind
+    raise ConfigError(f"sink DSN {dsn.split('@')[-1]!r}: expected one of {', '.join(SCHEMES)}")
+
+
+def open_sink(kind: str, dsn: str, name: str) -> Any:
+    """A writer for ``kind`` (postgresql, timescaledb, clickhouse); TimescaleDB DSNs may be given as
+    ``timescaledb://`` or as PostgreSQL DSNs."""
+    if kind == "clickhouse":
+        from cdcfast.sinks.clickhouse import ClickHouseSink
+
+        return ClickHouseSink(dsn, name=name)
+    from cdcfast.sinks.postgres import PostgresSink
+
+    if dsn.startswith("timescaledb://"):
+        dsn = "postgresql://" + dsn[len("timescaledb://") :]
+    return PostgresSink(dsn, name=name, timescale=kind == "timescaledb")

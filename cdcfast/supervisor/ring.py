@@ -29,12 +29,15 @@ class Ring:
     def __init__(self, name: str | None = None, capacity: int = 64 << 20, create: bool = False) -> None:
         if create:
             self.shm = shared_memory.SharedMemory(name=name, create=True, size=HEADER + capacity)
-            self.shm.buf[:HEADER] = bytes(HEADER)
             self.capacity = capacity
         else:
             self.shm = shared_memory.SharedMemory(name=name)
             self.capacity = self.shm.size - HEADER
-        self.buf = self.shm.buf
+        buf = self.shm.buf
+        assert buf is not None
+        self.buf: memoryview = buf
+        if create:
+            self.buf[:HEADER] = bytes(HEADER)
         self.name = self.shm.name
         self.owner = create
 

@@ -51,3 +51,18 @@ def test_full_ring_blocks_the_producer() -> None:
     with pytest.raises(ValueError, match="does not fit"):
         ring.put(b"z" * 2000)
     ring.close()
+
+
+def test_batches_never_split_a_mutation() -> None:
+    from cdcfast.events import ChangeEvent
+    from cdcfast.supervisor.parser import split_at_mutations
+
+    events = [
+        ChangeEvent(bytes([i]), "ks", "t", "insert", [b"k"], [], ts=i, segment_id=1, position=100 + i // 3)
+        for i in range(20)
+    ]
+    parts = split_at_mutations(events, 4)
+    assert [e for part in parts for e in part] == events
+    for a, b in zip(parts, parts[1:]):
+        assert a[-1].position != b[0].position
+    assert split_at_mutations([], 4) == [[]]

@@ -1,0 +1,36 @@
+"""What travels between the supervisor, parser workers and writer processes (msgspec)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from cdcfast.events import ChangeEvent
+
+# A checkpoint position meaning "this whole segment is delivered" (positions are int32 in sinks).
+WHOLE_SEGMENT = 2**31 - 1
+
+
+class WorkItem(msgspec.Struct, frozen=True):
+    """One durable stretch of a segment to decode: entries ending after ``after``, up to ``limit``."""
+
+    seq: int
+    path: str
+    version: int
+    segment_id: int
+    after: int
+    limit: int | None  # None: the whole marker chain (the idx said COMPLETED)
+
+
+class EventBatch(msgspec.Struct, array_like=True):
+    """Changes of one work item (or a part of it), for one writer's ring."""
+
+    seq: int
+    part: int
+    final: bool  # the work item's last part
+    segment_id: int
+    position: int  # a sink that applied this batch has delivered everything up to here
+    events: list[ChangeEvent]
+
+
+BATCH_ENCODER = msgspec.msgpack.Encoder()
+BATCH_DECODER = msgspec.msgpack.Decoder(EventBatch)

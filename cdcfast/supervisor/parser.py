@@ -1,0 +1,105 @@
+"""Parser worker process: decodes the work items it is handed, masks, and publishes batches.
+
+Each worker has one ring per writer; a full ring blocks it, which is how a slow sink slows reading
+instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+from cdcfast.commitlog import CommitLogReader, ReadRange, SegmentFile, load_schema
+from cdcfast.config import PipelineConfig
+from cdcfast.events import ChangeEvent, events_from_batch
+from cdcfast.log import get_logger
+from cdcfast.supervisor.messages import BATCH_ENCODER, WHOLE_SEGMENT, EventBatch, WorkItem
+from cdcfast.supervisor.ring import Ring
+
+
+class Parser:
+    def __init__(self, config: PipelineConfig, worker: int) -> None:
+        self.config = config
+        self.source = config.sources[0]
+        self.log = get_logger("parser", worker=worker, node=self.source.node)
+        self.schema = load_schema(self.source.schema)
+        self.masker = None
+        if config.masking is not None:
+            from cdcfast.transform.masking import Masker, MaskingRules, MaskingSecrets
+
+            self.masker = Masker(MaskingRules.load(config.masking.rules, self.schema), MaskingSecrets.from_env())
+        self.batch_size = config.tuning.batch_size
+        self.cdc_tables: set[tuple[str, str]] | None = None  # computed from the schema on first use
+
+    def events(self, item: WorkItem) -> list[ChangeEvent]:
+        segment = SegmentFile(Path(item.path), item.version, item.segment_id, None)
+        for attempt in range(2):
+            reader = CommitLogReader(self.schema, policy=self.source.on_error)
+            events = [
+                event
+                for batch in reader.read_segment(segment, ReadRange(item.after, item.limit))
+                for event in events_from_batch(batch)
+                if self._is_cdc(event)
+            ]
+            for issue in reader.issues:
+                if issue.kind != "unknown_table":
+                    self.log.warning("skipped damaged data", issue=str(issue), segment=item.segment_id)
+            if not reader.stats.unknown_tables or attempt:
+                break
+            # A table created since the schema was read: read the schema again, then the item.
+            self.schema = load_schema(self.source.schema)
+            self.cdc_tables = None
+        for table_id, count in reader.stats.unknown_tables.items():
+            self.log.warning(
+                "mutations of a table not in the schema skipped",
+                table_id=table_id,
+                count=count,
+                segment=item.segment_id,
+            )
+        if self.masker is not None:
+            events = [self.masker.mask(e) for e in events]
+        return events
+
+    def _is_cdc(self, event: ChangeEvent) -> bool:
+        if self.cdc_tables is None:
+            self.cdc_tables = {(t.keyspace, t.name) for t in self.schema.cdc_tables()}
+        return (event.keyspace, event.table) in self.cdc_tables
+
+    def batches(self, item: WorkItem) -> list[EventBatch]:
+        events = self.events(item)
+        end = item.limit if item.limit is not None else WHOLE_SEGMENT
+        parts = split_at_mutations(events, self.batch_size)
+        out = []
+        for number, part in enumerate(parts):
+            final = number == len(parts) - 1
+            position = end if final else part[-1].position
+            out.append(EventBatch(item.seq, number, final, item.segment_id, position, part))
+        return out
+
+
+def split_at_mutations(events: list[ChangeEvent], size: int) -> list[list[ChangeEvent]]:
+    """Parts of about ``size`` events that never split one mutation: events of one mutation share
+    its position, and a checkpoint at that position must cover all of them."""
+    parts: list[list[ChangeEvent]] = [[]]
+    for event in events:
+        if len(parts[-1]) >= size and parts[-1][-1].position != event.position:
+            parts.append([])
+        parts[-1].append(event)
+    return parts
+
+
+def parser_main(config: PipelineConfig, worker: int, work: mp.Queue, ring_names: list[str]) -> None:
+    parser = Parser(config, worker)
+    rings = [Ring(name) for name in ring_names]
+    try:
+        while True:
+            item = work.get()
+            if item is None:
+                break
+            for batch in parser.batches(item):
+                message = BATCH_ENCODER.encode(batch)
+                for ring in rings:
+                    ring.put(message)
+    finally:
+        for ring in rings:
+            ring.close()

@@ -1,0 +1,261 @@
+"""The supervisor: watches ``cdc_raw``, hands durable stretches of segments to parser workers, owns
+the processes, and deletes what every sink has. It never decodes and never writes SQL.
+
+Order and checkpoints: work items are numbered and writers apply them in that order, so a sink's
+checkpoint ``(segment, position)`` always means "everything before is delivered". A segment is
+handed out only once every older segment that holds CDC data (has an idx) is COMPLETED: Cassandra
+closes a segment before the next one syncs, so this costs nothing and keeps checkpoints honest.
+
+Resume: writers report their sink's checkpoint when they start; reading restarts from the oldest
+of them, and each writer skips what its sink already has.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cdcfast.commitlog import discover, read_cdc_index
+from cdcfast.config import PipelineConfig
+from cdcfast.log import get_logger
+from cdcfast.supervisor.messages import WHOLE_SEGMENT, WorkItem
+from cdcfast.supervisor.parser import parser_main
+from cdcfast.supervisor.ring import Ring
+from cdcfast.supervisor.writer import writer_main
+
+START_TIMEOUT = 120.0  # seconds for every writer to connect and report its checkpoint
+
+
+class PipelineFailed(Exception):
+    """A child process failed; the pipeline is restarted (with backoff) or, if it keeps failing in
+    --until-idle mode, the supervisor exits with this error."""
+
+
+@dataclass
+class Tracked:
+    path: Path
+    version: int
+    segment_id: int
+    dispatched: int  # logical position handed out so far (WHOLE_SEGMENT: all of it)
+
+
+@dataclass
+class Progress:
+    dispatched_seq: int = 0  # next work item number
+    acked: dict[str, int] = field(default_factory=dict)  # sink -> last work item applied
+    delivered: dict[str, tuple[int, int]] = field(default_factory=dict)  # sink -> checkpoint
+    events: dict[str, int] = field(default_factory=dict)  # sink -> events written this run
+
+
+class Supervisor:
+    def __init__(self, config: PipelineConfig, until_idle: bool = False) -> None:
+        if len(config.sources) != 1:
+            raise ValueError("one source per supervisor: run one cdcfast next to each Cassandra node")
+        self.config = config
+        self.source = config.sources[0]
+        self.cdc_raw = Path(self.source.cdc_raw)
+        self.until_idle = until_idle
+        self.log = get_logger("supervisor", node=self.source.node)
+        self.stopping = False
+
+    # -- processes ------------------------------------------------------------------------------
+    def _start(self, ctx: Any) -> dict[str, Any]:
+        tuning = self.config.tuning
+        sinks = [s.name for s in self.config.sinks]
+        rings = {
+            (p, s): Ring(capacity=int(tuning.ring_buffer_size), create=True)
+            for p in range(tuning.parser_workers)
+            for s in sinks
+        }
+        status: Any = ctx.Queue()
+        work: Any = ctx.Queue()
+        writers = {
+            name: ctx.Process(
+                target=writer_main,
+                name=f"cdcfast-writer-{name}",
+                args=(self.config, i, [rings[(p, name)].name for p in range(tuning.parser_workers)], status),
+            )
+            for i, name in enumerate(sinks)
+        }
+        for process in writers.values():
+            process.start()
+        return {"rings": rings, "status": status, "work": work, "writers": writers, "parsers": [], "ctx": ctx}
+
+    def _start_parsers(self, run: dict[str, Any]) -> None:
+        ctx, tuning = run["ctx"], self.config.tuning
+        for p in range(tuning.parser_workers):
+            names = [ring.name for (worker, _), ring in run["rings"].items() if worker == p]
+            process = ctx.Process(
+                target=parser_main, name=f"cdcfast-parser-{p}", args=(self.config, p, run["work"], names)
+            )
+            process.start()
+            run["parsers"].append(process)
+
+    def _stop(self, run: dict[str, Any], graceful: bool) -> None:
+        parsers, writers, rings = run["parsers"], run["writers"], run["rings"]
+        if graceful:
+            for _ in parsers:
+                run["work"].put(None)
+            for process in parsers:
+                process.join(60)
+        for ring in rings.values():
+            ring.close_writing()
+        for process in writers.values():
+            process.join(120 if graceful else 5)
+        for process in [*parsers, *writers.values()]:
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        for ring in rings.values():
+            ring.close()
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        failures, backoff = 0, 1.0
+        while True:
+            try:
+                result = self._run_once()
+                return result
+            except PipelineFailed as exc:
+                failures += 1
+                self.log.error("pipeline failed; restarting", error=str(exc), attempt=failures, backoff=backoff)
+                if self.until_idle and failures >= 3:
+                    self.log.error("giving up", error=str(exc))
+                    return 1
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                if self.stopping:
+                    return 0
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.log.info("stopping: finishing in-flight batches", signal=signum)
+        self.stopping = True
+
+    def _run_once(self) -> int:
+        ctx = mp.get_context("spawn")
+        run = self._start(ctx)
+        progress = Progress()
+        try:
+            checkpoints = self._wait_ready(run)
+            resume = min((c or (-1, -1) for c in checkpoints.values()), default=(-1, -1))
+            progress.delivered = {k: v or (-1, -1) for k, v in checkpoints.items()}
+            self.log.info(
+                "resuming", checkpoints={k: list(v) if v else None for k, v in checkpoints.items()}, resume=list(resume)
+            )
+            self._start_parsers(run)
+            tracked: dict[int, Tracked] = {}
+            idle_polls = 0
+            while not self.stopping:
+                dispatched = self._dispatch(run, tracked, resume, progress)
+                self._drain_status(run, progress)
+                self._check_children(run)
+                self._clean(tracked, resume, progress)
+                caught_up = all(
+                    progress.acked.get(s.name, -1) == progress.dispatched_seq - 1 for s in self.config.sinks
+                )
+                idle_polls = idle_polls + 1 if (not dispatched and caught_up) else 0
+                if self.until_idle and idle_polls >= 2:
+                    self.log.info("idle: everything durable is delivered", events=progress.events)
+                    break
+                time.sleep(self.source.poll_interval)
+            self._stop(run, graceful=True)
+            self._drain_status(run, progress)
+            return 0
+        except BaseException:
+            self._stop(run, graceful=False)
+            raise
+
+    def _wait_ready(self, run: dict[str, Any]) -> dict[str, tuple[int, int] | None]:
+        checkpoints: dict[str, tuple[int, int] | None] = {}
+        deadline = time.monotonic() + START_TIMEOUT
+        while len(checkpoints) < len(self.config.sinks):
+            try:
+                message = run["status"].get(timeout=0.5)
+            except queue.Empty:
+                self._check_children(run)
+                if time.monotonic() > deadline:
+                    raise PipelineFailed("writers did not start in time") from None
+                continue
+            if message[0] == "ready":
+                checkpoints[message[1]] = tuple(message[2]) if message[2] else None
+            elif message[0] == "error":
+                raise PipelineFailed(f"sink {message[1]}: {message[2]}")
+        return checkpoints
+
+    def _dispatch(
+        self, run: dict[str, Any], tracked: dict[int, Tracked], resume: tuple[int, int], progress: Progress
+    ) -> bool:
+        """Hand out newly durable stretches, oldest segment first. True if anything was handed out."""
+        handed = False
+        for segment in discover([self.cdc_raw]) if self.cdc_raw.exists() else []:
+            if segment.segment_id < resume[0]:
+                continue
+            start = resume[1] if segment.segment_id == resume[0] else 0
+            state = tracked.setdefault(
+                segment.segment_id, Tracked(segment.path, segment.version, segment.segment_id, start)
+            )
+            if state.dispatched >= WHOLE_SEGMENT:
+                continue
+            if segment.idx_path is None:
+                continue  # no CDC data in it (yet)
+            idx = read_cdc_index(segment.idx_path)
+            if idx.offset is None:
+                break  # being rewritten: not known yet; later segments wait for it
+            limit = None if idx.completed else idx.offset
+            if limit is not None and limit <= state.dispatched:
+                break  # nothing new; newer segments wait until this one completes
+            item = WorkItem(
+                progress.dispatched_seq, str(segment.path), segment.version, segment.segment_id, state.dispatched, limit
+            )
+            run["work"].put(item)
+            progress.dispatched_seq += 1
+            state.dispatched = WHOLE_SEGMENT if limit is None else limit
+            handed = True
+            if limit is not None:
+                break  # still being written: newer segments wait
+        return handed
+
+    def _drain_status(self, run: dict[str, Any], progress: Progress) -> None:
+        while True:
+            try:
+                message = run["status"].get_nowait()
+            except queue.Empty:
+                return
+            if message[0] == "applied":
+                _, sink, seq, position, count = message
+                progress.acked[sink] = seq
+                progress.delivered[sink] = tuple(position)
+                progress.events[sink] = progress.events.get(sink, 0) + count
+            elif message[0] == "error":
+                raise PipelineFailed(f"sink {message[1]}: {message[2]}")
+
+    def _check_children(self, run: dict[str, Any]) -> None:
+        for process in [*run["parsers"], *run["writers"].values()]:
+            if not process.is_alive():
+                raise PipelineFailed(f"{process.name} exited with code {process.exitcode}")
+
+    def _clean(self, tracked: dict[int, Tracked], resume: tuple[int, int], progress: Progress) -> None:
+        """Delete segments that are COMPLETED and delivered to every sink."""
+        if not progress.delivered:
+            return
+        floor = min(progress.delivered.values())
+        for segment in discover([self.cdc_raw]) if self.cdc_raw.exists() else []:
+            if segment.idx_path is None or (segment.segment_id, WHOLE_SEGMENT) > floor:
+                continue
+            if not read_cdc_index(segment.idx_path).completed:
+                continue
+            for path in (segment.path, segment.idx_path):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            tracked.pop(segment.segment_id, None)
+            self.log.info("segment delivered to every sink: deleted", segment=segment.segment_id)
