@@ -89,6 +89,9 @@ def split_at_mutations(events: list[ChangeEvent], size: int) -> list[list[Change
 
 
 def parser_main(config: PipelineConfig, worker: int, work: mp.Queue, ring_names: list[str]) -> None:
+    from cdcfast.supervisor.supervisor import write_pid
+
+    write_pid(config, f"parser-{worker}")
     parser = Parser(config, worker)
     rings = [Ring(name) for name in ring_names]
     try:

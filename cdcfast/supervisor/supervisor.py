@@ -34,7 +34,12 @@ START_TIMEOUT = 120.0  # seconds for every writer to connect and report its chec
 
 class PipelineFailed(Exception):
     """A child process failed; the pipeline is restarted (with backoff) or, if it keeps failing in
-    --until-idle mode, the supervisor exits with this error."""
+    --until-idle mode, the supervisor exits with this error. ``killed``: the child was killed by a
+    signal from outside (kill -9, the OOM killer), which says nothing about the next attempt."""
+
+    def __init__(self, message: str, killed: bool = False) -> None:
+        super().__init__(message)
+        self.killed = killed
 
 
 @dataclass
@@ -53,6 +58,14 @@ class Progress:
     events: dict[str, int] = field(default_factory=dict)  # sink -> events written this run
 
 
+def write_pid(config: PipelineConfig, name: str) -> None:
+    """Each process records its pid in ``<state_dir>/run/<name>.pid`` (for ``cdcfast status`` and
+    for operators)."""
+    folder = Path(config.state_dir) / "run"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.pid").write_text(str(os.getpid()))
+
+
 class Supervisor:
     def __init__(self, config: PipelineConfig, until_idle: bool = False) -> None:
         if len(config.sources) != 1:
@@ -63,6 +76,7 @@ class Supervisor:
         self.until_idle = until_idle
         self.log = get_logger("supervisor", node=self.source.node)
         self.stopping = False
+        self.made_progress = False  # in the current run: a failure after progress restarts the count
 
     # -- processes ------------------------------------------------------------------------------
     def _start(self, ctx: Any) -> dict[str, Any]:
@@ -121,11 +135,14 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         failures, backoff = 0, 1.0
         while True:
+            self.made_progress = False
             try:
-                result = self._run_once()
-                return result
+                return self._run_once()
             except PipelineFailed as exc:
-                failures += 1
+                if self.made_progress:  # a crash after progress is not a crash loop: start counting anew
+                    failures, backoff = 0, 1.0
+                if not exc.killed:
+                    failures += 1
                 self.log.error("pipeline failed; restarting", error=str(exc), attempt=failures, backoff=backoff)
                 if self.until_idle and failures >= 3:
                     self.log.error("giving up", error=str(exc))
@@ -140,6 +157,7 @@ class Supervisor:
         self.stopping = True
 
     def _run_once(self) -> int:
+        write_pid(self.config, "supervisor")
         ctx = mp.get_context("spawn")
         run = self._start(ctx)
         progress = Progress()
@@ -231,6 +249,7 @@ class Supervisor:
                 return
             if message[0] == "applied":
                 _, sink, seq, position, count = message
+                self.made_progress = True
                 progress.acked[sink] = seq
                 progress.delivered[sink] = tuple(position)
                 progress.events[sink] = progress.events.get(sink, 0) + count
@@ -240,7 +259,8 @@ class Supervisor:
     def _check_children(self, run: dict[str, Any]) -> None:
         for process in [*run["parsers"], *run["writers"].values()]:
             if not process.is_alive():
-                raise PipelineFailed(f"{process.name} exited with code {process.exitcode}")
+                code = process.exitcode
+                raise PipelineFailed(f"{process.name} exited with code {code}", killed=code is not None and code < 0)
 
     def _clean(self, tracked: dict[int, Tracked], resume: tuple[int, int], progress: Progress) -> None:
         """Delete segments that are COMPLETED and delivered to every sink."""

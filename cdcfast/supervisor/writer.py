@@ -93,6 +93,9 @@ class Writer:
 
 
 def writer_main(config: PipelineConfig, sink_index: int, ring_names: list[str], status: mp.Queue) -> None:
+    from cdcfast.supervisor.supervisor import write_pid
+
+    write_pid(config, f"writer-{config.sinks[sink_index].name}")
     writer = Writer(config, sink_index, status)
     rings = [Ring(name) for name in ring_names]
     try:

@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 from clickhouse_driver import Client
 from conftest import USER_KEYSPACES, Corpus
-from support.expected import as_of, canonical_rows, differences, load_expected
+from support.expected import as_of, differences, load_expected
 from support.services import ensure_services
-from support.warehouse import from_clickhouse, from_postgres
+from support.sinks import clickhouse_state, fresh_database, postgres_state
 
 from cdcfast.commitlog import load_schema
 from cdcfast.sinks.clickhouse import TableWriter as ClickHouseTable
-from cdcfast.sinks.postgres import TableWriter as PostgresTable
 from cdcfast.transform.typemap import ClickHouseFeatures, load_mappings
 
 pytestmark = pytest.mark.services
-
-
-async def fresh_database(dsn: str) -> str:
-    name = "s_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    return dsn.rsplit("/", 1)[0] + "/" + name
 
 
 def supervise(cdc_raw: Path, schema: Path, *sinks: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -54,31 +42,6 @@ def supervise(cdc_raw: Path, schema: Path, *sinks: str, extra: tuple[str, ...] =
     for sink in sinks:
         args += ["--sink", sink]
     return subprocess.run(args, capture_output=True, text=True, timeout=900)
-
-
-async def postgres_state(dsn: str, table, when: int) -> dict:
-    writer = PostgresTable(table, load_mappings(), timescale=False)
-    conn = await asyncpg.connect(dsn)
-    await conn.set_type_codec("jsonb", encoder=str, decoder=json.loads, schema="pg_catalog")
-    rows = await conn.fetch(f'SELECT * FROM "{table.keyspace}"."{table.name}_as_of"(to_timestamp($1))', when)
-    await conn.close()
-    columns = table.partition_key + table.clustering + list(table.columns.values())
-    return canonical_rows(
-        table, [{c.name: from_postgres(c.type, writer.targets[c.name].sql, r[c.name]) for c in columns} for r in rows]
-    )
-
-
-def clickhouse_state(dsn: str, table, when: int) -> dict:
-    client = Client.from_url(dsn)
-    writer = ClickHouseTable(
-        table, load_mappings(), ClickHouseFeatures.from_version(client.execute("SELECT version()")[0][0])
-    )
-    rows = client.execute(writer.as_of_select(f"toDateTime({when})"), settings={"strings_as_bytes": True})
-    columns = table.partition_key + table.clustering + list(table.columns.values())
-    got = canonical_rows(
-        table, [{c.name: from_clickhouse(c.type, writer.sql_type(c), v) for c, v in zip(columns, row)} for row in rows]
-    )
-    return got
 
 
 def test_until_idle_replays_a_corpus_into_every_sink(corpus: Corpus, tmp_path: Path) -> None:

@@ -1,0 +1,108 @@
+"""kill -9 at random moments (writers and parsers) loses and duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from clickhouse_driver import Client
+from conftest import CORPUS_ROOT, USER_KEYSPACES, Corpus
+from support.expected import as_of, load_expected
+from support.replay import cdc_events
+from support.services import ensure_services
+from support.sinks import clickhouse_state, fresh_database, postgres_state
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+KILLS_PER_PROCESS = int(os.environ.get("CDCFAST_KILLS", "20"))
+
+
+def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, tmp_path: Path) -> None:
+    if not (CORPUS_ROOT / "c50-v8-lz4").exists():
+        pytest.skip("corpus missing")
+    corpus = Corpus("c50-v8-lz4", corpus_scratch)
+    dsns = ensure_services(["postgres", "clickhouse"])
+    client = Client.from_url(dsns["clickhouse"])
+    for database in (*USER_KEYSPACES, "cdcfast"):
+        client.execute(f"DROP DATABASE IF EXISTS `{database}`")
+    pg = asyncio.run(fresh_database(dsns["postgres"]))
+    cdc_raw, state = tmp_path / "cdc_raw", tmp_path / "state"
+    shutil.copytree(corpus.cdc_raw, cdc_raw)
+    command = [
+        sys.executable,
+        "-m",
+        "cdcfast.cli",
+        "supervise",
+        "--cdc-raw",
+        str(cdc_raw),
+        "--schema",
+        str(corpus.schema_dir),
+        "--sink",
+        pg,
+        "--sink",
+        dsns["clickhouse"],
+        "--state-dir",
+        str(state),
+        "--node",
+        "node1",
+        "--until-idle",
+        "--poll-interval",
+        "0.2",
+    ]
+    log = open(tmp_path / "supervise.log", "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    victims = ["writer-postgresql", "writer-clickhouse", "parser-0"]
+    kills = dict.fromkeys(victims, 0)
+    rng = random.Random(7)
+    deadline = time.monotonic() + 1500
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.3, 4.0))
+            pending = [v for v in victims if kills[v] < KILLS_PER_PROCESS]
+            if not pending:
+                break
+            victim = rng.choice(pending)
+            pid_file = state / "run" / f"{victim}.pid"
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                kills[victim] += 1
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                pass
+        assert process.wait(timeout=max(60, deadline - time.monotonic())) == 0, (
+            tmp_path / "supervise.log"
+        ).read_text()[-4000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert min(kills.values()) >= min(KILLS_PER_PROCESS, 3), kills
+    schema, events = cdc_events(corpus)
+    when = as_of(corpus.root)
+    for table in schema.cdc_tables():
+        want = load_expected(corpus.root, table)
+        assert asyncio.run(postgres_state(pg, table, when)) == want, table.qualified_name
+        got = clickhouse_state(dsns["clickhouse"], table, when)
+        assert set(got) == set(want), table.qualified_name
+    ids = {e.event_id for e in events}
+    import asyncpg
+
+    async def change_rows() -> int:
+        conn = await asyncpg.connect(pg)
+        total = 0
+        for table in schema.cdc_tables():
+            total += await conn.fetchval(f'SELECT count(*) FROM "{table.keyspace}"."{table.name}_changes"')
+        await conn.close()
+        return total
+
+    assert asyncio.run(change_rows()) == len(ids)
+    ch_total = sum(
+        client.execute(f"SELECT count() FROM `{t.keyspace}`.`{t.name}_changes` FINAL")[0][0]
+        for t in schema.cdc_tables()
+    )
+    assert ch_total == len(ids)
