@@ -159,6 +159,93 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     return Supervisor(config, until_idle=args.until_idle).run()
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from cdcfast.config import load_config
+    from cdcfast.status import collect, render
+
+    config = load_config(args.config) if args.config else config_from_args(args)
+    status = asyncio.run(collect(config))
+    print(orjson.dumps(status).decode() if args.json else render(status))
+    return 0
+
+
+def _dlq_sink(args: argparse.Namespace) -> Any:
+    from cdcfast.sinks import open_sink, sink_kind
+
+    kind = sink_kind(args.sink)
+    return open_sink(kind, args.sink, args.sink_name or kind)
+
+
+async def _dlq(args: argparse.Namespace) -> int:
+    import uuid
+
+    from cdcfast.sinks.poison import EVENT_DECODER, screen
+
+    sink = _dlq_sink(args)
+    await sink.connect()
+    try:
+        letters = await sink.dead_letters()
+        if args.dlq_command == "list":
+            rows = [
+                {
+                    "event_id": str(d["event_id"]),
+                    "table": f"{d['keyspace']}.{d['table']}",
+                    "segment": d["segment_id"],
+                    "position": d["position"],
+                    "reason": d["reason"],
+                    "replayed": d["replayed_at"] is not None,
+                }
+                for d in letters
+            ]
+            if args.json:
+                print(orjson.dumps(rows).decode())
+            else:
+                for r in rows:
+                    state = "replayed" if r["replayed"] else "waiting"
+                    print(f"{r['event_id']}  {r['table']}  {r['segment']}:{r['position']}  {state}  {r['reason']}")
+                print(f"{len(rows)} dead letter(s) in sink {sink.name}")
+            return 0
+        if args.dlq_command == "show":
+            wanted = uuid.UUID(args.event_id)
+            for d in letters:
+                if d["event_id"] == wanted:
+                    event = EVENT_DECODER.decode(d["event"])
+                    detail = {k: v for k, v in d.items() if k != "event"}
+                    print(orjson.dumps({**detail, "event": event}, default=str, option=orjson.OPT_INDENT_2).decode())
+                    return 0
+            print(f"cdcfast: no dead letter {args.event_id} in sink {sink.name}", file=sys.stderr)
+            return 1
+        # replay: apply again what was never replayed; what still cannot be stored stays
+        schema = load_schema(args.schema)
+        tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
+        waiting = [(EVENT_DECODER.decode(d["event"]), d["source"]) for d in letters if d["replayed_at"] is None]
+        done: list[bytes] = []
+        for event, source in waiting:
+            table = tables.get((event.keyspace, event.table))
+            if table is None:
+                continue
+            writer = await sink.table_writer(table)
+            good, _ = screen(table, [event], writer.convert_value, source)
+            if good:
+                await sink.apply(good, tables, source, None)
+                done.append(event.event_id)
+        await sink.mark_replayed(done)
+        print(
+            f"replayed {len(done)} of {len(waiting)} dead letter(s); {len(waiting) - len(done)} still cannot be stored"
+        )
+        return 0
+    finally:
+        await sink.close()
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_dlq(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdcfast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -199,6 +286,29 @@ def build_parser() -> argparse.ArgumentParser:
     supervise.add_argument("--until-idle", action="store_true", help="deliver everything durable, then exit 0")
     supervise.add_argument("--log-level", default="INFO")
     supervise.set_defaults(func=cmd_supervise)
+
+    status = commands.add_parser("status", help="checkpoints, lag, dead letters and processes, on one screen")
+    for option in ("--config", "--cdc-raw", "--schema", "--state-dir", "--node", "--masking-rules", "--metrics-addr"):
+        status.add_argument(option)
+    status.add_argument("--sink", action="append")
+    status.add_argument("--poll-interval", type=float, default=0.5)
+    status.add_argument("--on-error", default="skip")
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.set_defaults(func=cmd_status)
+
+    dlq = commands.add_parser("dlq", help="dead letters: changes a sink could not store")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name, text in (("list", "list them"), ("show", "show one, with its event"), ("replay", "apply them again")):
+        sub = dlq_commands.add_parser(name, help=text)
+        sub.add_argument("--sink", required=True, help="the sink's DSN")
+        sub.add_argument("--sink-name", help="the sink's name in checkpoints (default: its kind)")
+        if name == "list":
+            sub.add_argument("--json", action="store_true")
+        if name == "show":
+            sub.add_argument("event_id")
+        if name == "replay":
+            sub.add_argument("--schema", required=True, help="schema NNN.json, a schema/ folder, or cassandra://")
+        sub.set_defaults(func=cmd_dlq)
     return parser
 
 

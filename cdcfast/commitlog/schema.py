@@ -86,6 +86,22 @@ class Schema:
         return [t for t in self.tables.values() if t.cdc]
 
 
+_TIMESTAMP = re.compile(
+    r"([+-]?\d+)-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?\s*(Z|[+-]\d{2}:?\d{2})?"
+)
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 in the proleptic Gregorian calendar, for any year (datetime stops at
+    9999; Cassandra's timestamps do not)."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
 def parse_dropped_time(value: Any) -> int:
     """``dropped_time`` as Cassandra stores it (milliseconds) -> microseconds, as it compares it."""
     if isinstance(value, (int, float)):
@@ -93,14 +109,18 @@ def parse_dropped_time(value: Any) -> int:
     if isinstance(value, dt.datetime):
         when = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
         return int(round(when.timestamp() * 1000)) * 1000
-    text = str(value).strip().replace("Z", "+00:00")
-    if re.search(r"[+-]\d{4}$", text):
-        text = text[:-2] + ":" + text[-2:]
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise SchemaError(f"cannot read dropped_time {value!r}") from exc
-    return parse_dropped_time(when)
+    match = _TIMESTAMP.fullmatch(str(value).strip())
+    if not match:
+        raise SchemaError(f"cannot read dropped_time {value!r}")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    seconds = _days_from_civil(int(year), int(month), int(day)) * 86400 + int(hour) * 3600 + int(minute) * 60
+    seconds += int(second or 0)
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    millis = seconds * 1000 + int(((fraction or "") + "000")[:3])
+    return millis * 1000
 
 
 def _udt_definitions(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, tuple]]:

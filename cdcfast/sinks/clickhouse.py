@@ -33,8 +33,9 @@ from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
 from cdcfast.sinks.changelog import change_row
 from cdcfast.sinks.merge import StoredPartition, partition_key_bytes, plan, scope, split_row_key
+from cdcfast.sinks.poison import DeadLetter, screen
 from cdcfast.sinks.state import frozen_bytes
-from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, load_mappings
+from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
 
 
 def ident(name: str) -> str:
@@ -121,6 +122,10 @@ class TableWriter:
             f"WHERE _visible = 1 AND (_row_expires = 0 OR _row_expires > toUInt32({moment})))"
         )
 
+    def convert_value(self, column: str, raw: bytes) -> Any:
+        """One serialized value as this column stores it; errors name keyspace, table and column."""
+        return convert_cell(self.targets[column], self.table.keyspace, self.table.name, column, raw)
+
     def column_value(self, column: ColumnDef, raw: Any) -> Any:
         target = self.targets[column.name]
         if raw is None:
@@ -151,6 +156,12 @@ class ClickHouseSink:
         self.features = ClickHouseFeatures.from_version(version)
         self.client.execute("CREATE DATABASE IF NOT EXISTS cdcfast")
         self.client.execute(
+            """CREATE TABLE IF NOT EXISTS cdcfast.dead_letters (
+                 event_id UUID, sink String, source String, keyspace String, table String, segment_id Int64,
+                 position Int32, reason String, event String, created_at DateTime, replayed UInt8, _version UInt64
+               ) ENGINE = ReplacingMergeTree(_version) ORDER BY (sink, event_id)"""
+        )
+        self.client.execute(
             """CREATE TABLE IF NOT EXISTS cdcfast.checkpoints (
                  source String, sink String, segment_id Int64, position Int32, updated_at DateTime,
                  _version UInt64
@@ -166,6 +177,9 @@ class ClickHouseSink:
         for table in schema.cdc_tables():
             self.prepare_table(table)
 
+    async def table_writer(self, table: TableDef) -> TableWriter:
+        return self.prepare_table(table)
+
     def prepare_table(self, table: TableDef) -> TableWriter:
         assert self.client is not None and self.features is not None
         key = (table.keyspace, table.name)
@@ -176,6 +190,73 @@ class ClickHouseSink:
                 self.client.execute(statement)
             self.writers[key] = writer
         return writer
+
+    def _dead_letters(self, dead: list[DeadLetter], source: str, replayed: int) -> None:
+        assert self.client is not None
+        now = int(time.time())
+        self.client.execute(
+            "INSERT INTO cdcfast.dead_letters (event_id, sink, source, keyspace, table, segment_id, position, "
+            "reason, event, created_at, replayed, _version) VALUES",
+            [
+                (
+                    uuid.UUID(bytes=d.event.event_id),
+                    self.name,
+                    source,
+                    d.event.keyspace,
+                    d.event.table,
+                    d.event.segment_id,
+                    d.event.position,
+                    d.reason,
+                    d.payload,
+                    now,
+                    replayed,
+                    time.time_ns(),
+                )
+                for d in dead
+            ],
+        )
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter of this sink, oldest first (``cdcfast dlq list``)."""
+        assert self.client is not None
+        rows = self.client.execute(
+            "SELECT event_id, source, keyspace, table, segment_id, position, reason, event, created_at, replayed "
+            "FROM cdcfast.dead_letters FINAL WHERE sink = %(sink)s ORDER BY created_at, segment_id, position",
+            {"sink": self.name},
+            settings={"strings_as_bytes": True},
+        )
+        keys = (
+            "event_id",
+            "source",
+            "keyspace",
+            "table",
+            "segment_id",
+            "position",
+            "reason",
+            "event",
+            "created_at",
+            "replayed_at",
+        )
+        out = []
+        for row in rows:
+            item = dict(zip(keys, row))
+            for text in ("source", "keyspace", "table", "reason"):
+                item[text] = item[text].decode()
+            item["replayed_at"] = item["created_at"] if item["replayed_at"] else None
+            out.append(item)
+        return out
+
+    async def mark_replayed(self, event_ids: list[bytes]) -> None:
+        from cdcfast.sinks.poison import EVENT_DECODER
+
+        wanted = {uuid.UUID(bytes=e) for e in event_ids}
+        letters = [d for d in await self.dead_letters() if d["event_id"] in wanted]
+        if letters:
+            self._dead_letters(
+                [DeadLetter(EVENT_DECODER.decode(d["event"]), d["reason"]) for d in letters],
+                letters[0]["source"],
+                replayed=1,
+            )
 
     async def checkpoint(self, source: str) -> tuple[int, int] | None:
         assert self.client is not None
@@ -190,7 +271,7 @@ class ClickHouseSink:
         events: Sequence[ChangeEvent],
         tables: dict[tuple[str, str], TableDef],
         source: str,
-        position: tuple[int, int],
+        position: tuple[int, int] | None,
     ) -> None:
         """Write ``events``, then move the checkpoint to ``position`` (data first: see the module doc)."""
         assert self.client is not None
@@ -199,6 +280,8 @@ class ClickHouseSink:
             by_table[(event.keyspace, event.table)].append(event)
         for key, table_events in by_table.items():
             self._apply_table(self.prepare_table(tables[key]), table_events, source)
+        if position is None:  # a dead-letter replay moves no checkpoint
+            return
         current = await self.checkpoint(source)
         if current is None or current < position:
             self.client.execute(
@@ -209,6 +292,11 @@ class ClickHouseSink:
     def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str) -> None:
         client = self.client
         assert client is not None
+        events, dead = screen(writer.table, events, writer.convert_value, source)
+        if dead:
+            self._dead_letters(dead, source, replayed=0)
+        if not events:
+            return
         records = [change_row(writer.table, e, source) for e in events]
         client.execute(
             f"INSERT INTO {writer.changes} (event_id, op, ts, change_time, segment_id, position, source, key, cells, "

@@ -33,8 +33,9 @@ from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
 from cdcfast.sinks.changelog import change_row
 from cdcfast.sinks.merge import StoredPartition, partition_key_bytes, plan, scope
+from cdcfast.sinks.poison import DeadLetter, screen
 from cdcfast.sinks.state import frozen_bytes
-from cdcfast.transform.typemap import TypeMappings, load_mappings
+from cdcfast.transform.typemap import TypeMappings, convert_cell, load_mappings
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 CHANGE_COLUMNS = (
@@ -140,6 +141,10 @@ class TableWriter:
         )
 
     # -- values ---------------------------------------------------------------------------
+    def convert_value(self, column: str, raw: bytes) -> Any:
+        """One serialized value as this column stores it; errors name keyspace, table and column."""
+        return convert_cell(self.targets[column], self.table.keyspace, self.table.name, column, raw)
+
     def column_value(self, column: ColumnDef, raw: Any) -> Any:
         if raw is None:
             return None
@@ -199,6 +204,11 @@ class PostgresSink:
             await self.conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         await self.conn.execute(
             """CREATE SCHEMA IF NOT EXISTS cdcfast;
+               CREATE TABLE IF NOT EXISTS cdcfast.dead_letters (
+                 event_id uuid NOT NULL, sink text NOT NULL, source text NOT NULL, keyspace text NOT NULL,
+                 "table" text NOT NULL, segment_id bigint NOT NULL, position integer NOT NULL, reason text NOT NULL,
+                 event bytea NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), replayed_at timestamptz,
+                 PRIMARY KEY (event_id, sink));
                CREATE TABLE IF NOT EXISTS cdcfast.checkpoints (
                  source text NOT NULL, sink text NOT NULL, segment_id bigint NOT NULL, position integer NOT NULL,
                  updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, sink))"""
@@ -215,6 +225,9 @@ class PostgresSink:
         for table in schema.cdc_tables():
             await self.prepare_table(table)
 
+    async def table_writer(self, table: TableDef) -> TableWriter:
+        return await self.prepare_table(table)
+
     async def prepare_table(self, table: TableDef) -> TableWriter:
         assert self.conn is not None
         key = (table.keyspace, table.name)
@@ -228,6 +241,45 @@ class PostgresSink:
             self.writers[key] = writer
         return writer
 
+    async def _dead_letters(self, dead: list[DeadLetter], source: str) -> None:
+        assert self.conn is not None
+        await self.conn.executemany(
+            """INSERT INTO cdcfast.dead_letters (event_id, sink, source, keyspace, "table", segment_id, position,
+                 reason, event) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING""",
+            [
+                (
+                    uuid.UUID(bytes=d.event.event_id),
+                    self.name,
+                    source,
+                    d.event.keyspace,
+                    d.event.table,
+                    d.event.segment_id,
+                    d.event.position,
+                    d.reason,
+                    d.payload,
+                )
+                for d in dead
+            ],
+        )
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter of this sink, oldest first (``cdcfast dlq list``)."""
+        assert self.conn is not None
+        rows = await self.conn.fetch(
+            """SELECT event_id, source, keyspace, "table", segment_id, position, reason, event, created_at,
+                 replayed_at FROM cdcfast.dead_letters WHERE sink = $1 ORDER BY created_at, segment_id, position""",
+            self.name,
+        )
+        return [dict(r) for r in rows]
+
+    async def mark_replayed(self, event_ids: list[bytes]) -> None:
+        assert self.conn is not None
+        await self.conn.execute(
+            "UPDATE cdcfast.dead_letters SET replayed_at = now() WHERE sink = $1 AND event_id = ANY($2::uuid[])",
+            self.name,
+            [uuid.UUID(bytes=e) for e in event_ids],
+        )
+
     async def checkpoint(self, source: str) -> tuple[int, int] | None:
         assert self.conn is not None
         row = await self.conn.fetchrow(
@@ -240,7 +292,7 @@ class PostgresSink:
         events: Sequence[ChangeEvent],
         tables: dict[tuple[str, str], TableDef],
         source: str,
-        position: tuple[int, int],
+        position: tuple[int, int] | None,
     ) -> None:
         """Write ``events`` and move the checkpoint to ``position``, in one transaction."""
         assert self.conn is not None
@@ -252,21 +304,27 @@ class PostgresSink:
         async with self.conn.transaction():
             for key, table_events in by_table.items():
                 await self._apply_table(self.writers[key], table_events, source)
-            await self.conn.execute(
-                """INSERT INTO cdcfast.checkpoints (source, sink, segment_id, position) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (source, sink) DO UPDATE SET segment_id = excluded.segment_id,
-                     position = excluded.position, updated_at = now()
-                   WHERE (cdcfast.checkpoints.segment_id, cdcfast.checkpoints.position)
-                       < (excluded.segment_id, excluded.position)""",
-                source,
-                self.name,
-                position[0],
-                position[1],
-            )
+            if position is not None:  # None: a dead-letter replay, which moves no checkpoint
+                await self.conn.execute(
+                    """INSERT INTO cdcfast.checkpoints (source, sink, segment_id, position) VALUES ($1, $2, $3, $4)
+                       ON CONFLICT (source, sink) DO UPDATE SET segment_id = excluded.segment_id,
+                         position = excluded.position, updated_at = now()
+                       WHERE (cdcfast.checkpoints.segment_id, cdcfast.checkpoints.position)
+                           < (excluded.segment_id, excluded.position)""",
+                    source,
+                    self.name,
+                    position[0],
+                    position[1],
+                )
 
     async def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str) -> None:
         conn = self.conn
         assert conn is not None
+        events, dead = screen(writer.table, events, writer.convert_value, source)
+        if dead:
+            await self._dead_letters(dead, source)
+        if not events:
+            return
         records = [writer.change_record(e, source) for e in events]
         await conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS _cdc_changes (LIKE {writer.changes}) ON COMMIT DELETE ROWS"

@@ -12,6 +12,7 @@ of them, and each writer skips what its sink already has.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import queue
@@ -56,6 +57,8 @@ class Progress:
     acked: dict[str, int] = field(default_factory=dict)  # sink -> last work item applied
     delivered: dict[str, tuple[int, int]] = field(default_factory=dict)  # sink -> checkpoint
     events: dict[str, int] = field(default_factory=dict)  # sink -> events written this run
+    last_error: dict[str, str] = field(default_factory=dict)  # sink (or process) -> last error
+    started: float = field(default_factory=time.time)
 
 
 def write_pid(config: PipelineConfig, name: str) -> None:
@@ -176,6 +179,7 @@ class Supervisor:
                 self._drain_status(run, progress)
                 self._check_children(run)
                 self._clean(tracked, resume, progress)
+                self._write_status(run, progress)
                 caught_up = all(
                     progress.acked.get(s.name, -1) == progress.dispatched_seq - 1 for s in self.config.sinks
                 )
@@ -254,7 +258,35 @@ class Supervisor:
                 progress.delivered[sink] = tuple(position)
                 progress.events[sink] = progress.events.get(sink, 0) + count
             elif message[0] == "error":
+                progress.last_error[message[1]] = message[2]
+                self._write_status(run, progress)
                 raise PipelineFailed(f"sink {message[1]}: {message[2]}")
+
+    def _write_status(self, run: dict[str, Any], progress: Progress) -> None:
+        """``<state_dir>/status.json``, what ``cdcfast status`` shows next to the sinks' own state."""
+        processes = [*run["parsers"], *run["writers"].values()]
+        document = {
+            "node": self.source.node,
+            "updated_at": time.time(),
+            "started_at": progress.started,
+            "supervisor_pid": os.getpid(),
+            "processes": [{"name": p.name, "pid": p.pid, "alive": p.is_alive()} for p in processes],
+            "sinks": {
+                s.name: {
+                    "checkpoint": list(progress.delivered.get(s.name, (-1, -1))),
+                    "events_written": progress.events.get(s.name, 0),
+                    "events_per_s": round(progress.events.get(s.name, 0) / max(1.0, time.time() - progress.started), 1),
+                    "last_error": progress.last_error.get(s.name),
+                }
+                for s in self.config.sinks
+            },
+            "work_items": progress.dispatched_seq,
+        }
+        path = Path(self.config.state_dir) / "status.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(document))
+        temporary.replace(path)
 
     def _check_children(self, run: dict[str, Any]) -> None:
         for process in [*run["parsers"], *run["writers"].values()]:

@@ -877,6 +877,23 @@ EXPECTED_FEATURES = [
 ]  # fmt: skip
 
 
+def assert_live_schema_matches(schema_file: Path) -> None:
+    """The schema read from the live node (cassandra://) is the one dumped to a file."""
+    from live.cassandra_node import _port
+
+    from cdcfast.commitlog import load_schema
+
+    live = load_schema(f"cassandra://127.0.0.1:{_port('CDCFAST_LIVE_NATIVE_PORT', 19042)}")
+    filed = load_schema(schema_file)
+    mine = {i: t for i, t in live.tables.items() if t.keyspace == KEYSPACE}
+    assert mine.keys() == filed.tables.keys()
+    for table_id, table in filed.tables.items():
+        other = mine[table_id]
+        assert (other.name, other.cdc, other.partition_key, other.clustering, other.columns, other.dropped) == (
+            table.name, table.cdc, table.partition_key, table.clustering, table.columns, table.dropped
+        ), table.qualified_name
+
+
 @pytest.mark.parametrize("setup", SETUPS, ids=[s.name for s in SETUPS])
 def test_live_segments_decode_like_cassandra(setup: NodeSetup, tmp_path: Path) -> None:
     started = time.monotonic()
@@ -898,6 +915,7 @@ def test_live_segments_decode_like_cassandra(setup: NodeSetup, tmp_path: Path) -
         future_ts = work.evolution()
         work.bulk(3000)
         node.dump_schema(KEYSPACE, schema_file)
+        assert_live_schema_matches(schema_file)
         (tmp_path / "ops.jsonl").write_text("\n".join(json.dumps(op, default=repr) for op in work.ops))
         node.stop()
     workload_done = time.monotonic()

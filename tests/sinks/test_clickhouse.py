@@ -40,6 +40,10 @@ def test_corpus_replay_equals_expected_exactly_once(corpus: Corpus) -> None:
         for start in range(0, len(events) // 2, 3000):  # a replay (crash before checkpoint) changes nothing
             part = events[start : start + 3000]
             await sink.apply(part, tables, "node1", (part[-1].segment_id, part[-1].position))
+        for node in ("node2", "node3"):  # the same changes as logged by two more replicas
+            for start in range(0, len(events), 9000):
+                part = events[start : start + 9000]
+                await sink.apply(part, tables, node, (part[-1].segment_id, part[-1].position))
         failures = []
         for table in schema.cdc_tables():
             writer = sink.writers[(table.keyspace, table.name)]

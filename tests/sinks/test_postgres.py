@@ -29,11 +29,13 @@ async def fresh_database(dsn: str) -> str:
     return dsn.rsplit("/", 1)[0] + "/" + name
 
 
-async def replay(sink: PostgresSink, schema: Schema, events: list[ChangeEvent], chunk: int = 4000) -> None:
+async def replay(
+    sink: PostgresSink, schema: Schema, events: list[ChangeEvent], chunk: int = 4000, source: str = "node1"
+) -> None:
     tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
     for start in range(0, len(events), chunk):
         part = events[start : start + chunk]
-        await sink.apply(part, tables, "node1", (part[-1].segment_id, part[-1].position))
+        await sink.apply(part, tables, source, (part[-1].segment_id, part[-1].position))
 
 
 async def state_of(conn: asyncpg.Connection, sink: PostgresSink, schema: Schema, when: int) -> dict:
@@ -62,6 +64,9 @@ def test_corpus_replay_equals_expected_exactly_once(corpus: Corpus, flavour: str
         await sink.connect()
         await replay(sink, schema, events)
         await replay(sink, schema, events[: len(events) // 2], chunk=1500)  # a replay changes nothing
+        # The same changes as logged by two more replicas (their own segments, positions, checkpoints).
+        for node in ("node2", "node3"):
+            await replay(sink, schema, events, chunk=9000, source=node)
         conn = sink.conn
         assert conn is not None
         failures = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -28,11 +29,12 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
     if not (CORPUS_ROOT / "c50-v8-lz4").exists():
         pytest.skip("corpus missing")
     corpus = Corpus("c50-v8-lz4", corpus_scratch)
-    dsns = ensure_services(["postgres", "clickhouse"])
+    dsns = ensure_services(["postgres", "timescaledb", "clickhouse"])
     client = Client.from_url(dsns["clickhouse"])
     for database in (*USER_KEYSPACES, "cdcfast"):
         client.execute(f"DROP DATABASE IF EXISTS `{database}`")
     pg = asyncio.run(fresh_database(dsns["postgres"]))
+    ts = asyncio.run(fresh_database(dsns["timescaledb"]))
     cdc_raw, state = tmp_path / "cdc_raw", tmp_path / "state"
     shutil.copytree(corpus.cdc_raw, cdc_raw)
     command = [
@@ -58,7 +60,7 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
     ]
     log = open(tmp_path / "supervise.log", "w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    victims = ["writer-postgresql", "writer-clickhouse", "parser-0"]
+    victims = ["writer-postgresql", "writer-timescaledb", "writer-clickhouse", "parser-0"]
     kills = dict.fromkeys(victims, 0)
     rng = random.Random(7)
     deadline = time.monotonic() + 1500
@@ -69,6 +71,33 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
             if not pending:
                 break
             victim = rng.choice(pending)
+            if sum(kills.values()) == 2:  # `cdcfast status` on the running pipeline
+                status = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "cdcfast.cli",
+                        "status",
+                        "--json",
+                        "--cdc-raw",
+                        str(cdc_raw),
+                        "--schema",
+                        str(corpus.schema_dir),
+                        "--node",
+                        "node1",
+                        "--state-dir",
+                        str(state),
+                        "--sink",
+                        pg,
+                        "--sink",
+                        dsns["clickhouse"],
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
+                report = json.loads(status.stdout)
+                assert report["supervisor"]["running"], report
+                assert {p["name"] for p in report["processes"]} >= {"cdcfast-writer-postgresql", "cdcfast-parser-0"}
             pid_file = state / "run" / f"{victim}.pid"
             try:
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
@@ -87,20 +116,22 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
     for table in schema.cdc_tables():
         want = load_expected(corpus.root, table)
         assert asyncio.run(postgres_state(pg, table, when)) == want, table.qualified_name
+        assert asyncio.run(postgres_state(ts, table, when)) == want, table.qualified_name
         got = clickhouse_state(dsns["clickhouse"], table, when)
         assert set(got) == set(want), table.qualified_name
     ids = {e.event_id for e in events}
     import asyncpg
 
-    async def change_rows() -> int:
-        conn = await asyncpg.connect(pg)
+    async def change_rows(dsn: str) -> int:
+        conn = await asyncpg.connect(dsn)
         total = 0
         for table in schema.cdc_tables():
             total += await conn.fetchval(f'SELECT count(*) FROM "{table.keyspace}"."{table.name}_changes"')
         await conn.close()
         return total
 
-    assert asyncio.run(change_rows()) == len(ids)
+    assert asyncio.run(change_rows(pg)) == len(ids)
+    assert asyncio.run(change_rows(ts)) == len(ids)
     ch_total = sum(
         client.execute(f"SELECT count() FROM `{t.keyspace}`.`{t.name}_changes` FINAL")[0][0]
         for t in schema.cdc_tables()

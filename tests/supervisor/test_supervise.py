@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,34 @@ def test_until_idle_replays_a_corpus_into_every_sink(corpus: Corpus, tmp_path: P
     # Delivered and COMPLETED: the segments are gone; segments without an idx are Cassandra's to delete.
     left = sorted(p.name for p in cdc_raw.iterdir())
     assert not [n for n in left if n.endswith("_cdc.idx")], left
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cdcfast.cli",
+            "status",
+            "--json",
+            "--cdc-raw",
+            str(cdc_raw),
+            "--schema",
+            str(corpus.schema_dir),
+            "--node",
+            "node1",
+            "--sink",
+            pg,
+            "--sink",
+            dsns["clickhouse"],
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert not report["supervisor"]["running"]
+    for name in ("postgresql", "clickhouse"):
+        sink = report["sinks"][name]
+        assert sink["reachable"] and sink["dlq_depth"] == 0 and sink["lag_segments"] == 0, sink
+        assert sink["checkpoint"][0] > 0
     # A second run finds everything delivered and changes nothing.
     again = supervise(cdc_raw, corpus.schema_dir, pg, dsns["clickhouse"])
     assert again.returncode == 0, again.stderr[-3000:]
