@@ -473,21 +473,19 @@ def test_server_close_frees_the_port(metrics_dir: Path) -> None:
 # -- dashboards and alerts -------------------------------------------------------------------------
 
 
-def dashboard_expressions(node: Any) -> Iterator[str]:
-    """Every PromQL expression of a Grafana dashboard: panel targets and templating queries."""
-    if isinstance(node, dict):
-        for key, item in node.items():
-            if key == "expr" and isinstance(item, str):
-                yield item
-            elif key == "query" and isinstance(item, str):
-                yield item
-            elif key == "query" and isinstance(item, dict) and isinstance(item.get("query"), str):
-                yield item["query"]
-            else:
-                yield from dashboard_expressions(item)
-    elif isinstance(node, list):
-        for item in node:
-            yield from dashboard_expressions(item)
+def dashboard_expressions(dashboard: dict[str, Any]) -> Iterator[str]:
+    """Every PromQL expression of a Grafana dashboard: panel targets (rows' panels too) and query
+    variables."""
+    panels = list(dashboard["panels"])
+    while panels:
+        panel = panels.pop()
+        panels.extend(panel.get("panels", []))
+        for target in panel.get("targets", []):
+            yield target["expr"]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]
+            yield query["query"] if isinstance(query, dict) else query
 
 
 def balanced(expression: str) -> bool:
