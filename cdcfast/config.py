@@ -422,7 +422,7 @@ def check_host_port(text: str) -> tuple[str, int] | None:
         return None
     host = match.group(1) or match.group(3)
     port = int(match.group(2) or match.group(4))
-    return (host, port) if 1 <= port <= 65535 else None
+    return (host, port) if 0 <= port <= 65535 else None  # 0: any free port (tests)
 
 
 def _resolve_path(base: Path, text: str) -> str:

@@ -139,6 +139,7 @@ class CommitLogReader:
     def _take(self) -> Batch:
         batch = Batch.from_buffers(self.decoder_schema.tables, self.decoder.take())
         self.stats.mutations += batch.mutation_count
+        self.stats.mutation_bytes = self.decoder.mutation_bytes
         return batch
 
     def _collect_issues(self, path: Path, segment_id: int) -> None:

@@ -277,8 +277,11 @@ def _histogram(name: str) -> Histogram:
 
 
 class _HasTable(Protocol):
-    keyspace: str
-    table: str
+    @property
+    def keyspace(self) -> str: ...
+
+    @property
+    def table(self) -> str: ...
 
 
 def table_name(keyspace: str, table: str) -> str:

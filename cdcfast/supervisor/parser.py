@@ -13,6 +13,7 @@ from cdcfast.commitlog import CommitLogReader, ReadRange, SegmentFile, load_sche
 from cdcfast.config import PipelineConfig
 from cdcfast.events import ChangeEvent, events_from_batch
 from cdcfast.log import get_logger
+from cdcfast.observe import metrics
 from cdcfast.supervisor.messages import BATCH_ENCODER, WHOLE_SEGMENT, EventBatch, WorkItem
 from cdcfast.supervisor.ring import Ring
 
@@ -56,8 +57,15 @@ class Parser:
                 count=count,
                 segment=item.segment_id,
             )
+        metrics.record_read(metrics.events_by_table(events), reader.stats.mutation_bytes)
+        for issue in reader.issues:
+            if issue.kind != "unknown_table":
+                metrics.record_read_issue(issue.kind)
+        if reader.stats.unknown_tables:
+            metrics.record_read_issue("unknown_table", sum(reader.stats.unknown_tables.values()))
         if self.masker is not None:
             events = [self.masker.mask(e) for e in events]
+            metrics.record_masking_audit(self.masker.audit)
         return events
 
     def _is_cdc(self, event: ChangeEvent) -> bool:

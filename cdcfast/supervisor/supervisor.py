@@ -25,6 +25,8 @@ from typing import Any
 from cdcfast.commitlog import discover, read_cdc_index
 from cdcfast.config import PipelineConfig
 from cdcfast.log import get_logger
+from cdcfast.observe import metrics
+from cdcfast.observe.http import HealthState, start_server
 from cdcfast.supervisor.messages import WHOLE_SEGMENT, WorkItem
 from cdcfast.supervisor.parser import parser_main
 from cdcfast.supervisor.ring import Ring
@@ -38,9 +40,10 @@ class PipelineFailed(Exception):
     --until-idle mode, the supervisor exits with this error. ``killed``: the child was killed by a
     signal from outside (kill -9, the OOM killer), which says nothing about the next attempt."""
 
-    def __init__(self, message: str, killed: bool = False) -> None:
+    def __init__(self, message: str, killed: bool = False, process: str = "") -> None:
         super().__init__(message)
         self.killed = killed
+        self.process = process  # parser-N or writer-<sink>, when a child failed
 
 
 @dataclass
@@ -100,8 +103,9 @@ class Supervisor:
             )
             for i, name in enumerate(sinks)
         }
-        for process in writers.values():
+        for name, process in writers.items():
             process.start()
+            self.health.starting(f"writer-{name}")
         return {"rings": rings, "status": status, "work": work, "writers": writers, "parsers": [], "ctx": ctx}
 
     def _start_parsers(self, run: dict[str, Any]) -> None:
@@ -113,6 +117,7 @@ class Supervisor:
             )
             process.start()
             run["parsers"].append(process)
+            self.health.ok(f"parser-{p}")
 
     def _stop(self, run: dict[str, Any], graceful: bool) -> None:
         parsers, writers, rings = run["parsers"], run["writers"], run["rings"]
@@ -131,17 +136,41 @@ class Supervisor:
                 process.join(5)
         for ring in rings.values():
             ring.close()
+        for process in [*parsers, *writers.values()]:
+            if process.pid is not None:
+                metrics.mark_dead(process.pid)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        # Metrics are written by every process into one folder; /metrics sums them (before any child starts).
+        directory = metrics.setup_multiprocess(Path(self.config.state_dir) / "metrics")
+        self.health = HealthState()
+        server = start_server(self.config.metrics_addr, self.health, directory)
+        (Path(self.config.state_dir) / "run").mkdir(parents=True, exist_ok=True)
+        (Path(self.config.state_dir) / "run" / "metrics.addr").write_text(server.url)
+        self.log.info("serving /metrics, /health and /ready", url=server.url)
+        for sink in self.config.sinks:
+            metrics.init_sink(sink.name)
+        self.health.ok("supervisor")
+        try:
+            return self._supervise()
+        finally:
+            server.close()
+
+    def _supervise(self) -> int:
         failures, backoff = 0, 1.0
         while True:
             self.made_progress = False
             try:
                 return self._run_once()
             except PipelineFailed as exc:
+                if exc.process:
+                    metrics.record_restart(exc.process)
+                    self.health.failing(exc.process, str(exc))
+                    if exc.process.startswith("writer-"):
+                        metrics.set_sink_up(exc.process.removeprefix("writer-"), False)
                 if self.made_progress:  # a crash after progress is not a crash loop: start counting anew
                     failures, backoff = 0, 1.0
                 if not exc.killed:
@@ -164,6 +193,7 @@ class Supervisor:
         ctx = mp.get_context("spawn")
         run = self._start(ctx)
         progress = Progress()
+        self.lag = metrics.LagTracker([s.name for s in self.config.sinks])  # work items restart at 0
         try:
             checkpoints = self._wait_ready(run)
             resume = min((c or (-1, -1) for c in checkpoints.values()), default=(-1, -1))
@@ -180,6 +210,7 @@ class Supervisor:
                 self._check_children(run)
                 self._clean(tracked, resume, progress)
                 self._write_status(run, progress)
+                self._publish(tracked)
                 caught_up = all(
                     progress.acked.get(s.name, -1) == progress.dispatched_seq - 1 for s in self.config.sinks
                 )
@@ -208,6 +239,8 @@ class Supervisor:
                 continue
             if message[0] == "ready":
                 checkpoints[message[1]] = tuple(message[2]) if message[2] else None
+                self.health.ok(f"writer-{message[1]}", reachable=True)
+                metrics.set_sink_up(message[1], True)
             elif message[0] == "error":
                 raise PipelineFailed(f"sink {message[1]}: {message[2]}")
         return checkpoints
@@ -239,6 +272,8 @@ class Supervisor:
             )
             run["work"].put(item)
             progress.dispatched_seq += 1
+            end = limit if limit is not None else segment.path.stat().st_size
+            self.lag.dispatched(item.seq, max(0, end - state.dispatched), segment.idx_path.stat().st_mtime)
             state.dispatched = WHOLE_SEGMENT if limit is None else limit
             handed = True
             if limit is not None:
@@ -254,13 +289,24 @@ class Supervisor:
             if message[0] == "applied":
                 _, sink, seq, position, count = message
                 self.made_progress = True
+                self.lag.applied(sink, seq)
                 progress.acked[sink] = seq
                 progress.delivered[sink] = tuple(position)
                 progress.events[sink] = progress.events.get(sink, 0) + count
             elif message[0] == "error":
                 progress.last_error[message[1]] = message[2]
+                self.health.failing(f"writer-{message[1]}", message[2], reachable=False)
+                metrics.set_sink_up(message[1], False)
                 self._write_status(run, progress)
                 raise PipelineFailed(f"sink {message[1]}: {message[2]}")
+
+    def _publish(self, tracked: dict[int, Tracked]) -> None:
+        self.health.beat("supervisor")
+        self.lag.publish()
+        for sink in self.config.sinks:
+            self.health.update(f"writer-{sink.name}", lag_seconds=self.lag.lag(sink.name)[0])
+        metrics.set_cdc_raw(*metrics.cdc_raw_usage(self.cdc_raw))
+        metrics.set_segments_pending(sum(1 for t in tracked.values() if t.dispatched < WHOLE_SEGMENT))
 
     def _write_status(self, run: dict[str, Any], progress: Progress) -> None:
         """``<state_dir>/status.json``, what ``cdcfast status`` shows next to the sinks' own state."""
@@ -292,7 +338,10 @@ class Supervisor:
         for process in [*run["parsers"], *run["writers"].values()]:
             if not process.is_alive():
                 code = process.exitcode
-                raise PipelineFailed(f"{process.name} exited with code {code}", killed=code is not None and code < 0)
+                name = process.name.removeprefix("cdcfast-")
+                raise PipelineFailed(
+                    f"{process.name} exited with code {code}", killed=code is not None and code < 0, process=name
+                )
 
     def _clean(self, tracked: dict[int, Tracked], resume: tuple[int, int], progress: Progress) -> None:
         """Delete segments that are COMPLETED and delivered to every sink."""

@@ -12,6 +12,7 @@ from typing import Any
 from cdcfast.commitlog import load_schema
 from cdcfast.config import PipelineConfig
 from cdcfast.log import get_logger
+from cdcfast.observe import metrics
 from cdcfast.sinks import open_sink
 from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch
 from cdcfast.supervisor.ring import Ring, RingClosed
@@ -50,6 +51,7 @@ class Writer:
             started = time.monotonic()
             await self.sink.apply(events, tables, self.node, position)
             self.checkpoint = position
+            metrics.record_write(self.name, metrics.events_by_table(events), 0, time.monotonic() - started)
             self.log.debug(
                 "batch applied",
                 events=len(events),
@@ -101,6 +103,7 @@ def writer_main(config: PipelineConfig, sink_index: int, ring_names: list[str], 
     try:
         asyncio.run(writer.run(rings))
     except Exception as exc:
+        metrics.record_error(writer.name, "transient" if isinstance(exc, (OSError, TimeoutError)) else "permanent")
         writer.log.error("writer stopped", error=str(exc), error_type=type(exc).__name__)
         status.put(("error", writer.name, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from exc
