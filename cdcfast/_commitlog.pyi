@@ -30,6 +30,14 @@ class Decoder:
     def take(self) -> tuple[bytes, bytes, bytes, bytes, bytes]: ...
     def take_issues(self) -> list[tuple[str, int, int, str, int]]: ...
     def decode_region(
-        self, data: Any, start: int, end: int, logical_base: int, segment_id: int, version: int,
-        messaging: int, limit: int, after: int = 0,
+        self,
+        data: Any,
+        start: int,
+        end: int,
+        logical_base: int,
+        segment_id: int,
+        version: int,
+        messaging: int,
+        limit: int,
+        after: int = 0,
     ) -> tuple[int, bool]: ...
