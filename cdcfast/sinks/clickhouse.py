@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -32,7 +31,7 @@ from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
 from cdcfast.sinks.changelog import change_row
-from cdcfast.sinks.merge import StoredPartition, partition_key_bytes, plan, scope, split_row_key
+from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope, split_row_key
 from cdcfast.sinks.poison import DeadLetter, screen
 from cdcfast.sinks.state import frozen_bytes
 from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
@@ -275,10 +274,8 @@ class ClickHouseSink:
     ) -> None:
         """Write ``events``, then move the checkpoint to ``position`` (data first: see the module doc)."""
         assert self.client is not None
-        by_table: dict[tuple[str, str], list[ChangeEvent]] = defaultdict(list)
-        for event in events:
-            by_table[(event.keyspace, event.table)].append(event)
-        for key, table_events in by_table.items():
+        groups = by_table(events)
+        for key, table_events in groups.items():
             self._apply_table(self.prepare_table(tables[key]), table_events, source)
         if position is None:  # a dead-letter replay moves no checkpoint
             return

@@ -37,6 +37,14 @@ def split_row_key(key: bytes) -> tuple[tuple[bytes, ...], tuple[bytes | None, ..
     return tuple(pk), None if clustering is None else tuple(clustering)
 
 
+def by_table(events: Iterable[ChangeEvent]) -> dict[tuple[str, str], list[ChangeEvent]]:
+    """Events grouped by (keyspace, table), each group in commit log order."""
+    groups: dict[tuple[str, str], list[ChangeEvent]] = {}
+    for event in events:
+        groups.setdefault((event.keyspace, event.table), []).append(event)
+    return groups
+
+
 def scope(table: TableDef, events: list[ChangeEvent]) -> tuple[list[tuple[bytes, ...]], list[bytes]]:
     """Which stored state a batch needs: whole partitions (partition or range deletions, static
     changes, any change in a table with static columns, whose values show on every row), and

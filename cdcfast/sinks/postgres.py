@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -32,7 +31,7 @@ from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
 from cdcfast.sinks.changelog import change_row
-from cdcfast.sinks.merge import StoredPartition, partition_key_bytes, plan, scope
+from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter, screen
 from cdcfast.sinks.state import frozen_bytes
 from cdcfast.transform.typemap import TypeMappings, convert_cell, load_mappings
@@ -296,13 +295,11 @@ class PostgresSink:
     ) -> None:
         """Write ``events`` and move the checkpoint to ``position``, in one transaction."""
         assert self.conn is not None
-        by_table: dict[tuple[str, str], list[ChangeEvent]] = defaultdict(list)
-        for event in events:
-            by_table[(event.keyspace, event.table)].append(event)
-        for key in by_table:
+        groups = by_table(events)
+        for key in groups:
             await self.prepare_table(tables[key])
         async with self.conn.transaction():
-            for key, table_events in by_table.items():
+            for key, table_events in groups.items():
                 await self._apply_table(self.writers[key], table_events, source)
             if position is not None:  # None: a dead-letter replay, which moves no checkpoint
                 await self.conn.execute(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 
 import asyncpg
@@ -12,6 +11,7 @@ from conftest import Corpus
 from support.expected import as_of, canonical_rows, differences, load_expected
 from support.replay import cdc_events
 from support.services import ensure_services
+from support.sinks import fresh_database
 from support.warehouse import from_postgres
 
 from cdcfast.commitlog.schema import Schema
@@ -19,14 +19,6 @@ from cdcfast.events import ChangeEvent
 from cdcfast.sinks.postgres import PostgresSink
 
 pytestmark = pytest.mark.services
-
-
-async def fresh_database(dsn: str) -> str:
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    return dsn.rsplit("/", 1)[0] + "/" + name
 
 
 async def replay(
