@@ -156,7 +156,18 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 
     configure(level=args.log_level)
     config = load_config(args.config) if args.config else config_from_args(args)
+    check_startup(config)
     return Supervisor(config, until_idle=args.until_idle).run()
+
+
+def check_startup(config: Any) -> None:
+    """What would make every worker fail: refuse to start, with the reason, instead of a restart loop.
+    The schema must load; masking rules must match it and their secrets must be there."""
+    schema = load_schema(config.sources[0].schema)
+    if config.masking is not None:
+        from cdcfast.transform.masking import Masker, MaskingRules, MaskingSecrets
+
+        Masker(MaskingRules.load(config.masking.rules, schema), MaskingSecrets.from_env())
 
 
 def cmd_status(args: argparse.Namespace) -> int:

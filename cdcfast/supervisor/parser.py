@@ -7,6 +7,7 @@ instead of growing memory.
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 from pathlib import Path
 
 from cdcfast.commitlog import CommitLogReader, ReadRange, SegmentFile, load_schema
@@ -16,6 +17,8 @@ from cdcfast.log import get_logger
 from cdcfast.observe import metrics
 from cdcfast.supervisor.messages import BATCH_ENCODER, WHOLE_SEGMENT, EventBatch, WorkItem
 from cdcfast.supervisor.ring import Ring
+
+AUDIT_INTERVAL = 60.0  # seconds between masking audit records
 
 
 class Parser:
@@ -30,6 +33,7 @@ class Parser:
 
             self.masker = Masker(MaskingRules.load(config.masking.rules, self.schema), MaskingSecrets.from_env())
         self.batch_size = config.tuning.batch_size
+        self.audited_at = time.monotonic()
         self.cdc_tables: set[tuple[str, str]] | None = None  # computed from the schema on first use
 
     def events(self, item: WorkItem) -> list[ChangeEvent]:
@@ -66,7 +70,15 @@ class Parser:
         if self.masker is not None:
             events = [self.masker.mask(e) for e in events]
             metrics.record_masking_audit(self.masker.audit)
+            if time.monotonic() - self.audited_at > AUDIT_INTERVAL:
+                self.audit()
         return events
+
+    def audit(self) -> None:
+        """Log what was masked since the last audit: table, column, classification, count; never a value."""
+        if self.masker is not None:
+            self.masker.audit_log(self.log, reset=True)
+        self.audited_at = time.monotonic()
 
     def _is_cdc(self, event: ChangeEvent) -> bool:
         if self.cdc_tables is None:
@@ -111,6 +123,7 @@ def parser_main(config: PipelineConfig, worker: int, work: mp.Queue, ring_names:
                 message = BATCH_ENCODER.encode(batch)
                 for ring in rings:
                     ring.put(message)
+        parser.audit()
     finally:
         for ring in rings:
             ring.close()

@@ -49,14 +49,17 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
         "--sink",
         pg,
         "--sink",
+        "timescaledb://" + ts.split("://", 1)[1],
+        "--sink",
         dsns["clickhouse"],
         "--state-dir",
         str(state),
         "--node",
         "node1",
-        "--until-idle",
         "--poll-interval",
         "0.2",
+        "--metrics-addr",
+        "127.0.0.1:0",
     ]
     log = open(tmp_path / "supervise.log", "w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -104,13 +107,16 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
                 kills[victim] += 1
             except (FileNotFoundError, ProcessLookupError, ValueError):
                 pass
-        assert process.wait(timeout=max(60, deadline - time.monotonic())) == 0, (
-            tmp_path / "supervise.log"
-        ).read_text()[-4000:]
+        # Then let it finish: every segment delivered to every sink and deleted; a graceful stop.
+        while any(p.name.endswith("_cdc.idx") for p in cdc_raw.iterdir()) and time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "supervise.log").read_text()[-4000:]
+            time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0, (tmp_path / "supervise.log").read_text()[-4000:]
     finally:
         if process.poll() is None:
             process.kill()
-    assert min(kills.values()) >= min(KILLS_PER_PROCESS, 3), kills
+    assert min(kills.values()) >= KILLS_PER_PROCESS, kills
     schema, events = cdc_events(corpus)
     when = as_of(corpus.root)
     for table in schema.cdc_tables():

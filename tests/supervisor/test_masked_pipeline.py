@@ -110,3 +110,36 @@ def test_masked_replay_leaks_nothing(corpus_scratch: Path, tmp_path: Path) -> No
         assert not leaked, f"{len(leaked)} raw sensitive values in the {where}, e.g. {leaked[:3]}"
     # Unmasked columns stay readable: a non-sensitive value is in the sink as written.
     assert "gold" in stored or "silver" in stored  # shop.users.loyalty_tier
+
+
+def test_bad_masking_rules_stop_the_start_with_the_reason(tmp_path: Path) -> None:
+    """A rule naming a missing column, or a missing secret, is a startup error: no worker ever starts
+    (nothing could leak), and the message names what is wrong."""
+    schema = CORPUS_ROOT / CORPUS / "schema"
+    if not schema.exists():
+        pytest.skip("corpus missing")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\ntables:\n  shop.users:\n    columns:\n      no_such_column: pii\n")
+    command = [
+        sys.executable,
+        "-m",
+        "cdcfast.cli",
+        "supervise",
+        "--cdc-raw",
+        str(tmp_path / "cdc_raw"),
+        "--schema",
+        str(schema),
+        "--sink",
+        "postgresql://nobody@127.0.0.1:1/x",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--masking-rules",
+    ]
+    env = {**os.environ, "CDCFAST_PII_SALT": SALT, "CDCFAST_PHI_KEY": KEY}
+    bad_rule = subprocess.run([*command, str(rules)], capture_output=True, text=True, env=env, timeout=60)
+    assert bad_rule.returncode == 1
+    assert "no_such_column" in bad_rule.stderr and "shop.users" in bad_rule.stderr
+    no_secret = {k: v for k, v in env.items() if not k.startswith("CDCFAST_P")}
+    missing = subprocess.run([*command, str(EXAMPLE)], capture_output=True, text=True, env=no_secret, timeout=60)
+    assert missing.returncode == 1 and "CDCFAST_PII_SALT" in missing.stderr
+    assert not (tmp_path / "state" / "run").exists()  # no process was started
