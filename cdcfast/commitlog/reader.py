@@ -66,6 +66,7 @@ class CommitLogReader:
         self.decoder_schema = _commitlog.DecoderSchema(schema)
         self.decoder = _commitlog.Decoder(self.decoder_schema)
         self.stats = ReadStats()
+        self.issues: list[ReadIssue] = []  # what was skipped, in order (policy "skip")
 
     # -- public API ----------------------------------------------------------------------------
     def read_paths(self, paths: Iterable[str | Path]) -> Iterator[Batch]:
@@ -156,8 +157,3 @@ class CommitLogReader:
             raise SegmentError(issue.path, issue.offset, f"{issue.kind}: {issue.detail}")
         self.issues.append(issue)
 
-    @property
-    def issues(self) -> list[ReadIssue]:
-        if not hasattr(self, "_issues"):
-            self._issues: list[ReadIssue] = []
-        return self._issues
