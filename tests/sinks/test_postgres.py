@@ -19,6 +19,7 @@ from cdcfast.events import ChangeEvent
 from cdcfast.sinks.postgres import PostgresSink
 
 pytestmark = pytest.mark.services
+REPLAYED = 12000  # events applied again, from the start and from the end (replays and replicas)
 
 
 async def replay(
@@ -55,10 +56,10 @@ def test_corpus_replay_equals_expected_exactly_once(corpus: Corpus, flavour: str
         sink = PostgresSink(db, name=flavour, timescale=flavour == "timescaledb")
         await sink.connect()
         await replay(sink, schema, events)
-        await replay(sink, schema, events[: len(events) // 2], chunk=1500)  # a replay changes nothing
-        # The same changes as logged by two more replicas (their own segments, positions, checkpoints).
+        await replay(sink, schema, events[:REPLAYED], chunk=1500)  # a replay changes nothing
+        # The same changes as logged by two more replicas (their own checkpoints).
         for node in ("node2", "node3"):
-            await replay(sink, schema, events, chunk=9000, source=node)
+            await replay(sink, schema, events[-REPLAYED:], chunk=9000, source=node)
         conn = sink.conn
         assert conn is not None
         failures = []

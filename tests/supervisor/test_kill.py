@@ -17,6 +17,7 @@ import pytest
 from clickhouse_driver import Client
 from conftest import CORPUS_ROOT, USER_KEYSPACES, Corpus
 from support.expected import as_of, load_expected
+from support.pipeline import supervise_command, timescale_dsn
 from support.replay import cdc_events
 from support.services import ensure_services
 from support.sinks import clickhouse_state, fresh_database, postgres_state
@@ -37,30 +38,7 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
     ts = asyncio.run(fresh_database(dsns["timescaledb"]))
     cdc_raw, state = tmp_path / "cdc_raw", tmp_path / "state"
     shutil.copytree(corpus.cdc_raw, cdc_raw)
-    command = [
-        sys.executable,
-        "-m",
-        "cdcfast.cli",
-        "supervise",
-        "--cdc-raw",
-        str(cdc_raw),
-        "--schema",
-        str(corpus.schema_dir),
-        "--sink",
-        pg,
-        "--sink",
-        "timescaledb://" + ts.split("://", 1)[1],
-        "--sink",
-        dsns["clickhouse"],
-        "--state-dir",
-        str(state),
-        "--node",
-        "node1",
-        "--poll-interval",
-        "0.2",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]
+    command = supervise_command(cdc_raw, corpus.schema_dir, pg, timescale_dsn(ts), dsns["clickhouse"], state=state)
     log = open(tmp_path / "supervise.log", "w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     victims = ["writer-postgresql", "writer-timescaledb", "writer-clickhouse", "parser-0"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from conftest import CORPUS_ROOT, Corpus
+from support.pipeline import supervise_command
 from support.services import ensure_services
 from support.sinks import fresh_database
 from transform.test_masking import EXAMPLE, KEY, MIN_SEARCH_LENGTH, SALT, sensitive_values
@@ -55,30 +56,13 @@ def test_masked_replay_leaks_nothing(corpus_scratch: Path, tmp_path: Path) -> No
     log = tmp_path / "supervise.log"
     env = {**os.environ, "CDCFAST_PII_SALT": SALT, "CDCFAST_PHI_KEY": KEY}
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cdcfast.cli",
-            "supervise",
-            "--cdc-raw",
-            str(cdc_raw),
-            "--schema",
-            str(corpus.schema_dir),
-            "--sink",
+        supervise_command(
+            cdc_raw,
+            corpus.schema_dir,
             dsn,
-            "--state-dir",
-            str(state),
-            "--node",
-            "node1",
-            "--masking-rules",
-            str(EXAMPLE),
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--poll-interval",
-            "0.2",
-            "--log-level",
-            "DEBUG",
-        ],
+            state=state,
+            extra=("--masking-rules", str(EXAMPLE), "--log-level", "DEBUG"),
+        ),
         stdout=subprocess.DEVNULL,
         stderr=open(log, "w"),
         env=env,

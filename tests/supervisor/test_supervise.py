@@ -13,6 +13,7 @@ import pytest
 from clickhouse_driver import Client
 from conftest import USER_KEYSPACES, Corpus
 from support.expected import as_of, differences, load_expected
+from support.pipeline import supervise_command, timescale_dsn
 from support.services import ensure_services
 from support.sinks import clickhouse_state, fresh_database, postgres_state
 
@@ -23,26 +24,10 @@ from cdcfast.transform.typemap import ClickHouseFeatures, load_mappings
 pytestmark = pytest.mark.services
 
 
-def supervise(cdc_raw: Path, schema: Path, *sinks: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    args = [
-        sys.executable,
-        "-m",
-        "cdcfast.cli",
-        "supervise",
-        "--cdc-raw",
-        str(cdc_raw),
-        "--schema",
-        str(schema),
-        "--until-idle",
-        "--poll-interval",
-        "0.2",
-        "--node",
-        "node1",
-        *extra,
-    ]
-    for sink in sinks:
-        args += ["--sink", sink]
-    return subprocess.run(args, capture_output=True, text=True, timeout=900)
+def supervise(cdc_raw: Path, schema: Path, *sinks: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        supervise_command(cdc_raw, schema, *sinks, until_idle=True), capture_output=True, text=True, timeout=900
+    )
 
 
 def test_until_idle_replays_a_corpus_into_every_sink(corpus: Corpus, tmp_path: Path) -> None:
@@ -54,7 +39,7 @@ def test_until_idle_replays_a_corpus_into_every_sink(corpus: Corpus, tmp_path: P
     ts = asyncio.run(fresh_database(dsns["timescaledb"]))
     cdc_raw = tmp_path / "cdc_raw"
     shutil.copytree(corpus.cdc_raw, cdc_raw)
-    result = supervise(cdc_raw, corpus.schema_dir, pg, "timescaledb://" + ts.split("://", 1)[1], dsns["clickhouse"])
+    result = supervise(cdc_raw, corpus.schema_dir, pg, timescale_dsn(ts), dsns["clickhouse"])
     assert result.returncode == 0, result.stderr[-5000:]
     schema = load_schema(corpus.schema_dir)
     when = as_of(corpus.root)
@@ -145,26 +130,7 @@ def test_live_pipeline_metrics_health_and_graceful_stop(corpus_scratch, tmp_path
     shutil.copytree(corpus.cdc_raw, cdc_raw)
     _, events = cdc_events(corpus)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cdcfast.cli",
-            "supervise",
-            "--cdc-raw",
-            str(cdc_raw),
-            "--schema",
-            str(corpus.schema_dir),
-            "--sink",
-            pg,
-            "--state-dir",
-            str(state),
-            "--node",
-            "node1",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--poll-interval",
-            "0.2",
-        ],
+        supervise_command(cdc_raw, corpus.schema_dir, pg, state=state),
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "log", "w"),
     )

@@ -7,13 +7,13 @@ import asyncio
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import asyncpg
 import pytest
 from conftest import CORPUS_ROOT, Corpus
+from support.pipeline import supervise_command
 from support.services import ensure_services
 from support.sinks import fresh_database
 
@@ -79,26 +79,7 @@ def test_snapshot_states_are_delivered_as_they_become_durable(corpus_scratch: Pa
     cdc_raw = tmp_path / "cdc_raw"
     cdc_raw.mkdir()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cdcfast.cli",
-            "supervise",
-            "--cdc-raw",
-            str(cdc_raw),
-            "--schema",
-            str(corpus.schema_dir),
-            "--sink",
-            dsn,
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--node",
-            "node1",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--poll-interval",
-            str(POLL),
-        ],
+        supervise_command(cdc_raw, corpus.schema_dir, dsn, state=tmp_path / "state", poll=POLL),
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "log", "w"),
     )
