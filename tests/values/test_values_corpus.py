@@ -1,4 +1,4 @@
-"""Value codecs against real Cassandra data (``/work/shared/corpus``).
+"""Value codecs against real Cassandra data (``../shared/corpus``).
 
 The reference decoding gives the serialized bytes of every cell with the column's CQL type; the
 workload log (``ops.jsonl.gz``) gives the values that were bound when the cells were written. Every
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CORPUS_ROOT  # noqa: E402 (the shared corpora, wherever CI lays them)
 
 from cdcfast.commitlog.cqltypes import CqlType, parse_cql_type
 from cdcfast.values import (
@@ -41,7 +42,6 @@ from cdcfast.values import (
     encode,
 )
 
-CORPUS_ROOT = Path("/work/shared/corpus")
 CORPORA = (
     sorted(p.parent.name for p in CORPUS_ROOT.glob("*/reference-decoding.jsonl.gz")) if CORPUS_ROOT.is_dir() else []
 )
