@@ -139,6 +139,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         schema=args.schema,
         poll_interval=cfg.Seconds(args.poll_interval),
         on_error=args.on_error,
+        cdc_total_space=cfg.parse_size(args.cdc_total_space) if args.cdc_total_space else None,
     )
     return cfg.PipelineConfig(
         sources=[source],
@@ -293,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     supervise.add_argument("--metrics-addr", help="HOST:PORT for /metrics, /health, /ready (default 127.0.0.1:9464)")
     supervise.add_argument("--poll-interval", type=float, default=0.5, help="seconds between cdc_raw scans")
+    supervise.add_argument(
+        "--cdc-total-space", help="the node's cdc_total_space (e.g. 4GiB): cdcfast warns at 80%% (default: Cassandra's)"
+    )
     supervise.add_argument("--on-error", choices=("skip", "stop"), default="skip")
     supervise.add_argument("--until-idle", action="store_true", help="deliver everything durable, then exit 0")
     supervise.add_argument("--log-level", default="INFO")
@@ -303,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         status.add_argument(option)
     status.add_argument("--sink", action="append")
     status.add_argument("--poll-interval", type=float, default=0.5)
+    status.add_argument("--cdc-total-space")
     status.add_argument("--on-error", default="skip")
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     status.set_defaults(func=cmd_status)

@@ -213,6 +213,7 @@ class SourceConfig(_Section, frozen=True):
     require_idx: bool = True  # read a segment only as far as its _cdc.idx says is durable
     poll_interval: Seconds = Seconds(0.5)
     on_error: Literal["skip", "stop"] = "skip"  # damaged data: skip and report, or stop
+    cdc_total_space: ByteSize | None = None  # the node's cdc_total_space; default: Cassandra's own default
 
 
 class Hypertable(_Section, frozen=True):

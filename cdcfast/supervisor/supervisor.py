@@ -32,6 +32,7 @@ from cdcfast.supervisor.parser import parser_main
 from cdcfast.supervisor.ring import Ring
 from cdcfast.supervisor.writer import writer_main
 
+CDC_RAW_WARNING = 0.8  # warn when cdc_raw holds this share of cdc_total_space
 START_TIMEOUT = 120.0  # seconds for every writer to connect and report its checkpoint
 
 
@@ -83,6 +84,7 @@ class Supervisor:
         self.log = get_logger("supervisor", node=self.source.node)
         self.stopping = False
         self.made_progress = False  # in the current run: a failure after progress restarts the count
+        self.warned_cdc_raw = False
 
     # -- processes ------------------------------------------------------------------------------
     def _start(self, ctx: Any) -> dict[str, Any]:
@@ -305,7 +307,17 @@ class Supervisor:
         self.lag.publish()
         for sink in self.config.sinks:
             self.health.update(f"writer-{sink.name}", lag_seconds=self.lag.lag(sink.name)[0])
-        metrics.set_cdc_raw(*metrics.cdc_raw_usage(self.cdc_raw))
+        used, total = metrics.cdc_raw_usage(self.cdc_raw, self.source.cdc_total_space)
+        metrics.set_cdc_raw(used, total)
+        filling = used > CDC_RAW_WARNING * total
+        if filling and not self.warned_cdc_raw:
+            self.log.warning(
+                "cdc_raw is filling: Cassandra refuses writes to CDC tables once it is full",
+                used_bytes=used,
+                cdc_total_space=total,
+                percent=round(100 * used / total, 1),
+            )
+        self.warned_cdc_raw = filling
         metrics.set_segments_pending(sum(1 for t in tracked.values() if t.dispatched < WHOLE_SEGMENT))
 
     def _write_status(self, run: dict[str, Any], progress: Progress) -> None:
