@@ -80,7 +80,7 @@ def test_snapshot_states_are_delivered_as_they_become_durable(corpus_scratch: Pa
     cdc_raw.mkdir()
     process = subprocess.Popen(
         supervise_command(
-            cdc_raw, corpus.schema_dir, dsn, state=tmp_path / "state", poll=POLL, extra=("--cdc-total-space", "2MiB")
+            cdc_raw, corpus.schema_dir, dsn, state=tmp_path / "state", poll=POLL, extra=("--cdc-total-space", "1MiB")
         ),
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "log", "w"),
@@ -108,7 +108,7 @@ def test_snapshot_states_are_delivered_as_they_become_durable(corpus_scratch: Pa
                     assert log in present, f"{label}: {log} deleted before it was complete"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=120) == 0
-        # A 2 MiB cdc_total_space is soon 80% full: the operator is warned (metrics carry it too).
+        # A 1 MiB cdc_total_space is soon 80% full: the operator is warned (metrics carry it too).
         assert "cdc_raw is filling" in (tmp_path / "log").read_text()
     finally:
         if process.poll() is None:
