@@ -1,5 +1,5 @@
 # The decoder's output records. cdcfast/commitlog/batch.py mirrors each struct as a numpy dtype,
-# field for field (tests/commitlog/test_batch_layout.py keeps the two in step).
+# field for field (any drift breaks the corpus equality tests at once).
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 cdef packed struct PartitionRec:

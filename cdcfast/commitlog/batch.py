@@ -7,9 +7,7 @@ No Python object exists per cell until a consumer asks for one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -137,30 +135,14 @@ class Batch:
     def mutation_count(self) -> int:
         return 0 if not len(self.partitions) else int(self.partitions["mutation"][-1]) + 1
 
-    def table_of(self, partition: int) -> TableDef:
-        return self.tables[int(self.partitions["table"][partition])]
-
     def data_columns(self, table_index: int) -> list[ColumnDef]:
         cached = self.columns.get(table_index)
         if cached is None:
             cached = self.columns[table_index] = self.tables[table_index].data_columns()
         return cached
 
-    def bytes_at(self, offset: int, length: int) -> bytes:
-        return self.arena[offset : offset + length]
-
     def clustering(self, first: int, count: int) -> list[bytes | None]:
         out: list[bytes | None] = []
         for off, length in self.values[first : first + count].tolist():
             out.append(None if length < 0 else self.arena[off : off + length])
         return out
-
-    def last_position(self) -> tuple[int, int] | None:
-        """(segment id, position) of the last mutation: where a checkpoint may resume."""
-        if not len(self.partitions):
-            return None
-        last = self.partitions[-1]
-        return int(last["segment_id"]), int(last["position"])
-
-    def iter_partitions(self) -> Iterator[tuple[int, Any]]:
-        yield from enumerate(self.partitions)

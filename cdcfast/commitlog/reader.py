@@ -133,9 +133,6 @@ class CommitLogReader:
             if hasattr(data, "close"):
                 data.close()
 
-    def read_all(self, paths: Iterable[str | Path]) -> list[Batch]:
-        return list(self.read_paths(paths))
-
     # -- internals ------------------------------------------------------------------------------
     def _take(self) -> Batch:
         batch = Batch.from_buffers(self.decoder_schema.tables, self.decoder.take())
@@ -156,4 +153,3 @@ class CommitLogReader:
         if self.policy == "stop" and issue.kind != "unknown_table":
             raise SegmentError(issue.path, issue.offset, f"{issue.kind}: {issue.detail}")
         self.issues.append(issue)
-
