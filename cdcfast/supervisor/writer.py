@@ -16,6 +16,7 @@ from cdcfast.observe import metrics
 from cdcfast.sinks import open_sink
 from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch
 from cdcfast.supervisor.ring import Ring, RingClosed
+from cdcfast.supervisor.signals import ignore_stop_signals
 
 
 class Writer:
@@ -98,6 +99,7 @@ def writer_main(config: PipelineConfig, sink_index: int, ring_names: list[str], 
     from cdcfast.supervisor.supervisor import write_pid
 
     write_pid(config, f"writer-{config.sinks[sink_index].name}")
+    ignore_stop_signals()
     writer = Writer(config, sink_index, status)
     rings = [Ring(name) for name in ring_names]
     try:

@@ -86,7 +86,9 @@ def test_masked_replay_leaks_nothing(corpus_scratch: Path, tmp_path: Path) -> No
             process.kill()
     stored = asyncio.run(everything_stored(dsn))
     assert "tok_" in stored  # masked values are there, tokenized
-    haystacks = {"sinks": stored, "logs": log.read_text(), "metrics": metrics_text}
+    logs = log.read_text()
+    assert '"masking_audit"' in logs and '"clinic.patients"' in logs  # counts per table and column, no values
+    haystacks = {"sinks": stored, "logs": logs, "metrics": metrics_text}
     raw = [v for v in sensitive_values(CORPUS) if len(v) >= MIN_SEARCH_LENGTH]
     assert len(raw) > 1000
     for where, text in haystacks.items():
