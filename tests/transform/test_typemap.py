@@ -251,7 +251,7 @@ EXPECTED_SQL: dict[str, tuple[str, str, str]] = {
     "frozen<tuple<int, text, double>>": ("jsonb", "String", "String"),
     "list<frozen<tuple<text, int, decimal>>>": (
         "jsonb",
-        "Array(Tuple(Nullable(String), Nullable(Int32), Nullable(String)))",
+        "Array(String)",  # 18.16 splits a table column Array(Tuple(...)) into subcolumns: tuples as JSON
         "Array(Tuple(Nullable(String), Nullable(Int32), Nullable(String)))",
     ),
     "list<int>": ("integer[]", "Array(Int32)", "Array(Int32)"),
@@ -711,6 +711,8 @@ def test_list_of_tuples(mappings: TypeMappings, target: str, features: Any, valu
     expected = [[a, b, None if c is None else str(c)] for a, b, c in value]
     if target in POSTGRES_LIKE:
         assert json.loads(result) == expected
+    elif not features.array_of_tuples:  # old ClickHouse: each tuple is JSON text inside the array
+        assert [json.loads(item) for item in result] == expected
     else:
         assert result == [tuple(x) for x in expected]
 
