@@ -6,11 +6,11 @@ import asyncio
 from collections import Counter
 
 import pytest
-from clickhouse_driver import Client
-from conftest import USER_KEYSPACES, Corpus
+from conftest import Corpus
 from support.expected import as_of, canonical_rows, differences, load_expected
 from support.replay import cdc_events
 from support.services import ensure_services
+from support.sinks import fresh_clickhouse
 from support.warehouse import from_clickhouse
 
 from cdcfast.sinks.clickhouse import ClickHouseSink
@@ -19,16 +19,9 @@ pytestmark = pytest.mark.services
 REPLAYED = 12000  # events applied again, from the start and from the end (replays and replicas)
 
 
-def clean(dsn: str) -> Client:
-    client = Client.from_url(dsn)
-    for database in (*USER_KEYSPACES, "cdcfast"):
-        client.execute(f"DROP DATABASE IF EXISTS `{database}`")
-    return client
-
-
 def test_corpus_replay_equals_expected_exactly_once(corpus: Corpus) -> None:
     dsn = ensure_services(["clickhouse"])["clickhouse"]
-    client = clean(dsn)
+    client = fresh_clickhouse(dsn)
     schema, events = cdc_events(corpus)
     tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
 

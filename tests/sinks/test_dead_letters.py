@@ -9,11 +9,10 @@ import sys
 
 import msgspec
 import pytest
-from clickhouse_driver import Client
-from conftest import CORPUS_ROOT, USER_KEYSPACES, Corpus
+from conftest import CORPUS_ROOT, Corpus
 from support.replay import cdc_events
 from support.services import ensure_services
-from support.sinks import fresh_database
+from support.sinks import fresh_clickhouse, fresh_database
 
 from cdcfast.events import ChangeEvent
 from cdcfast.sinks import open_sink
@@ -53,9 +52,7 @@ def test_poison_goes_to_the_dead_letter_table(corpus_events, kind: str, column: 
     service = "postgres" if kind == "postgresql" else "clickhouse"
     dsn = ensure_services([service])[service]
     if kind == "clickhouse":
-        client = Client.from_url(dsn)
-        for database in (*USER_KEYSPACES, "cdcfast"):
-            client.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        fresh_clickhouse(dsn)
     else:
         dsn = asyncio.run(fresh_database(dsn))
     schema, events = corpus_events

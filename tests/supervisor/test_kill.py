@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from clickhouse_driver import Client
-from conftest import CORPUS_ROOT, USER_KEYSPACES, Corpus
+from conftest import CORPUS_ROOT, Corpus
 from support.expected import as_of, load_expected
 from support.pipeline import supervise_command, timescale_dsn
 from support.replay import cdc_events
 from support.services import ensure_services
-from support.sinks import clickhouse_state, fresh_database, postgres_state
+from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, postgres_state
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 KILLS_PER_PROCESS = int(os.environ.get("CDCFAST_KILLS", "20"))
@@ -63,9 +62,7 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
         pytest.skip("corpus missing")
     corpus = Corpus("c50-v8-lz4", corpus_scratch)
     dsns = ensure_services(["postgres", "timescaledb", "clickhouse"])
-    client = Client.from_url(dsns["clickhouse"])
-    for database in (*USER_KEYSPACES, "cdcfast"):
-        client.execute(f"DROP DATABASE IF EXISTS `{database}`")
+    client = fresh_clickhouse(dsns["clickhouse"])
     pg = asyncio.run(fresh_database(dsns["postgres"]))
     ts = asyncio.run(fresh_database(dsns["timescaledb"]))
     cdc_raw, state = tmp_path / "cdc_raw", tmp_path / "state"

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from clickhouse_driver import Client
-from conftest import USER_KEYSPACES, Corpus
+from conftest import Corpus
 from support.expected import as_of, differences, load_expected
 from support.pipeline import supervise_command, timescale_dsn
 from support.services import ensure_services
-from support.sinks import clickhouse_state, fresh_database, postgres_state
+from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, postgres_state
 
 from cdcfast.commitlog import load_schema
 from cdcfast.sinks.clickhouse import TableWriter as ClickHouseTable
@@ -32,9 +31,7 @@ def supervise(cdc_raw: Path, schema: Path, *sinks: str) -> subprocess.CompletedP
 
 def test_until_idle_replays_a_corpus_into_every_sink(corpus: Corpus, tmp_path: Path) -> None:
     dsns = ensure_services(["postgres", "timescaledb", "clickhouse"])
-    client = Client.from_url(dsns["clickhouse"])
-    for database in (*USER_KEYSPACES, "cdcfast"):
-        client.execute(f"DROP DATABASE IF EXISTS `{database}`")
+    fresh_clickhouse(dsns["clickhouse"])
     pg = asyncio.run(fresh_database(dsns["postgres"]))
     ts = asyncio.run(fresh_database(dsns["timescaledb"]))
     cdc_raw = tmp_path / "cdc_raw"

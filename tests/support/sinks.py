@@ -15,6 +15,14 @@ from support.expected import canonical_rows
 from support.warehouse import from_clickhouse, from_postgres
 
 
+def fresh_clickhouse(dsn: str) -> Client:
+    """ClickHouse without the corpora's databases (keyspaces are database names there) or cdcfast's."""
+    client = Client.from_url(dsn)
+    for database in ("shop", "clinic", "telemetry", "types", "cdcfast"):
+        client.execute(f"DROP DATABASE IF EXISTS `{database}`")
+    return client
+
+
 async def fresh_database(dsn: str) -> str:
     name = "s_" + uuid.uuid4().hex[:12]
     admin = await asyncpg.connect(dsn)
