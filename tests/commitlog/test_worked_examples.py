@@ -43,6 +43,19 @@ def decode(tmp_path: Path, rows: dict, segment: bytes) -> tuple[list[dict], Comm
     return lines, reader
 
 
+T2_ROWS = table_rows(
+    "9d4e5f60-8322-11ee-b962-0242ac120002",
+    "t2",
+    [("pk", "partition_key", "text", 0), ("ck", "clustering", "int", 0), ("l", "regular", "list<int>", -1)],
+)
+
+
+def one_entry_segment(mutation: bytes) -> bytes:
+    """Header (H = 20), one section holding one entry, then the zeroed marker that ends the chain."""
+    header = descriptor_header(7, SEGMENT_ID)
+    return header + sync_marker(SEGMENT_ID, 20, 28 + 12 + len(mutation)) + entry(mutation) + bytes(8)
+
+
 def test_header_bytes_match_the_reference_example() -> None:
     assert descriptor_header(7, SEGMENT_ID) == bytes.fromhex("00000007 0000018bcfe56800 0002 7b7d 52ecfd5a")
 
@@ -52,7 +65,7 @@ def test_one_insert_segment(tmp_path: Path) -> None:
         "01 8bc3f4a0832211eeb9620242ac120002 0400000001 10 fce9d96a43c000 00 00 01 01 76 01 24 00 08 02 6869 01"
     )
     assert len(mutation) == 43
-    segment = descriptor_header(7, SEGMENT_ID) + sync_marker(SEGMENT_ID, 20, 83) + entry(mutation) + bytes(8)
+    segment = one_entry_segment(mutation)
     assert segment[20:28] == bytes.fromhex("00000053da074c34")
     assert segment[28:36] == bytes.fromhex("0000002b8df8265c")
     assert segment[79:83] == bytes.fromhex("7d2191c3")
@@ -90,14 +103,7 @@ def test_clustering_and_list_overwrite(tmp_path: Path) -> None:
         "01 9d4e5f60832211eeb9620242ac120002 0161 10 fce9d96a43bfff ef535700 00 01 016c 01 60 0000000005"
         " 0000 01 00 01 10a1b2c3d4832211ee8000000000000007 0400000007 01"
     )
-    segment = descriptor_header(7, SEGMENT_ID) + sync_marker(SEGMENT_ID, 20, 28 + 12 + len(mutation))
-    segment += entry(mutation) + bytes(8)
-    rows = table_rows(
-        "9d4e5f60-8322-11ee-b962-0242ac120002",
-        "t2",
-        [("pk", "partition_key", "text", 0), ("ck", "clustering", "int", 0), ("l", "regular", "list<int>", -1)],
-    )
-    lines, reader = decode(tmp_path, rows, segment)
+    lines, reader = decode(tmp_path, T2_ROWS, one_entry_segment(mutation))
     assert not reader.issues
     assert lines[0]["rows"] == [
         {
@@ -123,14 +129,7 @@ def test_range_tombstone_markers(tmp_path: Path) -> None:
         "01 9d4e5f60832211eeb9620242ac120002 0161 10 fce9d96a43c000 ef535700 00 00 01"
         " 02 07 0001 00 00000005 00 00   02 06 0000 00 00   01"
     )
-    segment = descriptor_header(7, SEGMENT_ID) + sync_marker(SEGMENT_ID, 20, 28 + 12 + len(mutation))
-    segment += entry(mutation) + bytes(8)
-    rows = table_rows(
-        "9d4e5f60-8322-11ee-b962-0242ac120002",
-        "t2",
-        [("pk", "partition_key", "text", 0), ("ck", "clustering", "int", 0), ("l", "regular", "list<int>", -1)],
-    )
-    lines, reader = decode(tmp_path, rows, segment)
+    lines, reader = decode(tmp_path, T2_ROWS, one_entry_segment(mutation))
     assert not reader.issues
     assert lines[0]["rows"] == [
         {
