@@ -29,6 +29,7 @@ from cdcfast.observe import metrics
 from cdcfast.observe.http import HealthState, start_server
 from cdcfast.supervisor.messages import WHOLE_SEGMENT, WorkItem
 from cdcfast.supervisor.parser import parser_main
+from cdcfast.supervisor.restart import RestartPolicy
 from cdcfast.supervisor.ring import Ring
 from cdcfast.supervisor.writer import writer_main
 
@@ -162,7 +163,7 @@ class Supervisor:
             server.close()
 
     def _supervise(self) -> int:
-        failures, backoff = 0, 1.0
+        policy = RestartPolicy(give_up_after=3 if self.until_idle else None)
         while True:
             self.made_progress = False
             try:
@@ -173,16 +174,12 @@ class Supervisor:
                     self.health.failing(exc.process, str(exc))
                     if exc.process.startswith("writer-"):
                         metrics.set_sink_up(exc.process.removeprefix("writer-"), False)
-                if self.made_progress:  # a crash after progress is not a crash loop: start counting anew
-                    failures, backoff = 0, 1.0
-                if not exc.killed:
-                    failures += 1
-                self.log.error("pipeline failed; restarting", error=str(exc), attempt=failures, backoff=backoff)
-                if self.until_idle and failures >= 3:
-                    self.log.error("giving up", error=str(exc))
+                wait = policy.after_failure(exc.killed, self.made_progress)
+                if wait is None:
+                    self.log.error("giving up", error=str(exc), attempts=policy.failures)
                     return 1
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                self.log.error("pipeline failed; restarting", error=str(exc), attempt=policy.failures, backoff=wait)
+                time.sleep(wait)
                 if self.stopping:
                     return 0
 
