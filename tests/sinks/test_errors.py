@@ -1,0 +1,101 @@
+"""Sink errors are classified from what the real servers and drivers raise."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import asyncpg
+import pytest
+from clickhouse_driver import Client
+from clickhouse_driver.errors import ErrorCodes, ServerException
+from support.services import ensure_services
+
+from cdcfast.sinks.errors import ErrorClass, classify
+
+pytestmark = pytest.mark.services
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raised(coroutine) -> BaseException:
+    try:
+        asyncio.run(coroutine)
+    except BaseException as exc:  # noqa: BLE001 - the point is to keep what was raised
+        return exc
+    raise AssertionError("nothing was raised")
+
+
+def test_an_unreachable_postgresql_is_transient() -> None:
+    exc = raised(asyncpg.connect(f"postgresql://postgres@127.0.0.1:{closed_port()}/x", timeout=5))
+    assert classify(exc) is ErrorClass.TRANSIENT
+
+
+def test_postgresql_authorization_and_a_missing_database_stop_the_sink() -> None:
+    dsn = ensure_services(["postgres"])["postgres"]
+    no_user = dsn.replace("postgres@", "no_such_user@")
+    assert classify(raised(asyncpg.connect(no_user))) is ErrorClass.PERMANENT
+    no_database = dsn.rsplit("/", 1)[0] + "/no_such_database"
+    assert classify(raised(asyncpg.connect(no_database))) is ErrorClass.PERMANENT
+
+
+def test_postgresql_value_errors_are_poison_and_serialization_failures_transient() -> None:
+    dsn = ensure_services(["postgres"])["postgres"]
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    assert classify(raised(run("SELECT 40000::smallint"))) is ErrorClass.POISON
+    assert classify(raised(run("SELECT 1/0"))) is ErrorClass.POISON
+    assert classify(raised(run("DO $$ BEGIN RAISE serialization_failure; END $$"))) is ErrorClass.TRANSIENT
+    assert classify(raised(run("DO $$ BEGIN RAISE too_many_connections; END $$"))) is ErrorClass.TRANSIENT
+    assert classify(raised(run("SELECT * FROM no_such_table"))) is ErrorClass.PERMANENT
+
+
+def test_a_connection_cut_by_the_server_is_transient() -> None:
+    dsn = ensure_services(["postgres"])["postgres"]
+
+    async def cut() -> None:
+        conn, admin = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+            await conn.execute("SELECT 1")
+        finally:
+            await admin.close()
+
+    assert classify(raised(cut())) is ErrorClass.TRANSIENT
+
+
+def test_clickhouse_errors() -> None:
+    dsn = ensure_services(["clickhouse"])["clickhouse"]
+    port = closed_port()
+    unreachable = Client("127.0.0.1", port=port, connect_timeout=2)
+    with pytest.raises(Exception) as caught:
+        unreachable.execute("SELECT 1")
+    assert classify(caught.value) is ErrorClass.TRANSIENT
+    wrong_password = Client.from_url(dsn.replace("default@", "default:wrong@"))
+    with pytest.raises(ServerException) as caught:
+        wrong_password.execute("SELECT 1")
+    assert classify(caught.value) is ErrorClass.PERMANENT
+    client = Client.from_url(dsn)
+    with pytest.raises(ServerException) as caught:
+        client.execute("SELECT toUInt8('x')")
+    assert classify(caught.value) is ErrorClass.POISON
+    with pytest.raises(ServerException) as caught:
+        greedy = "SELECT count() FROM numbers(10000000) GROUP BY number % 1000000"
+        client.execute(greedy, settings={"max_memory_usage": 1000})
+    assert caught.value.code == ErrorCodes.MEMORY_LIMIT_EXCEEDED
+    assert classify(caught.value) is ErrorClass.TRANSIENT
+
+
+def test_anything_else_is_permanent_for_the_sink() -> None:
+    assert classify(RuntimeError("a bug")) is ErrorClass.PERMANENT
+    assert classify(TimeoutError()) is ErrorClass.TRANSIENT
