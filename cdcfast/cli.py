@@ -258,6 +258,50 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return asyncio.run(_dlq(args))
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from cdcfast.config import parse_size
+    from cdcfast.generate.run import GenerateSettings, generate
+    from cdcfast.generate.workload import DEFAULT_MIX, WorkloadSpec, parse_mix
+
+    def size(option: str, value: str | None) -> int | None:
+        try:
+            return None if value is None else int(parse_size(value))
+        except ValueError as exc:
+            raise ConfigError(f"{option}: {exc}") from None
+
+    spec = WorkloadSpec(
+        mix=parse_mix(args.mix) if args.mix else dict(DEFAULT_MIX),
+        row_size=size("--row-size", args.row_size),
+        seed=args.seed,
+        keyspaces=tuple(args.keyspace or ()),
+        tables=tuple(args.table or ()),
+        templates=args.templates,
+    )
+    settings = GenerateSettings(
+        schema=args.schema,
+        out=Path(args.out),
+        spec=spec,
+        size=size("--size", args.size),
+        events=args.events,
+        version=args.version,
+        compression=args.compression,
+        segment_size=size("--segment-size", args.segment_size) or 32 * 1024 * 1024,
+        rate=args.rate,
+        sync_ms=args.sync_ms,
+        start=args.start,
+        leave_open=args.leave_open,
+        progress=not args.quiet,
+    )
+    manifest = generate(settings)
+    totals = manifest["totals"]
+    print(
+        f"{totals['events']} events in {totals['mutations']} mutations, {totals['segments']} segment(s), "
+        f"{totals['logical_bytes'] / 1e6:.1f} MB in {manifest['run']['seconds']} s "
+        f"({manifest['run']['mb_per_s']} MB/s): {Path(args.out) / 'generated.json'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdcfast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +369,28 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "replay":
             sub.add_argument("--schema", required=True, help="schema NNN.json, a schema/ folder, or cassandra://")
         sub.set_defaults(func=cmd_dlq)
+
+    gen = commands.add_parser("generate", help="write a realistic CDC workload as commit log segments")
+    gen.add_argument("--schema", required=True, help="schema NNN.json, a schema/ folder, or cassandra://host:port")
+    gen.add_argument("--out", required=True, help="the folder to write (a cdc_raw)")
+    target = gen.add_mutually_exclusive_group()
+    target.add_argument("--size", help="logical commit log bytes to write, e.g. 1GiB")
+    target.add_argument("--events", type=int, help="change events to write (default 10000 without --size/--rate)")
+    gen.add_argument("--mix", help="operation weights, e.g. insert=60,update=25,delete=10 (see README)")
+    gen.add_argument("--row-size", help="pad inserted rows (text/blob columns) to about this many bytes")
+    gen.add_argument("--version", type=int, choices=(7, 8), default=8, help="descriptor version (default 8)")
+    gen.add_argument("--compression", choices=("none", "lz4", "snappy", "deflate", "zstd"), default="none")
+    gen.add_argument("--segment-size", help="commitlog_segment_size (default 32MiB)")
+    gen.add_argument("--rate", type=float, help="events per second on the wall clock: a live-looking stream")
+    gen.add_argument("--sync-ms", type=int, default=2000, help="commit log sync period: one section each")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--start", default="2026-01-01T00:00:00Z", help="first write timestamp (batch), or 'now'")
+    gen.add_argument("--keyspace", action="append", help="only this keyspace's CDC tables (repeatable)")
+    gen.add_argument("--table", action="append", help="only this table, TABLE or KS.TABLE (repeatable)")
+    gen.add_argument("--leave-open", action="store_true", help="leave the last segment open (idx offset only)")
+    gen.add_argument("--templates", type=int, default=256, help="byte templates per table and operation")
+    gen.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    gen.set_defaults(func=cmd_generate)
     return parser
 
 
