@@ -198,6 +198,7 @@ def _dec_hook(kind: type, value: Any) -> Any:
 # -- the configuration ---------------------------------------------------------------------------------
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -263,6 +264,9 @@ class TuningConfig(_Section, frozen=True):
     parser_workers: PositiveInt = 2  # processes decoding segments
     ring_buffer_size: ByteSize = ByteSize(64 << 20)  # shared-memory ring between parsers and sinks
     batch_size: PositiveInt = 5000  # rows per sink write, unless the sink says otherwise
+    retry_attempts: PositiveInt = 4  # tries of one batch on transient sink errors before the sink is down
+    retry_base_seconds: PositiveFloat = 0.5  # first retry delay (full jitter, doubling)
+    retry_cap_seconds: PositiveFloat = 30.0  # longest delay between retries and between probes of a down sink
 
 
 class PipelineConfig(_Section, frozen=True):

@@ -30,11 +30,12 @@ from cdcfast.observe.http import HealthState, start_server
 from cdcfast.supervisor.messages import WHOLE_SEGMENT, WorkItem
 from cdcfast.supervisor.parser import parser_main
 from cdcfast.supervisor.restart import RestartPolicy
-from cdcfast.supervisor.ring import Ring
+from cdcfast.supervisor.ring import Ring, remove_stale_rings, ring_name
 from cdcfast.supervisor.writer import writer_main
 
 CDC_RAW_WARNING = 0.8  # warn when cdc_raw holds this share of cdc_total_space
 START_TIMEOUT = 120.0  # seconds for every writer to connect and report its checkpoint
+UNTIL_IDLE_OUTAGE_LIMIT = 300.0  # --until-idle: seconds to wait for a sink that is down, once the others are done
 
 
 class PipelineFailed(Exception):
@@ -46,6 +47,22 @@ class PipelineFailed(Exception):
         super().__init__(message)
         self.killed = killed
         self.process = process  # parser-N or writer-<sink>, when a child failed
+
+
+class SinkRecovered(Exception):
+    """A sink that was down answers again: restart the pipeline from the oldest checkpoint, which
+    catches it up (the other sinks skip what they have)."""
+
+    def __init__(self, sink: str) -> None:
+        super().__init__(f"sink {sink} is reachable again")
+        self.sink = sink
+
+
+@dataclass
+class SinkDown:
+    error_class: str  # transient (retries ran out) or permanent (needs an operator)
+    reason: str
+    since: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -63,6 +80,7 @@ class Progress:
     delivered: dict[str, tuple[int, int]] = field(default_factory=dict)  # sink -> checkpoint
     events: dict[str, int] = field(default_factory=dict)  # sink -> events written this run
     last_error: dict[str, str] = field(default_factory=dict)  # sink (or process) -> last error
+    down: dict[str, SinkDown] = field(default_factory=dict)  # sinks not written at the moment
     started: float = field(default_factory=time.time)
 
 
@@ -92,7 +110,7 @@ class Supervisor:
         tuning = self.config.tuning
         sinks = [s.name for s in self.config.sinks]
         rings = {
-            (p, s): Ring(capacity=int(tuning.ring_buffer_size), create=True)
+            (p, s): Ring(ring_name(os.getpid(), p, s), capacity=int(tuning.ring_buffer_size), create=True)
             for p in range(tuning.parser_workers)
             for s in sinks
         }
@@ -157,6 +175,8 @@ class Supervisor:
         for sink in self.config.sinks:
             metrics.init_sink(sink.name)
         self.health.ok("supervisor")
+        for name in remove_stale_rings():
+            self.log.warning("removed a ring left by a supervisor that was killed", ring=name)
         try:
             return self._supervise()
         finally:
@@ -168,6 +188,10 @@ class Supervisor:
             self.made_progress = False
             try:
                 return self._run_once()
+            except SinkRecovered as recovered:
+                self.log.info("restarting the pipeline to catch the sink up", sink=recovered.sink)
+                if self.stopping:
+                    return 0
             except PipelineFailed as exc:
                 if exc.process:
                     metrics.record_restart(exc.process)
@@ -194,7 +218,7 @@ class Supervisor:
         progress = Progress()
         self.lag = metrics.LagTracker([s.name for s in self.config.sinks])  # work items restart at 0
         try:
-            checkpoints = self._wait_ready(run)
+            checkpoints = self._wait_ready(run, progress)
             resume = min((c or (-1, -1) for c in checkpoints.values()), default=(-1, -1))
             progress.delivered = {k: v or (-1, -1) for k, v in checkpoints.items()}
             self.log.info(
@@ -211,22 +235,35 @@ class Supervisor:
                 self._write_status(run, progress)
                 self._publish(tracked)
                 caught_up = all(
-                    progress.acked.get(s.name, -1) == progress.dispatched_seq - 1 for s in self.config.sinks
+                    progress.acked.get(s.name, -1) == progress.dispatched_seq - 1
+                    for s in self.config.sinks
+                    if s.name not in progress.down
                 )
                 idle_polls = idle_polls + 1 if (not dispatched and caught_up) else 0
                 if self.until_idle and idle_polls >= 2:
-                    self.log.info("idle: everything durable is delivered", events=progress.events)
-                    break
+                    if progress.down:
+                        if self._give_up_on_down_sinks(progress):
+                            self._stop(run, graceful=True)
+                            return 1
+                    else:
+                        self.log.info("idle: everything durable is delivered", events=progress.events)
+                        break
                 time.sleep(self.source.poll_interval)
             self._stop(run, graceful=True)
             self._drain_status(run, progress)
             return 0
+        except SinkRecovered:
+            self._stop(run, graceful=True)  # let the other sinks finish what they were given
+            raise
         except BaseException:
             self._stop(run, graceful=False)
             raise
 
-    def _wait_ready(self, run: dict[str, Any]) -> dict[str, tuple[int, int] | None]:
+    def _wait_ready(self, run: dict[str, Any], progress: Progress) -> dict[str, tuple[int, int] | None]:
+        """Every writer's checkpoint; a sink that is down at start counts with the checkpoint it had
+        last time (``status.json``): cleanup never passes it, and reading resumes from it."""
         checkpoints: dict[str, tuple[int, int] | None] = {}
+        remembered = self._remembered_checkpoints()
         deadline = time.monotonic() + START_TIMEOUT
         while len(checkpoints) < len(self.config.sinks):
             try:
@@ -237,12 +274,38 @@ class Supervisor:
                     raise PipelineFailed("writers did not start in time") from None
                 continue
             if message[0] == "ready":
-                checkpoints[message[1]] = tuple(message[2]) if message[2] else None
-                self.health.ok(f"writer-{message[1]}", reachable=True)
-                metrics.set_sink_up(message[1], True)
-            elif message[0] == "error":
-                raise PipelineFailed(f"sink {message[1]}: {message[2]}")
+                _, sink, checkpoint, reachable = message
+                if reachable:
+                    checkpoints[sink] = tuple(checkpoint) if checkpoint else None
+                    self.health.ok(f"writer-{sink}", reachable=True)
+                    metrics.set_sink_up(sink, True)
+                else:
+                    checkpoints[sink] = remembered.get(sink)
+            else:
+                self._on_message(message, progress)
         return checkpoints
+
+    def _remembered_checkpoints(self) -> dict[str, tuple[int, int]]:
+        try:
+            document = json.loads((Path(self.config.state_dir) / "status.json").read_text())
+            return {name: tuple(sink["checkpoint"]) for name, sink in document["sinks"].items()}  # type: ignore[misc]
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def _give_up_on_down_sinks(self, progress: Progress) -> bool:
+        """--until-idle with the other sinks done: a sink down for good (or for too long) ends the run."""
+        for sink, down in progress.down.items():
+            waited = time.monotonic() - down.since
+            if down.error_class != "transient" or waited > UNTIL_IDLE_OUTAGE_LIMIT:
+                self.log.error(
+                    "giving up: a sink is down; the others have everything durable",
+                    sink=sink,
+                    error=down.reason,
+                    error_class=down.error_class,
+                    down_for_seconds=round(waited),
+                )
+                return True
+        return False
 
     def _dispatch(
         self, run: dict[str, Any], tracked: dict[int, Tracked], resume: tuple[int, int], progress: Progress
@@ -285,19 +348,33 @@ class Supervisor:
                 message = run["status"].get_nowait()
             except queue.Empty:
                 return
-            if message[0] == "applied":
-                _, sink, seq, position, count = message
-                self.made_progress = True
-                self.lag.applied(sink, seq)
-                progress.acked[sink] = seq
-                progress.delivered[sink] = tuple(position)
-                progress.events[sink] = progress.events.get(sink, 0) + count
-            elif message[0] == "error":
-                progress.last_error[message[1]] = message[2]
-                self.health.failing(f"writer-{message[1]}", message[2], reachable=False)
-                metrics.set_sink_up(message[1], False)
+            self._on_message(message, progress, run)
+
+    def _on_message(self, message: tuple, progress: Progress, run: dict[str, Any] | None = None) -> None:
+        kind, sink = message[0], message[1]
+        if kind == "applied":
+            _, _, seq, position, count = message
+            self.made_progress = True
+            self.lag.applied(sink, seq)
+            progress.acked[sink] = seq
+            progress.delivered[sink] = tuple(position)
+            progress.events[sink] = progress.events.get(sink, 0) + count
+        elif kind == "down":
+            _, _, error_class, reason = message
+            progress.down[sink] = SinkDown(error_class, reason)
+            progress.last_error[sink] = reason
+            self.health.failing(f"writer-{sink}", reason, reachable=False)
+            metrics.set_sink_up(sink, False)
+            self.log.error("sink down: the other sinks go on", sink=sink, error=reason, error_class=error_class)
+        elif kind == "recovered":
+            raise SinkRecovered(sink)
+        elif kind == "error":
+            progress.last_error[sink] = message[2]
+            self.health.failing(f"writer-{sink}", message[2], reachable=False)
+            metrics.set_sink_up(sink, False)
+            if run is not None:
                 self._write_status(run, progress)
-                raise PipelineFailed(f"sink {message[1]}: {message[2]}")
+            raise PipelineFailed(f"sink {sink}: {message[2]}")
 
     def _publish(self, tracked: dict[int, Tracked]) -> None:
         self.health.beat("supervisor")
@@ -332,6 +409,7 @@ class Supervisor:
                     "events_written": progress.events.get(s.name, 0),
                     "events_per_s": round(progress.events.get(s.name, 0) / max(1.0, time.time() - progress.started), 1),
                     "last_error": progress.last_error.get(s.name),
+                    "down": progress.down[s.name].error_class if s.name in progress.down else None,
                 }
                 for s in self.config.sinks
             },

@@ -1,11 +1,21 @@
 """Writer process: one per warehouse. Drains its rings in commit log order and applies each batch
-with its checkpoint, reporting progress to the supervisor."""
+with its checkpoint, reporting progress to the supervisor.
+
+Sink failures are classified (:mod:`cdcfast.sinks.errors`). A transient error retries the batch
+with full-jitter backoff, reconnecting (re-reading the checkpoint, so a commit whose reply was lost
+is not applied twice). If the retries run out, or the error is permanent, the sink is *down*: the
+writer tells the supervisor, keeps draining its rings without applying (so the other sinks keep
+flowing and memory stays flat; the sink's checkpoint holds and cdc_raw keeps the data), and probes
+the sink with growing delays. When a probe gets through, it reports "recovered" and the supervisor
+restarts the pipeline from the oldest checkpoint, which catches this sink up.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
 import multiprocessing as mp
+import random
 import time
 from typing import Any
 
@@ -14,9 +24,15 @@ from cdcfast.config import PipelineConfig
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics
 from cdcfast.sinks import open_sink
+from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch
 from cdcfast.supervisor.ring import Ring, RingClosed
-from cdcfast.supervisor.signals import ignore_stop_signals
+from cdcfast.supervisor.signals import become_child_process
+
+
+def full_jitter(attempt: int, base: float, cap: float) -> float:
+    """A random delay in [0, min(cap, base * 2**attempt)] (AWS's "full jitter")."""
+    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 class Writer:
@@ -25,21 +41,80 @@ class Writer:
         self.name = spec.name
         self.source = config.sources[0]
         self.node = self.source.node
+        self.tuning = config.tuning
         self.sink = open_sink(spec.kind, spec.dsn, spec.name)
         self.status = status
         self.log = get_logger("writer", sink=spec.name, node=self.node)
         self.schema = load_schema(self.source.schema)
         self.checkpoint: tuple[int, int] | None = None
+        self.connected = False
+        self.down: ErrorClass | None = None  # why the sink is down, while it is
+        self.probes = 0
+        self.next_probe = 0.0
+        self.recovered = False
 
     def tables(self) -> dict[tuple[str, str], Any]:
         return {(t.keyspace, t.name): t for t in self.schema.tables.values()}
 
-    async def start(self) -> None:
+    # -- the sink's connection ------------------------------------------------------------------
+    async def connect(self) -> None:
+        """(Re)connect, create missing tables and read the checkpoint the sink really has."""
+        await self.disconnect()
         await self.sink.connect()
+        self.connected = True
         await self.sink.prepare(self.schema)
         self.checkpoint = await self.sink.checkpoint(self.node)
-        self.status.put(("ready", self.name, self.checkpoint))
 
+    async def disconnect(self) -> None:
+        if self.connected:
+            self.connected = False
+            try:
+                await self.sink.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection: nothing to save
+                pass
+
+    async def start(self) -> None:
+        try:
+            await self.connect()
+        except Exception as exc:  # noqa: BLE001 - every sink error is classified
+            await self.go_down(exc, classify(exc))
+            self.status.put(("ready", self.name, None, False))
+            return
+        self.status.put(("ready", self.name, self.checkpoint, True))
+
+    async def go_down(self, exc: BaseException, kind: ErrorClass) -> None:
+        await self.disconnect()
+        self.down = kind
+        self.probes = 0
+        self.next_probe = time.monotonic() + full_jitter(0, 1.0, self.tuning.retry_cap_seconds) + 1.0
+        reason = f"{type(exc).__name__}: {exc}"
+        metrics.record_error(self.name, kind.value)
+        self.log.error(
+            "sink down: holding its checkpoint, the other sinks go on",
+            error=reason,
+            error_class=kind.value,
+            checkpoint=list(self.checkpoint) if self.checkpoint else None,
+        )
+        self.status.put(("down", self.name, kind.value, reason))
+
+    async def probe(self) -> None:
+        """While down: try the sink again now and then; report when it answers."""
+        if self.recovered or time.monotonic() < self.next_probe:
+            return
+        try:
+            await self.connect()
+        except Exception as exc:  # noqa: BLE001 - still down
+            await self.disconnect()
+            self.probes += 1
+            delay = full_jitter(self.probes, 1.0, self.tuning.retry_cap_seconds)
+            self.next_probe = time.monotonic() + max(1.0, delay)
+            self.log.warning("sink still down", error=f"{type(exc).__name__}: {exc}", next_probe_in=round(delay, 1))
+            return
+        self.recovered = True
+        self.log.info("sink reachable again", checkpoint=list(self.checkpoint) if self.checkpoint else None)
+        self.status.put(("recovered", self.name, self.checkpoint))
+
+    # -- applying batches -------------------------------------------------------------------------
     async def apply(self, batch: EventBatch) -> None:
         done = self.checkpoint or (-1, -1)
         events = [e for e in batch.events if (e.segment_id, e.position) > done]  # already delivered: skip
@@ -63,6 +138,34 @@ class Writer:
         if batch.final:
             self.status.put(("applied", self.name, batch.seq, position, len(events)))
 
+    async def apply_with_retries(self, batch: EventBatch) -> None:
+        """Apply, retrying transient failures; if they persist (or the failure is not transient), the
+        sink goes down and this batch waits in cdc_raw for the catch-up."""
+        for attempt in range(self.tuning.retry_attempts):
+            try:
+                if not self.connected:
+                    await self.connect()
+                await self.apply(batch)
+                return
+            except Exception as exc:  # noqa: BLE001 - every sink error is classified
+                kind = classify(exc)
+                if kind is not ErrorClass.TRANSIENT or attempt == self.tuning.retry_attempts - 1:
+                    await self.go_down(exc, kind)
+                    return
+                metrics.record_error(self.name, kind.value)
+                metrics.record_retry(self.name)
+                delay = full_jitter(attempt, self.tuning.retry_base_seconds, self.tuning.retry_cap_seconds)
+                self.log.warning(
+                    "sink write failed: retrying",
+                    error=f"{type(exc).__name__}: {exc}",
+                    attempt=attempt + 1,
+                    retry_in=round(delay, 2),
+                    segment=batch.segment_id,
+                    position=batch.position,
+                )
+                await self.disconnect()
+                await asyncio.sleep(delay)
+
     async def run(self, rings: list[Ring]) -> None:
         """Apply batches in work-item order, whichever parser's ring they arrive in."""
         await self.start()
@@ -83,29 +186,33 @@ class Writer:
                     progressed = True
             while pending and pending[0][0] == next_seq:
                 _, _, batch = heapq.heappop(pending)
-                await self.apply(batch)
+                if self.down is None:
+                    await self.apply_with_retries(batch)
+                # else: dropped here, kept in cdc_raw: the sink's checkpoint is still before it
                 if batch.final:
                     next_seq += 1
                 progressed = True
+            if self.down is not None:
+                await self.probe()
             if not open_rings and pending and pending[0][0] != next_seq:
                 self.log.error("work items missing at shutdown", expected=next_seq, pending=pending[0][0])
                 break
             if not progressed:
                 await asyncio.sleep(0.002)
-        await self.sink.close()
+        await self.disconnect()
 
 
 def writer_main(config: PipelineConfig, sink_index: int, ring_names: list[str], status: mp.Queue) -> None:
     from cdcfast.supervisor.supervisor import write_pid
 
     write_pid(config, f"writer-{config.sinks[sink_index].name}")
-    ignore_stop_signals()
+    become_child_process()
     writer = Writer(config, sink_index, status)
     rings = [Ring(name) for name in ring_names]
     try:
         asyncio.run(writer.run(rings))
     except Exception as exc:
-        metrics.record_error(writer.name, "transient" if isinstance(exc, (OSError, TimeoutError)) else "permanent")
+        metrics.record_error(writer.name, "permanent")
         writer.log.error("writer stopped", error=str(exc), error_type=type(exc).__name__)
         status.put(("error", writer.name, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from exc
