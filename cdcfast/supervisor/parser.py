@@ -17,7 +17,7 @@ from cdcfast.log import get_logger
 from cdcfast.observe import metrics
 from cdcfast.supervisor.messages import BATCH_ENCODER, WHOLE_SEGMENT, EventBatch, WorkItem
 from cdcfast.supervisor.ring import Ring
-from cdcfast.supervisor.signals import ignore_stop_signals
+from cdcfast.supervisor.signals import become_child_process
 
 AUDIT_INTERVAL = 60.0  # seconds between masking audit records
 
@@ -113,7 +113,7 @@ def parser_main(config: PipelineConfig, worker: int, work: mp.Queue, ring_names:
     from cdcfast.supervisor.supervisor import write_pid
 
     write_pid(config, f"parser-{worker}")
-    ignore_stop_signals()
+    become_child_process()
     parser = Parser(config, worker)
     rings = [Ring(name) for name in ring_names]
     try:

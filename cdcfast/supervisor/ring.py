@@ -15,10 +15,34 @@ from __future__ import annotations
 import struct
 import time
 from multiprocessing import shared_memory
+from pathlib import Path
 
 HEADER = 64
 _U64 = struct.Struct("<Q")
 _LEN = struct.Struct("<I")
+
+
+RING_PREFIX = "cdcfast-"
+
+
+def ring_name(owner_pid: int, worker: int, sink: str) -> str:
+    """``cdcfast-<supervisor pid>-<parser>-<sink>``: whose ring it is, for operators and for cleanup."""
+    return f"{RING_PREFIX}{owner_pid}-{worker}-{sink}"
+
+
+def remove_stale_rings() -> list[str]:
+    """Unlink rings whose supervisor is gone (killed together with its resource tracker, which would
+    otherwise have unlinked them). Returns their names."""
+    removed = []
+    for path in Path("/dev/shm").glob(RING_PREFIX + "*"):
+        try:
+            owner = int(path.name[len(RING_PREFIX) :].split("-", 1)[0])
+        except ValueError:
+            continue
+        if not Path(f"/proc/{owner}").exists():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
 
 
 class RingClosed(Exception):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from cdcfast.supervisor.ring import Ring, RingClosed
+from cdcfast.supervisor.ring import Ring, RingClosed, remove_stale_rings, ring_name
 
 
 def produce(name: str, count: int, slow: float) -> None:
@@ -66,3 +70,18 @@ def test_batches_never_split_a_mutation() -> None:
     for a, b in zip(parts, parts[1:]):
         assert a[-1].position != b[0].position
     assert split_at_mutations([], 4) == [[]]
+
+
+def test_rings_of_a_dead_supervisor_are_removed_and_live_ones_kept() -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = Ring(ring_name(dead.pid, 0, "pg"), capacity=4096, create=True)
+    live = Ring(ring_name(os.getpid(), 0, "pg"), capacity=4096, create=True)
+    try:
+        removed = remove_stale_rings()
+        assert stale.name in removed and live.name not in removed
+        assert not Path("/dev/shm", stale.name).exists()
+        assert Path("/dev/shm", live.name).exists()
+    finally:
+        live.close()
+        stale.shm.close()
