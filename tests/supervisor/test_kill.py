@@ -1,4 +1,4 @@
-"""kill -9 at random moments (writers and parsers) loses and duplicates nothing."""
+"""kill -9 at random moments (the supervisor, writers and parsers) loses and duplicates nothing."""
 
 from __future__ import annotations
 
@@ -23,6 +23,38 @@ from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, po
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 KILLS_PER_PROCESS = int(os.environ.get("CDCFAST_KILLS", "20"))
+SUPERVISOR_KILLS = int(os.environ.get("CDCFAST_SUPERVISOR_KILLS", "10"))
+
+
+def rings_of(supervisors: list[int]) -> list[str]:
+    return [name for name in os.listdir("/dev/shm") if any(name.startswith(f"cdcfast-{pid}-") for pid in supervisors)]
+
+
+def child_pids(state: Path) -> list[int]:
+    pids = []
+    for pid_file in (state / "run").glob("*.pid"):
+        if pid_file.stem != "supervisor":
+            try:
+                pids.append(int(pid_file.read_text()))
+            except ValueError:
+                pass
+    return pids
+
+
+def assert_all_gone(pids: list[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if Path(f"/proc/{pid}").exists() and not is_zombie(pid)]
+        time.sleep(0.1)
+    assert not alive, f"children outlived their supervisor: {alive}"
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return True
 
 
 def check_status_while_running(cdc_raw: Path, schema: Path, state: Path, *sinks: str) -> None:
@@ -68,23 +100,36 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
     cdc_raw, state = tmp_path / "cdc_raw", tmp_path / "state"
     shutil.copytree(corpus.cdc_raw, cdc_raw)
     command = supervise_command(cdc_raw, corpus.schema_dir, pg, timescale_dsn(ts), dsns["clickhouse"], state=state)
-    log = open(tmp_path / "supervise.log", "w")
+    log = open(tmp_path / "supervise.log", "a")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    victims = ["writer-postgresql", "writer-timescaledb", "writer-clickhouse", "parser-0"]
-    kills = dict.fromkeys(victims, 0)
+    wanted = {"writer-postgresql": KILLS_PER_PROCESS, "writer-timescaledb": KILLS_PER_PROCESS}
+    wanted |= {"writer-clickhouse": KILLS_PER_PROCESS, "parser-0": KILLS_PER_PROCESS}
+    wanted["supervisor"] = SUPERVISOR_KILLS
+    kills = dict.fromkeys(wanted, 0)
+    killed_supervisors: list[int] = []
     rng = random.Random(7)
     status_checked = False
     deadline = time.monotonic() + 1500
     try:
-        while process.poll() is None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "supervise.log").read_text()[-4000:]
             time.sleep(rng.uniform(0.3, 4.0))
-            pending = [v for v in victims if kills[v] < KILLS_PER_PROCESS]
+            pending = [v for v in wanted if kills[v] < wanted[v]]
             if not pending:
                 break
             victim = rng.choice(pending)
             if sum(kills.values()) == 2 and not status_checked:  # `cdcfast status` on the running pipeline
                 check_status_while_running(cdc_raw, corpus.schema_dir, state, pg, dsns["clickhouse"])
                 status_checked = True
+            if victim == "supervisor":
+                children = child_pids(state)
+                killed_supervisors.append(process.pid)
+                process.kill()
+                process.wait()
+                kills[victim] += 1
+                assert_all_gone(children)  # its parsers and writers die with it
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                continue
             pid_file = state / "run" / f"{victim}.pid"
             try:
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
@@ -100,7 +145,8 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
     finally:
         if process.poll() is None:
             process.kill()
-    assert min(kills.values()) >= KILLS_PER_PROCESS, kills
+    assert kills == wanted
+    assert not rings_of(killed_supervisors), "rings of killed supervisors were left in /dev/shm"
     schema, events = cdc_events(corpus)
     when = as_of(corpus.root)
     for table in schema.cdc_tables():

@@ -14,7 +14,10 @@ Typical use from a fixture::
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,8 +40,8 @@ _lock = threading.Lock()
 _started: set[str] = set()
 
 
-def _run(command: str, names: list[str], timeout: float) -> str:
-    env = dict(os.environ, CDCFAST_SERVICES=" ".join(names))
+def _run(command: str, names: list[str], timeout: float, extra_env: dict[str, str] | None = None) -> str:
+    env = dict(os.environ, CDCFAST_SERVICES=" ".join(names), **(extra_env or {}))
     args = ["bash", str(SCRIPT), command]
     try:
         proc = subprocess.run(
@@ -101,3 +104,45 @@ def ensure_services(names: Iterable[str] = ALL_SERVICES) -> dict[str, str]:
             raise RuntimeError(f"scripts/services.sh env printed no {var}; got {exported}")
         dsns[name] = exported[var]
     return dsns
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateServices:
+    """Servers of a test's own (own folder, own ports), which the test may stop and start at will
+    without disturbing the shared ones. ``stop()`` everything at the end."""
+
+    def __init__(self) -> None:
+        # Under /tmp itself: the servers run as the postgres user, who cannot enter pytest's 0700 folders.
+        self.folder = Path(tempfile.mkdtemp(prefix="cdcfast-services-", dir="/tmp"))
+        self.folder.chmod(0o755)
+        self.env = {
+            "CDCFAST_SERVICES_DIR": str(self.folder),
+            "CDCFAST_PG_PORT": str(free_port()),
+            "CDCFAST_TS_PORT": str(free_port()),
+            "CDCFAST_CH_PORT": str(free_port()),
+            "CDCFAST_CH_HTTP_PORT": str(free_port()),
+        }
+        self.running: set[str] = set()
+
+    def start(self, *names: str) -> dict[str, str]:
+        _run("start", list(names), START_TIMEOUT_S, self.env)
+        self.running.update(names)
+        return self.dsns(*names)
+
+    def stop(self, *names: str) -> None:
+        everything = not names
+        names = names or tuple(self.running)
+        if names:
+            _run("stop", list(names), 120.0, self.env)
+        self.running.difference_update(names)
+        if everything:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def dsns(self, *names: str) -> dict[str, str]:
+        exported = _parse_env(_run("env", list(names), 60.0, self.env))
+        return {name: exported[_DSN_VARS[name]] for name in names}
