@@ -8,8 +8,9 @@ Two modes:
   its idx holding only the offset of the last sync).
 * **live** (``rate``): ``rate`` events per second on the wall clock, timestamps from the wall clock;
   every ``sync_ms`` the new entries become one section and the idx advances, as on a node, so that
-  ``cdcfast supervise`` can follow the folder. Runs until the target is reached, or until SIGINT or
-  SIGTERM when there is none (the current segment is then closed, COMPLETED).
+  ``cdcfast supervise`` can follow the folder. The byte templates are filled before the clock
+  starts, so the rate holds from the first second. Runs until the target is reached, or until
+  SIGINT or SIGTERM when there is none (the current segment is then closed, COMPLETED).
 
 ``size`` counts logical commit log bytes (uncompressed: headers, sync markers, entries), what the
 idx offsets and Cassandra's segment size count; ``events`` counts change events as cdcfast reads
@@ -27,7 +28,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -187,6 +187,13 @@ def generate(settings: GenerateSettings, stderr: IO[str] | None = sys.stderr) ->
             f"--row-size {settings.spec.row_size}: a mutation must fit in half a segment "
             f"({segments.max_mutation} bytes with --segment-size {settings.segment_size})"
         )
+    prepared = time.monotonic()
+    if live:  # a paced stream must not slow down while the templates fill: fill them first
+        if stderr is not None and settings.progress:
+            stderr.write("cdcfast generate: preparing templates\n")
+            stderr.flush()
+        workload.prepare(start, start // 1_000_000)
+    prepared = time.monotonic() - prepared
     tally = _Tally()
     progress = _Progress(stderr if settings.progress else None)
     began = time.monotonic()
@@ -199,6 +206,7 @@ def generate(settings: GenerateSettings, stderr: IO[str] | None = sys.stderr) ->
     elapsed = time.monotonic() - began
     progress.maybe(segments, tally, final=True)
     manifest = _manifest(settings, workload, segments, tally, elapsed, start, stop.stopped)
+    manifest["run"]["prepare_seconds"] = round(prepared, 3)
     (settings.out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -255,7 +263,6 @@ def _live(
     tally: _Tally,
     progress: _Progress,
     stop: _StopFlag,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     assert settings.rate is not None
     began = time.monotonic()
@@ -274,7 +281,7 @@ def _live(
             segments.sync()
             next_sync += sync_s * max(1, int((time.monotonic() - next_sync) / sync_s) + 1)
         progress.maybe(segments, tally)
-        sleep(max(0.0, min(0.01, next_sync - time.monotonic())))
+        time.sleep(max(0.0, min(0.01, next_sync - time.monotonic())))
 
 
 def _manifest(

@@ -4,32 +4,32 @@ A :class:`WorkloadSpec` names the operation mix, the row size and the seed; a :c
 turns it into serialized mutations, one at a time, each with the change events a reader will see
 in it. Operations, as CQL statements would write them:
 
-============== ==================================================================================
-``insert``      ``INSERT``: row liveness, most columns; non-frozen collections and UDTs overwritten
-                (a complex deletion at ``ts - 1``, then the elements); static columns sometimes
-``update``      ``UPDATE ... SET``: a few columns (some set to null: tombstones), no liveness;
-                counter tables: a counter increment (the leader's shard, as logged)
-``collection``  element adds and removes on one non-frozen collection or UDT (``+``/``-``, ``m[k] = v``,
-                ``DELETE m[k]``, list appends and element deletes, UDT fields), or clearing it
-``ttl``         ``INSERT ... USING TTL``: expiring liveness and cells
-``delete``      ``DELETE`` of one row (a row deletion; a partition deletion when the table has no
-                clustering columns, as Cassandra writes it)
-``partition_delete`` ``DELETE`` of a whole partition
-``range_delete`` ``DELETE ... WHERE ck > v`` or ``ck1 = v``: range tombstone bounds (tables with
-                clustering columns only)
-============== ==================================================================================
+* ``insert``: ``INSERT``: row liveness, most columns; non-frozen collections and UDTs overwritten
+  (a complex deletion at ``ts - 1``, then the elements); static columns sometimes.
+* ``update``: ``UPDATE ... SET``: a few columns (some set to null: tombstones), no liveness; on
+  counter tables a counter increment (the leader's shard with its running total, as logged).
+* ``collection``: element adds and removes on one non-frozen collection or UDT (``+``/``-``,
+  ``m[k] = v``, ``DELETE m[k]``, list appends and element deletes, UDT fields), or clearing it.
+* ``ttl``: ``INSERT ... USING TTL``: expiring liveness and cells.
+* ``delete``: ``DELETE`` of one row (a row deletion; a partition deletion when the table has no
+  clustering columns, as Cassandra writes it).
+* ``partition_delete``: ``DELETE`` of a whole partition.
+* ``range_delete``: ``ck > v``, ``ck < v``, ``ck1 = v`` or ``ck1 = v AND ck2 > w``: a start and an
+  end range tombstone bound (tables with clustering columns only).
 
 The operation is drawn from the mix first, then the table among those that can take it, so the
-mix holds over the whole run. Updates and deletes mostly target keys written earlier (a bounded
-pool per table), inserts mostly new keys. Write timestamps come from the caller and must increase;
-every mutation has its own, so no two events are equal (a replay cannot collapse them).
+mix holds over the whole run. Updates and deletes mostly target rows written earlier (a bounded
+pool per table), inserts mostly new partition keys. Write timestamps come from the caller and must
+increase; every mutation has its own, so no two events are equal (a replay cannot collapse them).
 
-Speed: building and encoding a partition update in Python costs tens of microseconds. For
-``insert``, ``ttl``, ``update`` and ``collection`` the first ``templates`` mutations of each table
-are built fresh and kept as byte templates; later ones reuse a random template with a new
-partition key and new timestamps, which only changes the bytes before the EncodingStats (every
-other timestamp and deletion time is a delta from those minima). Each template is checked once by
-building it again at another time and comparing the bytes, so a template is never wrong.
+Speed: building and encoding a partition update in Python costs tens of microseconds. The first
+``templates`` mutations of each table and operation are built fresh and kept as byte templates;
+later ones reuse a random template with a new partition key, the clustering of the row they target
+and new timestamps. Only the key, the EncodingStats minima (every other timestamp and deletion time
+is a delta from them) and the clustering blocks change; nothing in a mutation records offsets or
+sizes of what follows them. Each template is checked once, by building it again from the same
+random state at another time on another clustering and comparing the bytes, so a template is never
+wrong. Counter increments are always built fresh (their values carry per-counter running totals).
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ DEFAULT_MIX: dict[str, float] = {
     "partition_delete": 2,
     "range_delete": 3,
 }
-TEMPLATED = frozenset({"insert", "ttl", "update", "collection", "delete", "partition_delete"})
 NEW_KEYS = frozenset({"insert", "ttl"})
 WIDE_PARTITIONS = 0.25  # inserts into tables with clustering columns: share that adds a row to a known partition
 DEFAULT_TTLS = (60, 3600, 86_400, 7 * 86_400)
@@ -216,9 +215,10 @@ def clustering_block(table: TableDef, values: Sequence[bytes | None]) -> bytes:
 @dataclass
 class Template:
     """A mutation's bytes split around what changes from one use to the next: the partition key,
-    the EncodingStats minima (all other times are deltas from them) and, when the update has a
-    row, its clustering block (``slot``)."""
+    the EncodingStats minima (all other times are deltas from them) and the clustering blocks of
+    its rows and range tombstone bounds (``slots``: how many clustering values each holds)."""
 
+    table: TableDef
     head: bytes  # partition update count and table id
     flags: bytes
     min_ts: int
@@ -227,18 +227,33 @@ class Template:
     now: int
     ldt_bytes: bytes
     ttl_bytes: bytes
-    before: bytes  # the rest, before the clustering block (all of it without a slot)
-    block: bytes  # the template's own clustering block (b"" without a slot)
-    after: bytes
-    slot: bool
+    rest: bytes  # everything after the stats, with the template's own clustering
+    pieces: tuple[bytes, ...]  # ``rest`` without the clustering blocks: one more than the slots
+    slots: tuple[int, ...]
     events: tuple[str, ...]
     clustering: tuple[bytes | None, ...]
+    block: bytes  # the template's own full clustering block
 
-    def instantiate(self, key: bytes, ts: int, now: int, block: bytes | None = None) -> bytes:
+    def instantiate(
+        self, key: bytes, ts: int, now: int, clustering: tuple[bytes | None, ...] | None = None, block: bytes = b""
+    ) -> bytes:
+        """The mutation for ``key`` at ``ts``/``now``; on the row ``clustering`` (whose full block is
+        ``block``) when given, else on the template's own."""
         if self.min_ldt is None:
             ldt = self.ldt_bytes
         else:
             ldt = fast_uvint(_int32_as_u64(self.min_ldt + (now - self.now) - DELETION_TIME_EPOCH))
+        slots = self.slots
+        if clustering is None or not slots:
+            rest = self.rest
+        elif len(slots) == 1 and slots[0] == len(clustering):
+            rest = block.join(self.pieces)
+        else:
+            parts = [self.pieces[0]]
+            for size, piece in zip(slots, self.pieces[1:]):
+                parts.append(block if size == len(clustering) else clustering_block(self.table, clustering[:size]))
+                parts.append(piece)
+            rest = b"".join(parts)
         return b"".join(
             (
                 self.head,
@@ -248,9 +263,7 @@ class Template:
                 fast_uvint((self.min_ts + (ts - self.ts) - TIMESTAMP_EPOCH) & U64),
                 ldt,
                 self.ttl_bytes,
-                self.before,
-                self.block if block is None or not self.slot else block,
-                self.after,
+                rest,
             )
         )
 
@@ -285,14 +298,33 @@ def split_mutation(mutation: bytes) -> tuple[bytes, bytes, bytes, tuple[bytes, b
     )
 
 
-def find_slot(rest: bytes, block: bytes, rest_other: bytes, block_other: bytes) -> int | None:
-    """Where ``block`` sits in ``rest`` such that putting ``block_other`` there gives ``rest_other``."""
-    at = rest.find(block)
-    while at >= 0:
-        if rest[:at] + block_other + rest[at + len(block) :] == rest_other:
-            return at
-        at = rest.find(block, at + 1)
-    return None
+def find_slots(
+    rest: bytes, blocks: Sequence[bytes], rest_other: bytes, blocks_other: Sequence[bytes]
+) -> list[int] | None:
+    """Where ``blocks`` sit in ``rest``, in order, such that putting ``blocks_other`` there gives ``rest_other``."""
+
+    def search(index: int, start: int, cuts: list[int]) -> list[int] | None:
+        if index == len(blocks):
+            parts, previous = [], 0
+            for at, block, other in zip(cuts, blocks, blocks_other):
+                parts += [rest[previous:at], other]
+                previous = at + len(block)
+            parts.append(rest[previous:])
+            return cuts if b"".join(parts) == rest_other else None
+        at = rest.find(blocks[index], start)
+        while at >= 0:
+            found = search(index + 1, at + len(blocks[index]), [*cuts, at])
+            if found is not None:
+                return found
+            at = rest.find(blocks[index], at + 1)
+        return None
+
+    return search(0, 0, [])
+
+
+def clustering_slots(update: PartitionUpdate) -> tuple[int, ...]:
+    """How many clustering values each row and range tombstone bound of ``update`` serializes, in order."""
+    return tuple(len(item.clustering) for item in update.rows if item.clustering)
 
 
 @dataclass
@@ -344,7 +376,7 @@ class TableWorkload:
 
     def templated(self, operation: str) -> bool:
         """Whether ``operation`` reuses byte templates here (counter values are built each time)."""
-        return operation in TEMPLATED and not (self.counter and operation == "update") and self.spec.templates > 0
+        return self.spec.templates > 0 and not (self.counter and operation == "update")
 
     # -- keys -------------------------------------------------------------------------------------
     def new_key(self) -> bytes:
@@ -625,7 +657,9 @@ class TableWorkload:
         """A template of ``mutation``, if building it again from the same random state at another
         time, with another clustering, changes exactly the stats and the clustering block."""
         shift, seconds = 987_654_321_000, 987_654
-        other_clustering = self.clustering(self.check_values)
+        other_clustering = self.other_clustering(clustering)
+        if other_clustering is None:
+            return None
         after = self.rng.getstate()
         self.rng.setstate(state)
         try:
@@ -644,15 +678,21 @@ class TableWorkload:
             min_ldt = stats.min_ldt
         else:
             return None
-        block = clustering_block(self.table, clustering)
-        if rest == rest_other:
-            at, block, slot = len(rest), b"", False  # no row: the clustering is not in the bytes
-        else:
-            found = find_slot(rest, block, rest_other, clustering_block(self.table, other_clustering))
-            if found is None:
-                return None
-            at, slot = found, True
+        slots = clustering_slots(update)
+        if clustering_slots(again) != slots:
+            return None
+        blocks = [clustering_block(self.table, clustering[:size]) for size in slots]
+        others = [clustering_block(self.table, other_clustering[:size]) for size in slots]
+        cuts = find_slots(rest, blocks, rest_other, others)
+        if cuts is None:
+            return None
+        pieces, previous = [], 0
+        for at, block in zip(cuts, blocks):
+            pieces.append(rest[previous:at])
+            previous = at + len(block)
+        pieces.append(rest[previous:])
         return Template(
+            self.table,
             head,
             flags,
             stats.min_timestamp,
@@ -661,13 +701,21 @@ class TableWorkload:
             now,
             ldt_bytes,
             ttl_bytes,
-            rest[:at],
-            block,
-            rest[at + len(block) :],
-            slot,
+            rest,
+            tuple(pieces),
+            slots,
             events_of(update),
             clustering,
+            clustering_block(self.table, clustering),
         )
+
+    def other_clustering(self, clustering: tuple[bytes | None, ...]) -> tuple[bytes | None, ...] | None:
+        """A clustering whose every value differs from ``clustering``'s (drawn apart from the workload)."""
+        for _ in range(20):
+            other = self.clustering(self.check_values)
+            if all(a != b for a, b in zip(other, clustering)):
+                return other
+        return None
 
 
 class _Plan:
@@ -719,6 +767,25 @@ class Workload:
         total = sum(self.weights)
         return {op: w / total for op, w in zip(self.operations, self.weights)}
 
+    def prepare(self, ts: int, now: int) -> int:
+        """Fill every template pool now (new keys, nothing remembered), so that later mutations
+        cost the same from the first one: what a paced stream needs. Returns the templates made."""
+        made = 0
+        for plan in self._plans:
+            table = plan.table
+            for _ in range(4 * self.spec.templates if plan.templated else 0):
+                if len(plan.templates) >= self.spec.templates:
+                    break
+                key, clustering = table.new_key(), table.clustering()
+                state = table.rng.getstate()
+                update = table.build(plan.operation, key, clustering, ts, now)
+                mutation = encode_mutation([update], table.release)
+                template = table.template(plan.operation, update, mutation, ts, now, state, clustering)
+                if template is not None:
+                    plan.templates.append(template)
+                    made += 1
+        return made
+
     def next(self, ts: int, now: int, max_events: int | None = None) -> Generated:
         """The next mutation, written at ``ts`` (microseconds) on a node whose clock says ``now``
         (seconds); at most ``max_events`` events (at least 1)."""
@@ -744,8 +811,8 @@ class Workload:
                         table.remember(key, template.clustering, template.block)
                         mutation = template.instantiate(key, ts, now)
                     else:
-                        key, _, block = pool[int(rnd() * len(pool))] if pool else table.known()
-                        mutation = template.instantiate(key, ts, now, block)
+                        key, clustering, block = pool[int(rnd() * len(pool))] if pool else table.known()
+                        mutation = template.instantiate(key, ts, now, clustering, block)
                     return Generated(table.table, plan.operation, mutation, template.events)
             made = self._make(table, plan.operation, ts, now, max_events == 1)
             if max_events is None or len(made.events) <= max_events:
@@ -770,14 +837,16 @@ class Workload:
                 if new_key:
                     table.remember(key, template.clustering, template.block)
                     return Generated(table.table, operation, template.instantiate(key, ts, now), template.events)
-                return Generated(table.table, operation, template.instantiate(key, ts, now, block), template.events)
+                mutation = template.instantiate(key, ts, now, clustering, block)
+                return Generated(table.table, operation, mutation, template.events)
         if new_key:
             clustering = table.clustering()
-        state = table.rng.getstate()
+        keep = templated and len(pool) < self.spec.templates and not single_event
+        state = table.rng.getstate() if keep else None
         update = table.build(operation, key, clustering, ts, now, single_event)
         mutation = encode_mutation([update], table.release)
         self.fresh += 1
-        if templated and len(pool) < self.spec.templates and not single_event:
+        if keep:
             made = table.template(operation, update, mutation, ts, now, state, clustering)
             if made is not None:
                 pool.append(made)

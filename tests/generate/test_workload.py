@@ -31,7 +31,8 @@ from cdcfast.commitlog.segment import discover, open_segment, read_cdc_index, re
 from cdcfast.errors import ConfigError
 from cdcfast.events import SET, TOMBSTONE, ChangeEvent, events_from_batch
 from cdcfast.generate.run import GenerateSettings, generate
-from cdcfast.generate.workload import WorkloadSpec, fast_uvint, parse_mix
+from cdcfast.generate.segments import SegmentStream
+from cdcfast.generate.workload import Workload, WorkloadSpec, fast_uvint, parse_mix
 from cdcfast.values import decode, decode_cell_path, decode_cell_value
 from cdcfast.values.vint import encode_uvint
 
@@ -144,11 +145,34 @@ def test_every_event_is_distinct(tmp_path: Path) -> None:
 # -- what was asked -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("count", [1, 2, 17, 999])
-def test_exactly_the_events_asked_for(tmp_path: Path, count: int) -> None:
-    manifest = run(tmp_path, events=count)
+@pytest.mark.parametrize(("count", "templates"), [(1, 256), (2, 256), (17, 256), (999, 256), (999, 1), (2001, 2)])
+def test_exactly_the_events_asked_for(tmp_path: Path, count: int, templates: int) -> None:
+    # (with few templates, the last mutations come from templates chosen to fit the events left)
+    manifest = run(tmp_path, events=count, spec=WorkloadSpec(seed=count, templates=templates))
     per_table, _ = decoded_counts(MAIN, tmp_path)
     assert sum(sum(c.values()) for c in per_table.values()) == count == manifest["totals"]["events"]
+    assert per_table == manifest_counts(manifest)
+
+
+def test_single_event_mutations_from_full_template_pools(tmp_path: Path) -> None:
+    """Near the end of an --events run only one event may be left: templates of two events (an
+    insert with static columns) are passed over for ones of one event, or a fresh build."""
+    schema = load_schema(schema_dir())
+    workload = Workload(schema, WorkloadSpec(seed=5, templates=2))
+    ts = 1_767_225_600_000_000
+    stream = SegmentStream(tmp_path, segment_size=4 * 1024 * 1024, first_id=1)
+    claimed: dict[str, Counter] = {}
+    for i in range(3000):
+        ts += 1000
+        made = workload.next(ts, ts // 1_000_000, max_events=1 if i >= 1000 else None)
+        if i >= 1000:
+            assert len(made.events) == 1
+        stream.append(made.mutation, len(made.events))
+        claimed.setdefault(made.table.qualified_name, Counter()).update(made.events)
+    stream.close_segment()
+    assert workload.reused > 2000
+    per_table, mutations = decoded_counts(MAIN, tmp_path)
+    assert mutations == 3000 and per_table == claimed
 
 
 def test_the_mix_holds_over_the_run(tmp_path: Path) -> None:
@@ -398,8 +422,10 @@ def test_the_command_writes_segments_and_a_manifest(tmp_path: Path) -> None:
 
 
 def test_live_rate_mode_advances_the_idx_over_time(tmp_path: Path) -> None:
-    """--rate: sections appended and the idx offset advanced every sync, as on a node; whatever a
-    follower reads at any moment is a prefix of the final stream."""
+    """--rate: sections appended and the idx offset advanced every sync, as on a node, at the rate
+    asked for (not faster, and not slower either, from the first second); whatever a follower reads
+    at any moment is a prefix of the final stream."""
+    RATE, EVENTS = 5000, 6000  # noqa: N806
     out = tmp_path / "cdc_raw"
     process = cli(
         "--schema",
@@ -407,9 +433,9 @@ def test_live_rate_mode_advances_the_idx_over_time(tmp_path: Path) -> None:
         "--out",
         str(out),
         "--rate",
-        "2500",
+        str(RATE),
         "--events",
-        "4000",
+        str(EVENTS),
         "--sync-ms",
         "150",
         "--segment-size",
@@ -443,8 +469,11 @@ def test_live_rate_mode_advances_the_idx_over_time(tmp_path: Path) -> None:
     assert len(offsets) >= 4 and offsets == sorted(offsets), seen
     assert seen[-1][2], "the segment is COMPLETED at the end"
     assert seen[-1][0] - seen[0][0] > 0.5, "the idx advanced over time, not all at once"
+    stream = json.loads((out / "generated.json").read_text())["run"]["seconds"]
+    assert EVENTS / RATE * 0.9 <= stream, "paced: not faster than --rate"
+    assert EVENTS / stream >= RATE * 0.6, f"{EVENTS / stream:.0f} events/s for --rate {RATE}"
     final = [e.event_id for e in events(read_all(load_schema(schema_dir()), out)[1])]
-    assert len(final) == 4000
+    assert len(final) == EVENTS
     for snapshot in snapshots:
         partial = [e.event_id for e in events(read_all(load_schema(schema_dir()), snapshot)[1])]
-        assert 0 < len(partial) < 4000 and partial == final[: len(partial)]
+        assert 0 < len(partial) < EVENTS and partial == final[: len(partial)]
