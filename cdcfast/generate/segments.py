@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdcfast import _commitlog
+from cdcfast.errors import ConfigError
 from cdcfast.generate.framing import compress, descriptor_header, sync_marker
 
 SYNC_MARKER = 8
@@ -105,8 +106,9 @@ class SegmentStream:
     # -- writing ----------------------------------------------------------------------------------
     def append(self, mutation: bytes, events: int = 1) -> None:
         if len(mutation) > self.max_mutation:
-            raise ValueError(
-                f"a mutation of {len(mutation)} bytes is more than half the segment size ({self.segment_size} bytes)"
+            raise ConfigError(
+                f"a mutation of {len(mutation)} bytes does not fit in half a segment of {self.segment_size} bytes "
+                "(Cassandra's max_mutation_size): give a larger --segment-size"
             )
         entry = framed(mutation)
         current = self._current
