@@ -30,6 +30,7 @@ class EventBatch(msgspec.Struct, array_like=True):
     segment_id: int
     position: int  # a sink that applied this batch has delivered everything up to here
     events: list[ChangeEvent]
+    trace: str = ""  # the parser's batch span (W3C traceparent) when tracing is on
 
 
 BATCH_ENCODER = msgspec.msgpack.Encoder()

@@ -14,7 +14,7 @@ from cdcfast.commitlog import CommitLogReader, ReadRange, SegmentFile, load_sche
 from cdcfast.config import PipelineConfig
 from cdcfast.events import ChangeEvent, events_from_batch
 from cdcfast.log import get_logger
-from cdcfast.observe import metrics
+from cdcfast.observe import metrics, tracing
 from cdcfast.supervisor.messages import BATCH_ENCODER, WHOLE_SEGMENT, EventBatch, WorkItem
 from cdcfast.supervisor.ring import Ring
 from cdcfast.supervisor.signals import become_child_process
@@ -41,12 +41,14 @@ class Parser:
         segment = SegmentFile(Path(item.path), item.version, item.segment_id, None)
         for attempt in range(2):
             reader = CommitLogReader(self.schema, policy=self.source.on_error)
-            events = [
-                event
-                for batch in reader.read_segment(segment, ReadRange(item.after, item.limit))
-                for event in events_from_batch(batch)
-                if self._is_cdc(event)
-            ]
+            with tracing.span("cdcfast.read", segment=item.segment_id, after=item.after) as read:
+                events = [
+                    event
+                    for batch in reader.read_segment(segment, ReadRange(item.after, item.limit))
+                    for event in events_from_batch(batch)
+                    if self._is_cdc(event)
+                ]
+                read.set(events=len(events), bytes=reader.stats.mutation_bytes)
             for issue in reader.issues:
                 if issue.kind != "unknown_table":
                     self.log.warning("skipped damaged data", issue=str(issue), segment=item.segment_id)
@@ -69,7 +71,8 @@ class Parser:
         if reader.stats.unknown_tables:
             metrics.record_read_issue("unknown_table", sum(reader.stats.unknown_tables.values()))
         if self.masker is not None:
-            events = [self.masker.mask(e) for e in events]
+            with tracing.span("cdcfast.mask", events=len(events)):
+                events = [self.masker.mask(e) for e in events]
             metrics.record_masking_audit(self.masker.audit)
             if time.monotonic() - self.audited_at > AUDIT_INTERVAL:
                 self.audit()
@@ -87,14 +90,17 @@ class Parser:
         return (event.keyspace, event.table) in self.cdc_tables
 
     def batches(self, item: WorkItem) -> list[EventBatch]:
-        events = self.events(item)
+        with tracing.span("cdcfast.batch", seq=item.seq, segment=item.segment_id, after=item.after) as span:
+            events = self.events(item)
+            span.set(events=len(events))
+            trace = tracing.context(span)
         end = item.limit if item.limit is not None else WHOLE_SEGMENT
         parts = split_at_mutations(events, self.batch_size)
         out = []
         for number, part in enumerate(parts):
             final = number == len(parts) - 1
             position = end if final else part[-1].position
-            out.append(EventBatch(item.seq, number, final, item.segment_id, position, part))
+            out.append(EventBatch(item.seq, number, final, item.segment_id, position, part, trace))
         return out
 
 
@@ -114,6 +120,7 @@ def parser_main(config: PipelineConfig, worker: int, work: mp.Queue, ring_names:
 
     write_pid(config, f"parser-{worker}")
     become_child_process()
+    tracing.setup(f"parser-{worker}")
     parser = Parser(config, worker)
     rings = [Ring(name) for name in ring_names]
     try:
@@ -127,5 +134,6 @@ def parser_main(config: PipelineConfig, worker: int, work: mp.Queue, ring_names:
                     ring.put(message)
         parser.audit()
     finally:
+        tracing.shutdown()
         for ring in rings:
             ring.close()

@@ -22,7 +22,7 @@ from typing import Any
 from cdcfast.commitlog import load_schema
 from cdcfast.config import PipelineConfig
 from cdcfast.log import get_logger
-from cdcfast.observe import metrics
+from cdcfast.observe import metrics, tracing
 from cdcfast.sinks import open_sink
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch
@@ -125,7 +125,8 @@ class Writer:
         position = (batch.segment_id, batch.position)
         if position > done:
             started = time.monotonic()
-            await self.sink.apply(events, tables, self.node, position)
+            with tracing.span("cdcfast.write", parent=batch.trace, sink=self.name, events=len(events)):
+                await self.sink.apply(events, tables, self.node, position)  # with its checkpoint
             self.checkpoint = position
             metrics.record_write(self.name, metrics.events_by_table(events), 0, time.monotonic() - started)
             self.log.debug(
@@ -207,6 +208,7 @@ def writer_main(config: PipelineConfig, sink_index: int, ring_names: list[str], 
 
     write_pid(config, f"writer-{config.sinks[sink_index].name}")
     become_child_process()
+    tracing.setup(f"writer-{config.sinks[sink_index].name}")
     writer = Writer(config, sink_index, status)
     rings = [Ring(name) for name in ring_names]
     try:
@@ -217,5 +219,6 @@ def writer_main(config: PipelineConfig, sink_index: int, ring_names: list[str], 
         status.put(("error", writer.name, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from exc
     finally:
+        tracing.shutdown()
         for ring in rings:
             ring.close()
