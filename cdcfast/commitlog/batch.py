@@ -85,17 +85,25 @@ BOUND_KINDS = (
 )
 
 
+UNKNOWN_COLUMN = "column not in the schema"  # how the decoder's message for it starts
+
+
 @dataclass(frozen=True)
 class ReadIssue:
     """Something the reader skipped, with enough context to find it again."""
 
-    kind: str  # header | marker | entry | crc | decode | unknown_table | decompress | idx
+    kind: str  # header | marker | entry | crc | decode | unknown_table | system_table | decompress | idx
     path: str
     segment_id: int
     offset: int  # logical offset of the entry or section concerned
     position: int  # the entry's end position, -1 when unknown
     detail: str
     table: str = ""  # keyspace.table when known
+
+    @property
+    def schema_may_be_stale(self) -> bool:
+        """A table or column the schema does not know: it may have been created since it was read."""
+        return self.kind == "unknown_table" or (self.kind == "decode" and self.detail.startswith(UNKNOWN_COLUMN))
 
     def __str__(self) -> str:
         where = f"{self.path} (segment {self.segment_id}) at offset {self.offset}"

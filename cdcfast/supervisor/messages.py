@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 
+from cdcfast.commitlog.schema import Schema
 from cdcfast.events import ChangeEvent
 
 # A checkpoint position meaning "this whole segment is delivered" (positions are int32 in sinks).
@@ -31,6 +34,16 @@ class EventBatch(msgspec.Struct, array_like=True):
     position: int  # a sink that applied this batch has delivered everything up to here
     events: list[ChangeEvent]
     trace: str = ""  # the parser's batch span (W3C traceparent) when tracing is on
+    schema: str = ""  # fingerprint of the schema the parser decoded with (a writer with another reloads)
+
+
+def schema_fingerprint(schema: Schema) -> str:
+    """Equal for schemas that decode and map every CDC table alike."""
+    tables = sorted(
+        (str(t.id), t.keyspace, t.name, t.cdc, repr(t.partition_key), repr(t.clustering), repr(t.data_columns()))
+        for t in schema.tables.values()
+    )
+    return hashlib.blake2b(repr(tables).encode(), digest_size=8).hexdigest()
 
 
 BATCH_ENCODER = msgspec.msgpack.Encoder()

@@ -15,11 +15,12 @@ from cdcfast.config import PipelineConfig
 from cdcfast.events import ChangeEvent, events_from_batch
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
-from cdcfast.supervisor.messages import BATCH_ENCODER, WHOLE_SEGMENT, EventBatch, WorkItem
+from cdcfast.supervisor.messages import BATCH_ENCODER, WHOLE_SEGMENT, EventBatch, WorkItem, schema_fingerprint
 from cdcfast.supervisor.ring import Ring
 from cdcfast.supervisor.signals import become_child_process
 
 AUDIT_INTERVAL = 60.0  # seconds between masking audit records
+SCHEMA_RECHECK = 30.0  # seconds before an unknown table id makes the parser read the schema again
 
 
 class Parser:
@@ -28,6 +29,7 @@ class Parser:
         self.source = config.sources[0]
         self.log = get_logger("parser", worker=worker, node=self.source.node)
         self.schema = load_schema(self.source.schema)
+        self.fingerprint = schema_fingerprint(self.schema)
         self.masker = None
         if config.masking is not None:
             from cdcfast.transform.masking import Masker, MaskingRules, MaskingSecrets
@@ -36,6 +38,7 @@ class Parser:
         self.batch_size = config.tuning.batch_size
         self.audited_at = time.monotonic()
         self.cdc_tables: set[tuple[str, str]] | None = None  # computed from the schema on first use
+        self.unknown_checked: dict[str, float] = {}  # unknown table id -> when the schema was last read for it
 
     def events(self, item: WorkItem) -> list[ChangeEvent]:
         segment = SegmentFile(Path(item.path), item.version, item.segment_id, None)
@@ -52,10 +55,11 @@ class Parser:
             for issue in reader.issues:
                 if issue.kind != "unknown_table":
                     self.log.warning("skipped damaged data", issue=str(issue), segment=item.segment_id)
-            if not reader.stats.unknown_tables or attempt:
+            if attempt or not self._schema_may_be_stale(reader):
                 break
-            # A table created since the schema was read: read the schema again, then the item.
+            # A table or column created since the schema was read: read the schema again, then the item.
             self.schema = load_schema(self.source.schema)
+            self.fingerprint = schema_fingerprint(self.schema)
             self.cdc_tables = None
         for table_id, count in reader.stats.unknown_tables.items():
             self.log.warning(
@@ -77,6 +81,17 @@ class Parser:
             if time.monotonic() - self.audited_at > AUDIT_INTERVAL:
                 self.audit()
         return events
+
+    def _schema_may_be_stale(self, reader: CommitLogReader) -> bool:
+        """True for a column the schema does not know, or a table id not looked up again lately
+        (system tables are never in the schema: do not read it again for each of their mutations)."""
+        if any(issue.kind == "decode" and issue.schema_may_be_stale for issue in reader.issues):
+            return True
+        now = time.monotonic()
+        fresh = [t for t in reader.stats.unknown_tables if now - self.unknown_checked.get(t, -1e9) > SCHEMA_RECHECK]
+        for table_id in fresh:
+            self.unknown_checked[table_id] = now
+        return bool(fresh)
 
     def audit(self) -> None:
         """Log what was masked since the last audit: table, column, classification, count; never a value."""
@@ -100,7 +115,7 @@ class Parser:
         for number, part in enumerate(parts):
             final = number == len(parts) - 1
             position = end if final else part[-1].position
-            out.append(EventBatch(item.seq, number, final, item.segment_id, position, part, trace))
+            out.append(EventBatch(item.seq, number, final, item.segment_id, position, part, trace, self.fingerprint))
         return out
 
 

@@ -25,7 +25,7 @@ from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
 from cdcfast.sinks import open_sink
 from cdcfast.sinks.errors import ErrorClass, classify
-from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch
+from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch, schema_fingerprint
 from cdcfast.supervisor.ring import Ring, RingClosed
 from cdcfast.supervisor.signals import become_child_process
 
@@ -46,6 +46,7 @@ class Writer:
         self.status = status
         self.log = get_logger("writer", sink=spec.name, node=self.node)
         self.schema = load_schema(self.source.schema)
+        self.fingerprints = {schema_fingerprint(self.schema)}  # schemas this writer has caught up with
         self.checkpoint: tuple[int, int] | None = None
         self.connected = False
         self.down: ErrorClass | None = None  # why the sink is down, while it is
@@ -119,8 +120,10 @@ class Writer:
         done = self.checkpoint or (-1, -1)
         events = [e for e in batch.events if (e.segment_id, e.position) > done]  # already delivered: skip
         tables = self.tables()
-        if any((e.keyspace, e.table) not in tables for e in events):
-            self.schema = load_schema(self.source.schema)  # a table created since start
+        if batch.schema not in self.fingerprints or any((e.keyspace, e.table) not in tables for e in events):
+            # The parser decoded with a schema this writer has not seen: a table or column created since.
+            self.schema = load_schema(self.source.schema)
+            self.fingerprints |= {batch.schema, schema_fingerprint(self.schema)}
             tables = self.tables()
         position = (batch.segment_id, batch.position)
         if position > done:

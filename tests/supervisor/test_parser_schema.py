@@ -1,0 +1,51 @@
+"""A parser worker follows schema changes: a column or table it does not know makes it read the
+schema again and decode the work item with the new one, instead of skipping those changes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS_ROOT, Corpus
+
+from cdcfast.commitlog import CommitLogReader, discover, load_schema
+from cdcfast.config import PipelineConfig, PostgresSink, SourceConfig
+from cdcfast.events import events_from_batch
+from cdcfast.supervisor.messages import WorkItem
+from cdcfast.supervisor.parser import Parser
+
+CORPUS = "c50-v8-lz4"
+
+
+def test_a_column_added_since_the_schema_was_read_is_decoded_after_a_reload(
+    corpus_scratch: Path, tmp_path: Path
+) -> None:
+    if not (CORPUS_ROOT / CORPUS).exists():
+        pytest.skip("corpus missing")
+    corpus = Corpus(CORPUS, corpus_scratch)
+    final_file = sorted(corpus.schema_dir.glob("*.json"))[-1]
+    document = json.loads(final_file.read_text())
+    document["columns"] = [c for c in document["columns"] if c["column_name"] != "loyalty_tier"]
+    schema_dir = tmp_path / "schema"
+    schema_dir.mkdir()
+    (schema_dir / "001.json").write_text(json.dumps(document))  # as it was before ADD loyalty_tier
+    source = SourceConfig(node="n1", cdc_raw=str(corpus.cdc_raw), schema=str(schema_dir))
+    config = PipelineConfig(sources=[source], sinks=[PostgresSink(name="pg", dsn="postgresql://x/y")],
+                            state_dir=str(tmp_path / "state"))
+    parser = Parser(config, 0)
+    segment = discover([corpus.cdc_raw])[0]
+    item = WorkItem(0, str(segment.path), segment.version, segment.segment_id, 0, None)
+    stale = parser.events(item)  # the schema source is behind: those cells cannot be decoded yet
+    assert not any(c.column == "loyalty_tier" for e in stale for c in e.cells)
+    shutil.copy(final_file, schema_dir / "002.json")  # the schema source catches up
+
+    got = parser.events(item)
+
+    final = load_schema(corpus.schema_dir)
+    reader = CommitLogReader(final)
+    want = [e for b in reader.read_segment(segment) for e in events_from_batch(b)]
+    want = [e for e in want if (e.keyspace, e.table) in {(t.keyspace, t.name) for t in final.cdc_tables()}]
+    assert [e.event_id for e in got] == [e.event_id for e in want]
+    assert any(c.column == "loyalty_tier" for e in got for c in e.cells)
