@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from clickhouse_driver import Client
 from conftest import CORPUS_ROOT, Corpus
 from support.expected import as_of, load_expected
 from support.pipeline import supervise_command
@@ -135,13 +136,21 @@ def test_a_stopped_sink_holds_while_the_others_flow_and_catches_up(corpus_scratc
         # PostgreSQL goes away; the node writes on.
         servers.stop("postgres")
         copy_segments(corpus.cdc_raw, cdc_raw, segments[:2])
-        wait_for(lambda: checkpoint(state, "clickhouse")[0] >= int(segments[1].split("-")[2].split(".")[0]),
-                 120, "ClickHouse to get the first segments while PostgreSQL is down", log)
+        wait_for(
+            lambda: checkpoint(state, "clickhouse")[0] >= int(segments[1].split("-")[2].split(".")[0]),
+            120,
+            "ClickHouse to get the first segments while PostgreSQL is down",
+            log,
+        )
         wait_for(lambda: samples(url).get('cdcfast_sink_up{sink="postgresql"}') == 0, 60, "sink_up 0", log)
         is_ready, body = ready(url)
         assert not is_ready and not body["components"]["writer-postgresql"]["ready"], body
-        wait_for(lambda: samples(url).get('cdcfast_replication_lag_seconds{sink="postgresql"}', 0) > 0,
-                 60, "the PostgreSQL lag to rise", log)
+        wait_for(
+            lambda: samples(url).get('cdcfast_replication_lag_seconds{sink="postgresql"}', 0) > 0,
+            60,
+            "the PostgreSQL lag to rise",
+            log,
+        )
         assert samples(url).get('cdcfast_replication_lag_seconds{sink="clickhouse"}') == 0
         status = json.loads((state / "status.json").read_text())
         assert status["sinks"]["postgresql"]["down"] == "transient", status["sinks"]["postgresql"]
@@ -160,8 +169,12 @@ def test_a_stopped_sink_holds_while_the_others_flow_and_catches_up(corpus_scratc
 
         # PostgreSQL is back: it catches up, cdc_raw empties, /ready turns true again.
         servers.start("postgres")
-        wait_for(lambda: not any(p.name.endswith("_cdc.idx") for p in cdc_raw.iterdir()), 300,
-                 "every segment delivered to both sinks and deleted", log)
+        wait_for(
+            lambda: not any(p.name.endswith("_cdc.idx") for p in cdc_raw.iterdir()),
+            300,
+            "every segment delivered to both sinks and deleted",
+            log,
+        )
         wait_for(lambda: ready(url)[0], 60, "/ready to turn true again", log)
         assert samples(url).get('cdcfast_sink_up{sink="postgresql"}') == 1
         assert samples(url).get('cdcfast_errors_total{class="transient",sink="postgresql"}', 0) >= 1
@@ -196,10 +209,12 @@ def test_connections_cut_under_the_writers_lose_and_duplicate_nothing(corpus_scr
         async def cut_every_connection() -> int:
             admin = await asyncpg.connect(pg)
             try:
-                return len(await admin.fetch(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                ))
+                return len(
+                    await admin.fetch(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
             finally:
                 await admin.close()
 
@@ -212,8 +227,12 @@ def test_connections_cut_under_the_writers_lose_and_duplicate_nothing(corpus_scr
             for _ in range(3):
                 time.sleep(1.0)
                 cuts += asyncio.run(cut_every_connection())
-        wait_for(lambda: not any(p.name.endswith("_cdc.idx") for p in cdc_raw.iterdir()), 300,
-                 "every segment delivered and deleted", log)
+        wait_for(
+            lambda: not any(p.name.endswith("_cdc.idx") for p in cdc_raw.iterdir()),
+            300,
+            "every segment delivered and deleted",
+            log,
+        )
         assert cuts >= 5, "the test did not cut the writer's connection"
         assert process.poll() is None, log.read_text()[-4000:]  # retried, not restarted
         process.send_signal(signal.SIGTERM)
@@ -254,3 +273,94 @@ def test_a_sink_with_a_wrong_password_stops_alone(corpus_scratch: Path, tmp_path
     for table in schema.cdc_tables():
         assert asyncio.run(postgres_state(pg, table, when)) == load_expected(corpus.root, table)
     assert any(p.name.endswith("_cdc.idx") for p in cdc_raw.iterdir())
+
+
+def plant_poison(cdc_raw: Path, schema_dir: Path, target: Path, count: int) -> tuple[set[bytes], int]:
+    """The corpus' mutations re-framed into one segment, ``count`` of the all_types inserts with a
+    date PostgreSQL cannot hold (the 4 value bytes patched in place). Returns the planted changes'
+    ids and the number of CDC changes in the segment."""
+    from support.segments import build_segment
+
+    from cdcfast.commitlog import CommitLogReader, discover, load_schema
+    from cdcfast.commitlog.segment import raw_entries
+    from cdcfast.events import events_from_batch
+
+    bad_date = b"\x00\x00\x00\x05"  # 2^31 - 5 days before 1970: no PostgreSQL date
+    schema = load_schema(schema_dir)
+    cdc = {(t.keyspace, t.name) for t in schema.cdc_tables()}
+    mutations: list[bytes] = []
+    candidates = 0
+    for segment in discover([cdc_raw]):
+        entries = list(raw_entries(segment.path))
+        by_position: dict[int, list] = {}
+        for batch in CommitLogReader(schema).read_segment(segment):
+            for event in events_from_batch(batch):
+                by_position.setdefault(event.position, []).append(event)
+        for position, mutation in entries:
+            events = by_position.get(position, [])
+            dates = [c.value for e in events if e.table == "all_types" and e.op == "insert"
+                     for c in e.cells if c.column == "a_date" and c.value]
+            if count and len(events) == 1 and dates and mutation.count(dates[0]) == 1:
+                candidates += 1
+                if candidates % 7 == 0:  # spread over the stream
+                    mutation = mutation.replace(dates[0], bad_date)
+                    count -= 1
+            mutations.append(mutation)
+    assert count == 0, "not enough all_types inserts with a date to patch"
+    segment_file = build_segment(mutations, 40).write(target, idx="completed")
+    events = [e for b in CommitLogReader(schema).read_segment(discover([segment_file.parent])[0])
+              for e in events_from_batch(b) if (e.keyspace, e.table) in cdc]
+    planted = {e.event_id for e in events if any(c.column == "a_date" and c.value == bad_date for c in e.cells)}
+    return planted, len({e.event_id for e in events})
+
+
+def test_planted_poison_lands_in_the_dead_letters_and_nothing_else_does(corpus_scratch: Path, tmp_path: Path) -> None:
+    if not (CORPUS_ROOT / CORPUS).exists():
+        pytest.skip("corpus missing")
+    corpus = Corpus(CORPUS, corpus_scratch)
+    cdc_raw, state = tmp_path / "cdc_raw", tmp_path / "state"
+    cdc_raw.mkdir()
+    planted, total = plant_poison(corpus.cdc_raw, corpus.schema_dir, cdc_raw, count=3)
+    servers = PrivateServices()
+    try:
+        dsns = servers.start("postgres", "clickhouse")
+        pg = asyncio.run(fresh_database(dsns["postgres"]))
+        run = subprocess.run(
+            supervise_command(cdc_raw, corpus.schema_dir, pg, dsns["clickhouse"], state=state, until_idle=True),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        check_dead_letters(pg, dsns["clickhouse"], planted, total)
+    finally:
+        servers.stop()
+
+
+def check_dead_letters(pg: str, ch: str, planted: set[bytes], total: int) -> None:
+
+    async def postgresql() -> tuple[set[bytes], int]:
+        conn = await asyncpg.connect(pg)
+        try:
+            dead = {r["event_id"].bytes for r in await conn.fetch("SELECT event_id FROM cdcfast.dead_letters")}
+            changes = 0
+            for keyspace, table in await conn.fetch(
+                "SELECT table_schema, table_name FROM information_schema.tables WHERE table_name LIKE '%\\_changes'"
+            ):
+                changes += await conn.fetchval(f'SELECT count(*) FROM "{keyspace}"."{table}"')
+            return dead, changes
+        finally:
+            await conn.close()
+
+    dead, changes = asyncio.run(postgresql())
+    assert dead == planted  # exactly the planted changes, nothing else
+    assert changes == total - len(planted)
+    client = Client.from_url(ch)
+    assert client.execute("SELECT count() FROM cdcfast.dead_letters")[0][0] == 0  # ClickHouse can hold them
+    ch_changes = sum(
+        client.execute(f"SELECT count() FROM `{db}`.`{name}` FINAL")[0][0]
+        for db, name in client.execute(
+            "SELECT database, name FROM system.tables WHERE name LIKE '%\\\\_changes' AND database != 'system'"
+        )
+    )
+    assert ch_changes == total
