@@ -102,9 +102,11 @@ def render(status: dict[str, Any]) -> str:
             continue
         checkpoint = "none yet" if not sink["checkpoint"] else f"{sink['checkpoint'][0]}:{sink['checkpoint'][1]}"
         lag = f"{sink['lag_segments']} seg/{sink['lag_bytes'] / 2**20:.1f} MiB"
+        error = sink.get("last_error") or "-"
+        if sink.get("down"):  # the pipeline holds this sink while the others flow (docs/failures.md)
+            error = f"DOWN ({sink['down']}): {error}"
         lines.append(
-            f"{name:<14}{checkpoint:<26}{lag:>16}{sink.get('events_per_s', 0):>10}{sink['dlq_depth']:>6}  "
-            f"{sink.get('last_error') or '-'}"
+            f"{name:<14}{checkpoint:<26}{lag:>16}{sink.get('events_per_s', 0):>10}{sink['dlq_depth']:>6}  {error}"
         )
     if status["processes"]:
         lines.append(
