@@ -302,6 +302,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cdcfast.demo.run import DemoSettings, run_demo
+
+    settings = DemoSettings(
+        seconds=args.seconds,
+        rate=args.rate,
+        schema=args.schema,
+        masking_rules=args.masking_rules,
+        sinks=list(args.sink or []),
+        keep=args.keep,
+    )
+    return run_demo(settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdcfast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -391,6 +405,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--templates", type=int, default=256, help="byte templates per table and operation")
     gen.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     gen.set_defaults(func=cmd_generate)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the whole pipeline on a generated live workload, into servers it starts (and stops) itself",
+        description="Generates live commit log segments, replicates them with cdcfast supervise into a private "
+        "PostgreSQL (TimescaleDB and ClickHouse when installed) with progress every second, then shows a summary, "
+        "rows from each warehouse and how to query them. The first Ctrl-C ends the stream early; a second stops.",
+    )
+    demo.add_argument("--seconds", type=float, default=30.0, help="length of the live stream (default 30)")
+    demo.add_argument("--rate", type=float, default=500.0, help="events per second (default 500)")
+    demo.add_argument("--schema", help="schema NNN.json or folder (default: the demo schema in cdcfast/demo/)")
+    demo.add_argument("--masking-rules", help="masking rules (default: cdcfast/demo/masking.yaml with the demo schema)")
+    demo.add_argument("--sink", action="append", help="use this running server instead (repeatable): a supervise DSN")
+    demo.add_argument("--keep", action="store_true", help="leave the servers running; print how to query and stop them")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
