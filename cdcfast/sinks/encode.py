@@ -1,0 +1,602 @@
+"""Per-table value encoders, bound once per table: the hot path of every writer.
+
+The generic functions (:func:`cdcfast.values.decode`, :func:`cdcfast.transform.typemap.json_value`,
+:meth:`TargetType.to_target`) dispatch on the CQL type for every value. Here each column gets its own
+closures, chosen once from its type, with the common scalar kinds decoded inline (``int.from_bytes``,
+``str(raw, "utf-8")``, ``struct``). They give exactly what the generic functions give, for every
+input: anything unusual (a wrong length, bad UTF-8, an ``EMPTY`` value, a composite type) goes
+through the generic function, which also raises the same errors. ``tests/sinks/test_encode.py``
+checks the equivalence on every value of every corpus.
+
+:class:`TableCodec` renders a change-log row (:func:`cdcfast.sinks.changelog.change_row`) and
+converts values for the sink's columns (:func:`cdcfast.transform.typemap.convert_cell`), and
+:meth:`TableCodec.screen` splits a batch into storable events and dead letters exactly as
+:func:`cdcfast.sinks.poison.screen` does, converting each value once: the converted key and cell
+values are remembered per batch (:class:`Converted`) for the state rows.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import orjson
+
+from cdcfast.commitlog.cqltypes import CqlType
+from cdcfast.commitlog.schema import ColumnDef, TableDef
+from cdcfast.errors import CdcfastError
+from cdcfast.events import COUNTER, SET, Cell, ChangeEvent
+from cdcfast.sinks.changelog import CELL_KINDS, ChangeRow, element_key_type
+from cdcfast.sinks.poison import DeadLetter, screen
+from cdcfast.sinks.state import frozen_bytes
+from cdcfast.transform.typemap import JSON_SAFE_INTEGER, TargetType, ValueMappingError, json_value
+from cdcfast.values import EMPTY, ValueDecodeError, decode, decode_cell_path, decode_cell_value, udt_field_index
+
+_INT_SIZES = {"tinyint": 1, "smallint": 2, "int": 4, "bigint": 8, "timestamp": 8, "time": 8}
+_FLOATS = {"float": struct.Struct(">f"), "double": struct.Struct(">d")}
+_DATE_EPOCH = 2**31
+_DECIMAL_SCALE = 10**6  # decimals with a scale beyond this take the generic decoder
+_from_bytes = int.from_bytes
+_UUID = uuid.UUID
+
+
+def fast_decoder(ctype: CqlType) -> Callable[[bytes], Any]:
+    """``decode(ctype, raw)`` as a one-argument function, inline for the common scalar kinds."""
+    kind = ctype.kind
+    generic = partial(decode, ctype)
+    if kind in _INT_SIZES:
+        size = _INT_SIZES[kind]
+
+        def integer(raw: bytes) -> Any:
+            return _from_bytes(raw, "big", signed=True) if len(raw) == size else generic(raw)
+
+        return integer
+    if kind == "date":
+
+        def date(raw: bytes) -> Any:
+            return _from_bytes(raw, "big") - _DATE_EPOCH if len(raw) == 4 else generic(raw)
+
+        return date
+    if kind in _FLOATS:
+        packer = _FLOATS[kind]
+        unpack, size = packer.unpack, packer.size
+
+        def floating(raw: bytes) -> Any:
+            return unpack(raw)[0] if len(raw) == size else generic(raw)
+
+        return floating
+    if kind == "boolean":
+
+        def boolean(raw: bytes) -> Any:
+            return raw[0] != 0 if len(raw) == 1 else generic(raw)
+
+        return boolean
+    if kind in ("text", "ascii"):
+        encoding = "utf-8" if kind == "text" else "ascii"
+
+        def text(raw: bytes) -> Any:
+            try:
+                return str(raw, encoding)
+            except UnicodeDecodeError:
+                return generic(raw)  # raises the decoder's own error
+
+        return text
+    if kind in ("blob", "custom"):
+        return lambda raw: raw if type(raw) is bytes else bytes(raw)
+    if kind in ("uuid", "timeuuid"):
+
+        def identifier(raw: bytes) -> Any:
+            return _UUID(bytes=bytes(raw)) if len(raw) == 16 else generic(raw)
+
+        return identifier
+    if kind == "varint":
+        return lambda raw: _from_bytes(raw, "big", signed=True) if len(raw) else EMPTY
+    if kind == "decimal":
+
+        def decimal(raw: bytes) -> Any:
+            if 5 <= len(raw) <= 20:
+                scale = _from_bytes(raw[:4], "big", signed=True)
+                if -_DECIMAL_SCALE < scale < _DECIMAL_SCALE:
+                    return Decimal(f"{_from_bytes(raw[4:], 'big', signed=True)}E{-scale}")
+            return generic(raw)
+
+        return decimal
+    if kind in ("list", "set", "map", "tuple", "udt"):
+        return _composite_decoder(ctype, generic)
+    return generic
+
+
+def _composite_decoder(ctype: CqlType, generic: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """Frozen collections, tuples and UDTs: the shapes :func:`decode` gives (``cdcfast.values.collections``).
+    Anything irregular (a negative count, a short or long value) is decoded by the generic decoder,
+    which raises its own error."""
+    kind = ctype.kind
+    items = [fast_decoder(p) for p in ctype.params]
+    names = ctype.field_names
+
+    def sequence(raw: bytes) -> Any:
+        (element,) = items
+        count = _from_bytes(raw[:4], "big", signed=True)
+        out: list[Any] = []
+        pos, end = 4, len(raw)
+        if not 0 <= count <= (end - 4) // 4:  # each element has at least its length
+            raise ValueError
+        for _ in range(count):
+            size = _from_bytes(raw[pos : pos + 4], "big", signed=True)
+            pos += 4
+            if size < 0:
+                out.append(None)
+            else:
+                out.append(element(raw[pos : pos + size]))
+                pos += size
+        if pos != end:
+            raise ValueError
+        return out
+
+    def pairs(raw: bytes) -> Any:
+        key_item, value_item = items
+        count = _from_bytes(raw[:4], "big", signed=True)
+        out: list[tuple[Any, Any]] = []
+        pos, end = 4, len(raw)
+        if not 0 <= count <= (end - 4) // 8:  # each entry has at least its two lengths
+            raise ValueError
+        for _ in range(count):
+            size = _from_bytes(raw[pos : pos + 4], "big", signed=True)
+            pos += 4
+            if size < 0:
+                key = None
+            else:
+                key = key_item(raw[pos : pos + size])
+                pos += size
+            size = _from_bytes(raw[pos : pos + 4], "big", signed=True)
+            pos += 4
+            if size < 0:
+                out.append((key, None))
+            else:
+                out.append((key, value_item(raw[pos : pos + size])))
+                pos += size
+        if pos != end:
+            raise ValueError
+        return out
+
+    def fields(raw: bytes) -> Any:
+        out: list[Any] = []
+        pos, end = 0, len(raw)
+        for item in items:
+            if pos >= end:  # fields added to the type after the value was written
+                out.append(None)
+                continue
+            size = _from_bytes(raw[pos : pos + 4], "big", signed=True)
+            pos += 4
+            if size < 0:
+                out.append(None)
+            else:
+                out.append(item(raw[pos : pos + size]))
+                pos += size
+        if pos != end:
+            raise ValueError
+        return tuple(out) if kind == "tuple" else dict(zip(names, out))
+
+    read = sequence if kind in ("list", "set") else pairs if kind == "map" else fields
+
+    def composite(raw: bytes) -> Any:
+        if len(raw) >= 4:
+            try:
+                return read(raw)
+            except Exception:  # noqa: BLE001 - irregular bytes: the generic decoder decides
+                pass
+        return generic(raw)
+
+    return composite
+
+
+def fast_json(ctype: CqlType) -> Callable[[Any], Any]:
+    """``json_value(ctype, value)`` (no U+0000 check: the change log's rendering)."""
+    kind = ctype.kind
+    if kind in ("text", "ascii", "boolean"):
+        return lambda value: None if value is EMPTY else value
+    if kind in _INT_SIZES or kind in ("date", "varint"):
+
+        def integer(value: Any) -> Any:
+            if value is None or value is EMPTY:
+                return None
+            if -JSON_SAFE_INTEGER <= value <= JSON_SAFE_INTEGER:
+                return value
+            return json_value(ctype, value)
+
+        return integer
+    if kind in ("uuid", "timeuuid", "inet", "decimal"):
+        return lambda value: None if value is None or value is EMPTY else str(value)
+    if kind in _FLOATS:
+        isfinite = math.isfinite
+
+        def floating(value: Any) -> Any:
+            if value is None or value is EMPTY:
+                return None
+            if value and isfinite(value):
+                return value
+            return json_value(ctype, value)  # NaN, infinities, -0.0
+
+        return floating
+    if kind in ("blob", "custom"):
+        return lambda value: None if value is None or value is EMPTY else "0x" + bytes(value).hex()
+    if kind in ("list", "set", "vector", "map", "tuple", "udt"):
+        return _composite_json(ctype)
+    return partial(json_value, ctype)
+
+
+def _composite_json(ctype: CqlType) -> Callable[[Any], Any]:
+    """``json_value`` of collections, tuples and UDTs, item by item with each item's own renderer."""
+    kind = ctype.kind
+    items = [fast_json(p) for p in ctype.params]
+    if kind in ("list", "set", "vector"):
+        (element,) = items
+        return lambda value: None if value is None or value is EMPTY else [element(item) for item in value]
+    if kind == "map":
+        key, item = items
+        if ctype.params[0].kind in ("text", "ascii"):
+            return lambda value: None if value is None or value is EMPTY else {k: item(v) for k, v in value}
+        return lambda value: None if value is None or value is EMPTY else [[key(k), item(v)] for k, v in value]
+    if kind == "tuple":
+        return lambda value: None if value is None or value is EMPTY else [f(v) for f, v in zip(items, value)]
+    named = list(zip(ctype.field_names, items))
+    return lambda value: None if value is None or value is EMPTY else {n: f(value.get(n)) for n, f in named}
+
+
+def raw_json(ctype: CqlType) -> Callable[[bytes], Any]:
+    """``json_value(ctype, decode(ctype, raw))``."""
+    decoder, render = fast_decoder(ctype), fast_json(ctype)
+    kind = ctype.kind
+    if kind in ("text", "ascii"):
+        return decoder  # text is never EMPTY: a zero-length text is ""
+    if kind in _INT_SIZES:
+        size = _INT_SIZES[kind]
+
+        def integer(raw: bytes) -> Any:
+            # 1 to 4 byte integers are always within the JSON-safe range
+            if len(raw) == size and size <= 4:
+                return _from_bytes(raw, "big", signed=True)
+            return render(decoder(raw))
+
+        return integer
+    return lambda raw: render(decoder(raw))
+
+
+def fast_target(target: TargetType, ctype: CqlType) -> Callable[[bytes], Any]:
+    """``target.to_target(raw)``: the value of one serialized Cassandra value for the target column."""
+    decoder, from_value, to_target = fast_decoder(ctype), target.from_value, target.to_target
+
+    def convert(raw: bytes) -> Any:
+        try:
+            value = decoder(raw)
+        except ValueDecodeError:
+            return to_target(raw)  # raises the converter's own error
+        return from_value(value)
+
+    return convert
+
+
+class ColumnCodec:
+    """One column's encoders: change-log JSON (whole value, cell path, cell value) and target value."""
+
+    __slots__ = ("name", "ctype", "complex", "counter", "json", "path_json", "value_json", "to_target", "_located")
+
+    def __init__(self, table: TableDef, column: ColumnDef, target: TargetType) -> None:
+        ctype = column.type
+        self.name = column.name
+        self.ctype = ctype
+        self.complex = ctype.is_complex
+        self.counter = ctype.is_counter
+        self.json = raw_json(ctype)
+        self.path_json: Callable[[bytes], Any] | None = None
+        self.value_json: Callable[[bytes, bytes | None], Any] | None = None
+        if self.complex:
+            self.path_json, self.value_json = _element_json(ctype)
+        convert = fast_target(target, replace_frozen(ctype))
+        keyspace, name = table.keyspace, table.name
+
+        def to_target(raw: bytes) -> Any:
+            try:
+                return convert(raw)
+            except ValueMappingError as exc:
+                raise exc.located(keyspace, name, column.name) from exc
+
+        self.to_target = to_target
+
+
+def _element_json(
+    ctype: CqlType,
+) -> tuple[Callable[[bytes], Any], Callable[[bytes, bytes | None], Any]]:
+    """A non-frozen collection or UDT column's cell path and cell value in the change log:
+    ``json_value`` of :func:`decode_cell_path` / :func:`decode_cell_value` (of the element types)."""
+    kind = ctype.kind
+    path_json = fast_json(element_key_type(ctype))
+    if kind in ("set", "map"):
+        path_decoder = fast_decoder(ctype.params[0])
+    elif kind == "list":
+        path_decoder = fast_decoder(CqlType("timeuuid"))
+    else:
+        path_decoder = partial(decode_cell_path, ctype)
+    value_types = list(ctype.params)
+    value_decoders = [fast_decoder(p) for p in value_types]
+    value_jsons = [fast_json(p) for p in value_types]
+
+    def path(raw: bytes) -> Any:
+        try:
+            value = path_decoder(raw)
+        except ValueDecodeError:
+            value = decode_cell_path(ctype, raw)  # raises, naming the column type
+        return path_json(value)
+
+    def value(raw: bytes, cell_path: bytes | None) -> Any:
+        if kind == "set":
+            if len(raw):
+                decode_cell_value(ctype, raw, cell_path)  # raises: set cells carry no value
+            return None
+        if kind == "udt":
+            if cell_path is None:
+                return decode_cell_value(ctype, raw, cell_path)  # raises
+            index = udt_field_index(ctype, cell_path)
+        else:
+            index = 0 if kind == "list" else 1
+        try:
+            decoded = value_decoders[index](raw)
+        except ValueDecodeError:
+            decoded = decode_cell_value(ctype, raw, cell_path)  # raises, naming the column type
+        return value_jsons[index](decoded)
+
+    return path, value
+
+
+def replace_frozen(ctype: CqlType) -> CqlType:
+    """Non-frozen collections are stored as their frozen value."""
+    from dataclasses import replace
+
+    return replace(ctype, frozen=True) if ctype.is_complex else ctype
+
+
+class Converted:
+    """Target values converted while screening, per column: serialized bytes -> value."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, names: list[str]) -> None:
+        self.values: dict[str, dict[bytes, Any]] = {name: {} for name in names}
+
+
+class Screening:
+    """One batch's screening (:meth:`TableCodec.screen`), done as its change-log rows are consumed:
+    iterating gives each storable event's row (so a COPY can send rows while later ones are still
+    being rendered); :meth:`finish` screens what is left. Then ``good`` holds the storable events,
+    ``rows`` their change-log rows, ``dead`` the dead letters and ``converted`` the values converted
+    on the way.
+
+    The split is the one :func:`cdcfast.sinks.poison.screen` makes: an event whose change-log row,
+    key values or written cell values cannot be converted is a dead letter, with the same reason.
+    ``record(event_id, op, ts, segment_id, position, source, key, cells, deletion_ts, range)``
+    makes each change-log row (default: a :class:`ChangeRow`, JSON as UTF-8 bytes)."""
+
+    def __init__(
+        self, codec: TableCodec, events: list[ChangeEvent], source: str, record: Callable[..., tuple] = ChangeRow
+    ) -> None:
+        self.good: list[ChangeEvent] = []
+        self.rows: list[tuple] = []
+        self.dead: list[DeadLetter] = []
+        self.converted = Converted(list(codec.columns))
+        self._pending = codec._screen(events, source, record, self)
+
+    def __iter__(self) -> Iterator[tuple]:
+        return self._pending
+
+    def finish(self) -> Screening:
+        for _ in self._pending:
+            pass
+        return self
+
+
+class TableCodec:
+    """A table's change-log rendering and target conversions (see the module docstring)."""
+
+    def __init__(self, table: TableDef, targets: dict[str, TargetType]) -> None:
+        self.table = table
+        self.columns: dict[str, ColumnCodec] = {
+            c.name: ColumnCodec(table, c, targets[c.name])
+            for c in table.partition_key + table.clustering + list(table.columns.values())
+        }
+        self.partition_key = [self.columns[c.name] for c in table.partition_key]
+        self.clustering = [self.columns[c.name] for c in table.clustering]
+
+    # -- change log -------------------------------------------------------------------------------
+    def key_json(self, event: ChangeEvent) -> bytes:
+        key = {c.name: c.json(raw) for c, raw in zip(self.partition_key, event.partition_key)}
+        for c, raw in zip(self.clustering, event.clustering):
+            key[c.name] = None if raw is None else c.json(raw)
+        return orjson.dumps(key)
+
+    def cells_json(self, event: ChangeEvent) -> bytes | None:
+        if not event.cells:
+            return None
+        out: list[dict[str, Any]] = []
+        columns = self.columns
+        for cell in event.cells:
+            column = columns.get(cell.column)
+            entry: dict[str, Any] = {"col": cell.column, "kind": CELL_KINDS[cell.kind], "ts": cell.ts}
+            if column is not None:
+                if cell.path is not None and column.path_json is not None:
+                    entry["path"] = column.path_json(cell.path)
+                elif cell.path is not None:
+                    entry["path"] = json_value(
+                        element_key_type(column.ctype), decode_cell_path(column.ctype, cell.path)
+                    )
+                if cell.value is not None:
+                    if column.value_json is not None:
+                        entry["value"] = column.value_json(cell.value, cell.path)
+                    elif column.complex:  # pragma: no cover - complex columns have value_json
+                        raise AssertionError(column.name)
+                    else:
+                        entry["value"] = column.json(cell.value)
+            if cell.ttl:
+                entry["ttl"], entry["expires_at"] = cell.ttl, cell.expires_at
+            out.append(entry)
+        return orjson.dumps(out)
+
+    def range_json(self, event: ChangeEvent) -> bytes | None:
+        if event.range_start is None and event.range_end is None:
+            return None
+
+        def bound(values: list[bytes | None] | None) -> list[Any]:
+            return [None if v is None else c.json(v) for c, v in zip(self.clustering, values or [])]
+
+        return orjson.dumps(
+            {
+                "start": bound(event.range_start),
+                "start_inclusive": event.range_start_inclusive,
+                "end": bound(event.range_end),
+                "end_inclusive": event.range_end_inclusive,
+            }
+        )
+
+    def change_row(self, event: ChangeEvent, source: str) -> ChangeRow:
+        """:func:`cdcfast.sinks.changelog.change_row`, with the JSON as UTF-8 bytes."""
+        return ChangeRow(
+            event.event_id,
+            event.op,
+            event.ts,
+            event.segment_id,
+            event.position,
+            source,
+            self.key_json(event),  # type: ignore[arg-type]
+            self.cells_json(event),  # type: ignore[arg-type]
+            event.deletion_ts,
+            self.range_json(event),  # type: ignore[arg-type]
+        )
+
+    # -- screening --------------------------------------------------------------------------------
+    def screen(
+        self, events: list[ChangeEvent], source: str, record: Callable[..., tuple] = ChangeRow
+    ) -> tuple[list[ChangeEvent], list[tuple], list[DeadLetter], Converted]:
+        """Storable events with their change-log rows, dead letters, and the values converted on the way
+        (:class:`Screening`, all at once)."""
+        screening = Screening(self, events, source, record)
+        screening.finish()
+        return screening.good, screening.rows, screening.dead, screening.converted
+
+    def _screen(
+        self, events: list[ChangeEvent], source: str, record: Callable[..., tuple], out: Screening
+    ) -> Iterator[tuple]:
+        good, rows, dead, converted = out.good, out.rows, out.dead, out.converted
+        memo = converted.values
+        pk_codecs, ck_codecs, columns = self.partition_key, self.clustering, self.columns
+        partitions: dict[tuple[bytes, ...], dict[str, Any]] = {}  # partition key -> its JSON, converted
+        dumps = orjson.dumps
+        kinds = CELL_KINDS
+        for event in events:
+            try:
+                partition_key = event.partition_key
+                pk = tuple(partition_key)
+                key = partitions.get(pk)
+                if key is None:
+                    key = {}
+                    for c, raw in zip(pk_codecs, partition_key):
+                        key[c.name] = c.json(raw)
+                        seen = memo[c.name]
+                        if raw not in seen:
+                            seen[raw] = c.to_target(raw)
+                    partitions[pk] = key
+                if ck_codecs:
+                    key = dict(key)
+                    for c, value in zip(ck_codecs, event.clustering):
+                        if value is None:
+                            key[c.name] = None
+                            continue
+                        key[c.name] = c.json(value)
+                        seen = memo[c.name]
+                        if value not in seen:
+                            seen[value] = c.to_target(value)
+                cells = None
+                if event.cells:
+                    entries = []
+                    for cell in event.cells:
+                        column = columns.get(cell.column)
+                        value = cell.value
+                        if column is None:
+                            entry: dict[str, Any] = {"col": cell.column, "kind": kinds[cell.kind], "ts": cell.ts}
+                        elif cell.path is None and not column.complex:
+                            if value is None:
+                                entry = {"col": cell.column, "kind": kinds[cell.kind], "ts": cell.ts}
+                            else:
+                                entry = {
+                                    "col": cell.column,
+                                    "kind": kinds[cell.kind],
+                                    "ts": cell.ts,
+                                    "value": column.json(value),
+                                }
+                                if cell.kind == SET:
+                                    seen = memo[column.name]
+                                    if value not in seen:
+                                        seen[value] = column.to_target(value)
+                        else:
+                            entry = self._complex_entry(column, cell)
+                        if cell.ttl:
+                            entry["ttl"], entry["expires_at"] = cell.ttl, cell.expires_at
+                        entries.append(entry)
+                    cells = dumps(entries)
+                row = record(
+                    event.event_id,
+                    event.op,
+                    event.ts,
+                    event.segment_id,
+                    event.position,
+                    source,
+                    dumps(key),
+                    cells,
+                    event.deletion_ts,
+                    None if event.range_start is None and event.range_end is None else self.range_json(event),
+                )
+            except CdcfastError:
+                # The generic screen gives the dead letter its reason (and agrees that it is one).
+                ok, letters = screen(self.table, [event], self._convert, source)
+                dead.extend(letters)
+                if ok:  # pragma: no cover - the encoders here refuse exactly what the generic ones refuse
+                    raise
+                continue
+            good.append(event)
+            rows.append(row)
+            yield row
+
+    def _complex_entry(self, column: ColumnCodec, cell: Cell) -> dict[str, Any]:
+        """A change-log cell entry of a non-frozen collection or UDT column (or a path on a simple one)."""
+        entry: dict[str, Any] = {"col": cell.column, "kind": CELL_KINDS[cell.kind], "ts": cell.ts}
+        if cell.path is not None:
+            if column.path_json is not None:
+                entry["path"] = column.path_json(cell.path)
+            else:
+                path_type = element_key_type(column.ctype)
+                entry["path"] = json_value(path_type, decode_cell_path(column.ctype, cell.path))
+        if cell.value is not None:
+            if column.value_json is not None:
+                entry["value"] = column.value_json(cell.value, cell.path)
+            else:
+                entry["value"] = column.json(cell.value)
+            if column.complex and cell.kind in (SET, COUNTER):
+                column.to_target(frozen_bytes(column.ctype, [(cell.path or b"", cell.value)]))
+            elif cell.kind == SET:
+                column.to_target(cell.value)
+        return entry
+
+    def _convert(self, column: str, raw: bytes) -> Any:
+        return self.columns[column].to_target(raw)
+
+    def target(self, converted: Converted, column: ColumnCodec, raw: bytes) -> Any:
+        """The target value of a simple column's serialized value, converted once per batch."""
+        seen = converted.values[column.name]
+        try:
+            return seen[raw]
+        except KeyError:
+            value = seen[raw] = column.to_target(raw)
+            return value
