@@ -32,7 +32,9 @@ from support.services import ensure_services  # noqa: E402
 from cdcfast.commitlog import CommitLogReader, load_schema  # noqa: E402
 from cdcfast.events import events_from_batch  # noqa: E402
 from cdcfast.sinks import open_sink  # noqa: E402
-from cdcfast.sinks.changelog import change_row  # noqa: E402
+from cdcfast.sinks.postgres import CHANGE_COLUMNS, _jsonb, change_record  # noqa: E402
+from cdcfast.sinks.postgres import TableWriter as PostgresTable  # noqa: E402
+from cdcfast.transform.typemap import load_mappings  # noqa: E402
 
 BATCH = 5000
 
@@ -75,44 +77,56 @@ async def writer_rate(kind: str, dsn: str, schema, events) -> float:
     return len(events) / seconds
 
 
-async def bare_postgres_rate(dsn: str, schema, events) -> float:
-    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
-    rows = [change_row(tables[(e.keyspace, e.table)], e, "bench") for e in events]
-    records = [
-        (uuid.UUID(bytes=r.event_id), r.op, r.ts, r.segment_id, r.position, r.source, r.key, r.cells) for r in rows
-    ]
+def change_rows(schema, events) -> list:
+    """The writers' own change-log rows for every event (rendered before any clock starts)."""
+    mappings = load_mappings()
+    codecs = {(t.keyspace, t.name): PostgresTable(t, mappings, timescale=False).codec for t in schema.cdc_tables()}
+    return [codecs[(e.keyspace, e.table)].change_row(e, "bench") for e in events]
+
+
+async def bare_postgres_rate(dsn: str, schema, events, timescale: bool) -> float:
+    """A binary COPY of the same change-log rows into a table defined like the change logs."""
+    rows = change_rows(schema, events)
+    records = [change_record(*r) for r in rows]
     conn = await asyncpg.connect(dsn)
+    await conn.set_type_codec("jsonb", encoder=_jsonb, decoder=bytes, schema="pg_catalog", format="binary")
+    key = "event_id, change_time" if timescale else "event_id"
     await conn.execute(
-        "CREATE TABLE bare (event_id uuid, op text, ts bigint, segment_id bigint, position int, source text, "
-        "key text, cells text)"
+        "CREATE TABLE bare (event_id uuid NOT NULL, op text NOT NULL, ts bigint NOT NULL, "
+        "change_time timestamptz NOT NULL, segment_id bigint NOT NULL, position integer NOT NULL, "
+        "source text NOT NULL, key jsonb NOT NULL, cells jsonb, deletion_ts bigint, range jsonb, "
+        f"PRIMARY KEY ({key}))"
     )
+    if timescale:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        await conn.execute("SELECT create_hypertable('bare', 'change_time')")
     start = time.perf_counter()
     for i in range(0, len(records), BATCH):
-        await conn.copy_records_to_table("bare", records=records[i : i + BATCH])
+        await conn.copy_records_to_table("bare", records=records[i : i + BATCH], columns=CHANGE_COLUMNS)
     seconds = time.perf_counter() - start
     await conn.close()
     return len(records) / seconds
 
 
 def bare_clickhouse_rate(dsn: str, schema, events) -> float:
-    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
-    rows = [change_row(tables[(e.keyspace, e.table)], e, "bench") for e in events]
+    """One columnar native insert per batch of the same change-log rows, into a table defined like
+    the change logs."""
+    rows = change_rows(schema, events)
     client = Client.from_url(dsn)
     client.execute("DROP TABLE IF EXISTS default.bare")
     client.execute(
-        "CREATE TABLE default.bare (event_id UUID, op String, ts Int64, segment_id Int64, position Int32, "
-        "source String, key String, cells Nullable(String)) ENGINE = MergeTree ORDER BY event_id"
+        "CREATE TABLE default.bare (event_id UUID, op String, ts Int64, change_time DateTime('UTC'), "
+        "segment_id Int64, position Int32, source String, key String, cells Nullable(String), "
+        "deletion_ts Nullable(Int64), range Nullable(String)) ENGINE = ReplacingMergeTree ORDER BY event_id"
     )
-    columns = [
-        (uuid.UUID(bytes=r.event_id), r.op, r.ts, r.segment_id, r.position, r.source, r.key, r.cells) for r in rows
-    ]
+    records = [(uuid.UUID(bytes=r.event_id), r.op, r.ts, max(0, r.ts // 1_000_000), *r[3:]) for r in rows]
     start = time.perf_counter()
-    for i in range(0, len(columns), BATCH):
-        part = columns[i : i + BATCH]
+    for i in range(0, len(records), BATCH):
+        part = records[i : i + BATCH]
         client.execute("INSERT INTO default.bare VALUES", [list(c) for c in zip(*part)], columnar=True)
     seconds = time.perf_counter() - start
     client.execute("DROP TABLE default.bare")
-    return len(columns) / seconds
+    return len(records) / seconds
 
 
 def main() -> int:
@@ -125,7 +139,9 @@ def main() -> int:
     results = {}
     for kind, service in (("postgresql", "postgres"), ("timescaledb", "timescaledb")):
         writer = asyncio.run(writer_rate(kind, asyncio.run(fresh_postgres(dsns[service])), schema, events))
-        bare = asyncio.run(bare_postgres_rate(asyncio.run(fresh_postgres(dsns[service])), schema, events))
+        bare = asyncio.run(
+            bare_postgres_rate(asyncio.run(fresh_postgres(dsns[service])), schema, events, kind == "timescaledb")
+        )
         results[kind] = {
             "writer_events_per_s": round(writer),
             "bare_copy_rows_per_s": round(bare),

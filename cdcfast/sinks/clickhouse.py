@@ -30,10 +30,10 @@ from clickhouse_driver import Client
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
-from cdcfast.sinks.changelog import change_row
-from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope, split_row_key
-from cdcfast.sinks.poison import DeadLetter, screen
-from cdcfast.sinks.state import frozen_bytes
+from cdcfast.sinks.encode import Converted, TableCodec
+from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
+from cdcfast.sinks.poison import DeadLetter
+from cdcfast.sinks.state import VisibleRow, frozen_bytes
 from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
 
 
@@ -54,6 +54,23 @@ def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def change_record(
+    event_id: bytes,
+    op: str,
+    ts: int,
+    segment_id: int,
+    position: int,
+    source: str,
+    key: bytes,
+    cells: bytes | None,
+    deletion_ts: int | None,
+    range_: bytes | None,
+) -> tuple:
+    """A change-log row for a native insert (``event_id`` .. ``range``)."""
+    event_uuid, change_time = uuid.UUID(bytes=event_id), max(0, ts // 1_000_000)
+    return (event_uuid, op, ts, change_time, segment_id, position, source, key, cells, deletion_ts, range_)
+
+
 class TableWriter:
     def __init__(self, table: TableDef, mappings: TypeMappings, features: ClickHouseFeatures) -> None:
         self.table = table
@@ -67,6 +84,7 @@ class TableWriter:
         self.targets: dict[str, TargetType] = {
             c.name: mappings.clickhouse(self._storage_type(c), features) for c in self.key_columns + self.data_columns
         }
+        self.codec = TableCodec(table, self.targets)
         self.row_columns = (
             [c.name for c in self.key_columns + self.data_columns]
             + [f"_exp_{c.name}" for c in self.data_columns]
@@ -125,15 +143,32 @@ class TableWriter:
         """One serialized value as this column stores it; errors name keyspace, table and column."""
         return convert_cell(self.targets[column], self.table.keyspace, self.table.name, column, raw)
 
-    def column_value(self, column: ColumnDef, raw: Any) -> Any:
+    def column_value(self, column: ColumnDef, raw: Any, converted: Converted | None = None) -> Any:
+        """A visible value (see :meth:`VisibleRow.values`) as the column stores it."""
         target = self.targets[column.name]
         if raw is None:
             return [] if target.nullable_sql == target.sql and target.sql.startswith("Array") else None
         if column.type.is_counter:
             return raw
         if column.type.is_complex:
-            raw = frozen_bytes(column.type, raw)
-        return target.to_target(raw)
+            return self.codec.columns[column.name].to_target(frozen_bytes(column.type, raw))
+        codec = self.codec.columns[column.name]
+        return self.codec.target(converted, codec, raw) if converted is not None else codec.to_target(raw)
+
+    def state_values(self, row: VisibleRow, converted: Converted) -> list[Any]:
+        """A visible row's column values and value expiries (``row_columns`` up to ``_key``)."""
+        target = self.codec.target
+        values = [target(converted, c, raw) for c, raw in zip(self.codec.partition_key, row.partition_key)]
+        if row.clustering is None:
+            values += [None] * len(self.codec.clustering)
+        else:
+            clustering = zip(self.codec.clustering, row.clustering)
+            values += [None if raw is None else target(converted, c, raw) for c, raw in clustering]
+        got = row.values.get
+        values += [self.column_value(c, got(c.name), converted) for c in self.data_columns]
+        expires = row.expires.get
+        values += [expires(c.name, 0) for c in self.data_columns]
+        return values
 
 
 class ClickHouseSink:
@@ -289,70 +324,56 @@ class ClickHouseSink:
     def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str) -> None:
         client = self.client
         assert client is not None
-        events, dead = screen(writer.table, events, writer.convert_value, source)
+        events, changes, dead, converted = writer.codec.screen(events, source, change_record)
         if dead:
             self._dead_letters(dead, source, replayed=0)
         if not events:
             return
-        records = [change_row(writer.table, e, source) for e in events]
         client.execute(
             f"INSERT INTO {writer.changes} (event_id, op, ts, change_time, segment_id, position, source, key, cells, "
             "deletion_ts, range) VALUES",
-            [(uuid.UUID(bytes=r.event_id), r.op, r.ts, max(0, r.ts // 1_000_000), *r[3:]) for r in records],
+            [list(c) for c in zip(*changes)],
+            columnar=True,
         )
         pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))
-        pk_bytes = [partition_key_bytes(pk) for pk in pks]
-        by_bytes = dict(zip(pk_bytes, pks))
+        by_bytes = {partition_key_bytes(pk): pk for pk in pks}
         stored = {pk: StoredPartition(None) for pk in pks}
         for pk_raw, state in client.execute(
             f"SELECT _pk, _state FROM {writer.partitions} FINAL WHERE _pk IN _wanted_partitions",
             settings={"strings_as_bytes": True},
-            external_tables=[key_table("_wanted_partitions", pk_bytes)],
+            external_tables=[key_table("_wanted_partitions", list(by_bytes))],
         ):
             stored[by_bytes[pk_raw]].state = state or None
         whole, row_keys = scope(writer.table, events)
         whole_bytes = [partition_key_bytes(pk) for pk in whole]
-        loaded_keys: set[bytes] = set()
-        for pk_raw, key, state in client.execute(
-            f"SELECT _pk, _key, _state FROM {writer.rows} FINAL "
+        for pk_raw, key, state, shown in client.execute(
+            f"SELECT _pk, _key, _state, _visible FROM {writer.rows} FINAL "
             "WHERE _pk IN _wanted_partitions OR _key IN _wanted_rows",
             settings={"strings_as_bytes": True},
             external_tables=[key_table("_wanted_partitions", whole_bytes), key_table("_wanted_rows", row_keys)],
         ):
-            loaded_keys.add(key)
-            if state:
-                stored[by_bytes[pk_raw]].rows[key] = state
+            stored[by_bytes[pk_raw]].rows[key] = (state, bool(shown))
         plans = plan(writer.table, stored, events)
 
         version = time.time_ns()
         rows: list[tuple] = []
-        written: set[bytes] = set()
+        empty = self._empty_row(writer)
         for p in plans:
             for key, row, blob in p.visible:
-                values = [writer.column_value(c, raw) for c, raw in zip(writer.table.partition_key, row.partition_key)]
-                clustering = row.clustering or (None,) * len(writer.table.clustering)
-                values += [writer.column_value(c, raw) for c, raw in zip(writer.table.clustering, clustering)]
-                values += [writer.column_value(c, row.values.get(c.name)) for c in writer.data_columns]
-                values += [row.expires.get(c.name, 0) for c in writer.data_columns]
-                rows.append((*values, key, p.pk_bytes, 1, row.row_expires, blob, version))
-                written.add(key)
+                rows.append((*writer.state_values(row, converted), key, p.pk_bytes, 1, row.row_expires, blob, version))
             for key, blob in p.tombstones:
-                rows.append((*self._empty_row(writer), key, p.pk_bytes, 0, 0, blob, version))
-                written.add(key)
-        # Rows that were visible and are now gone entirely (e.g. a static-only placeholder).
-        for key in loaded_keys - written:
-            pk, _ = split_row_key(key)
-            rows.append((*self._empty_row(writer), key, partition_key_bytes(pk), 0, 0, b"", version))
+                rows.append((*empty, key, p.pk_bytes, 0, 0, blob, version))
+            for key in p.gone:  # e.g. a static-only row once a row shows
+                rows.append((*empty, key, p.pk_bytes, 0, 0, b"", version))
         if rows:
             client.execute(
                 f"INSERT INTO {writer.rows} ({', '.join(ident(c) for c in writer.row_columns)}) VALUES",
                 list(map(list, zip(*rows))),
                 columnar=True,
             )
-        client.execute(
-            f"INSERT INTO {writer.partitions} (_pk, _state, _version) VALUES",
-            [(p.pk_bytes, p.state, version) for p in plans],
-        )
+        partitions = [(p.pk_bytes, p.state, version) for p in plans if p.state is not None]
+        if partitions:
+            client.execute(f"INSERT INTO {writer.partitions} (_pk, _state, _version) VALUES", partitions)
 
     @staticmethod
     def _empty_row(writer: TableWriter) -> list[Any]:

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 import msgspec
 
 from cdcfast.commitlog.schema import TableDef
-from cdcfast.events import PARTITION_DELETE, RANGE_DELETE, ChangeEvent
-from cdcfast.sinks.rowstore import decode_partition, decode_row, encode_partition, encode_row
-from cdcfast.sinks.state import PartitionState, TableState, VisibleRow
+from cdcfast.events import INSERT, PARTITION_DELETE, RANGE_DELETE, SET, UPDATE, ChangeEvent
+from cdcfast.sinks.rowstore import decode_partition, decode_row, encode_new_row, encode_partition, encode_row
+from cdcfast.sinks.state import NEVER, PartitionState, StaticView, TableState, Version, VisibleRow
+
+NO_SHADOW = -(2**63)  # the shadow of a row without deletions: only a timestamp above it shows
 
 _key_encoder = msgspec.msgpack.Encoder()
 _key_decoder = msgspec.msgpack.Decoder(tuple[list[bytes], list[bytes | None] | None])
@@ -64,56 +66,190 @@ def scope(table: TableDef, events: list[ChangeEvent]) -> tuple[list[tuple[bytes,
 
 @dataclass
 class StoredPartition:
-    """What a sink holds for one partition: its state blob and its rows' state blobs by row key."""
+    """What a sink holds for one partition: its state blob, and for each stored row (by row key) its
+    state blob and whether it is stored as a visible row (False: as an invisible one, a tombstone).
+    A static-only row has an empty blob."""
 
     state: bytes | None
-    rows: dict[bytes, bytes] = field(default_factory=dict)
+    rows: dict[bytes, tuple[bytes, bool]] = field(default_factory=dict)
 
 
 @dataclass
 class PartitionPlan:
+    """What to write for one partition; rows whose stored form stays right are not in it."""
+
     pk: tuple[bytes, ...]
     pk_bytes: bytes
-    state: bytes
-    visible: list[tuple[bytes, VisibleRow, bytes]]  # (row key, row, row state)
-    tombstones: list[tuple[bytes, bytes]]  # (row key, row state)
+    state: bytes | None  # the new partition state, None when the stored one is still right
+    visible: list[tuple[bytes, VisibleRow, bytes]]  # (row key, row, row state) to store as visible
+    tombstones: list[tuple[bytes, bytes]]  # (row key, row state) to store as invisible
+    gone: list[bytes]  # visible rows that are no row any more (a static-only row once a row shows)
+
+
+EMPTY_PARTITION = encode_partition(PartitionState())
 
 
 def plan(
     table: TableDef, stored: dict[tuple[bytes, ...], StoredPartition], events: list[ChangeEvent]
 ) -> list[PartitionPlan]:
-    """Apply ``events`` (all of ``table``) to the stored partitions they touch."""
+    """Apply ``events`` (all of ``table``) to the stored partitions they touch.
+
+    Only rows whose stored form changes are planned: the rows the events touch (or every stored
+    row of a partition whose own state changed: a deletion, a range deletion, a static value), minus
+    those whose state and visibility come out as they were stored (a replay), plus the static-only
+    row when it appears or goes.
+
+    A new row written by a single event with simple cells only (:func:`_simple`), in a partition
+    without deletions and without a partition-level change in the batch, is planned straight from
+    its event (:func:`_new_row`): the model's answer for it, without the model's work."""
     model = TableState(table)
-    for pk, partition in stored.items():
-        state = decode_partition(partition.state) if partition.state else PartitionState()
-        for key, blob in partition.rows.items():
-            _, clustering = split_row_key(key)
-            if clustering is not None:
-                state.rows[clustering] = decode_row(blob)
-        model.partitions[pk] = state
-    touched: dict[tuple[bytes, ...], None] = {}
+    simple = {c.name for c in model.regular if not c.type.is_complex and not c.type.is_counter}
+    partition_level: set[tuple[bytes, ...]] = set()
+    counts: dict[tuple, int] = {}
     for event in events:
+        pk = tuple(event.partition_key)
+        if event.op in (PARTITION_DELETE, RANGE_DELETE) or event.static:
+            partition_level.add(pk)
+        else:
+            row_id = (pk, tuple(event.clustering))
+            counts[row_id] = counts.get(row_id, 0) + 1
+
+    plans: dict[tuple[bytes, ...], PartitionPlan] = {}
+    states: dict[tuple[bytes, ...], PartitionState] = {}  # stored partition states, decoded
+    views: dict[tuple[bytes, ...], StaticView | None] = {}  # None: no new row goes straight there
+    slow: list[ChangeEvent] = []
+    for event in events:
+        pk = tuple(event.partition_key)
+        if pk not in partition_level and counts[(pk, tuple(event.clustering))] == 1 and _simple(event, simple):
+            if pk in views:
+                view = views[pk]
+            else:
+                state = states[pk] = _stored_state(stored.get(pk))
+                view = views[pk] = model.static_view(state) if state.deletion_ts is None and not state.ranges else None
+            known = stored.get(pk)
+            key = row_key(pk, event.clustering)
+            if view is not None and (known is None or key not in known.rows):
+                p = plans.get(pk)
+                if p is None:
+                    p = plans[pk] = PartitionPlan(pk, partition_key_bytes(pk), None, [], [], [])
+                p.visible.append(_new_row(pk, key, event, view))
+                continue
+        slow.append(event)
+
+    touched: dict[tuple[bytes, ...], dict[tuple, None]] = {}
+    for event in slow:
+        pk = tuple(event.partition_key)
+        if pk not in model.partitions:
+            known = stored.get(pk)
+            state = states.get(pk) or _stored_state(known)
+            for key, (blob, _) in known.rows.items() if known is not None else ():
+                if blob:
+                    _, clustering = split_row_key(key)
+                    if clustering is not None:
+                        state.rows[clustering] = decode_row(blob)
+            model.partitions[pk] = state
         model.apply(event)
-        touched[tuple(event.partition_key)] = None
-    plans = []
-    for pk in touched:
+        rows = touched.setdefault(pk, {})
+        if event.op not in (PARTITION_DELETE, RANGE_DELETE) and not event.static:
+            rows[tuple(event.clustering)] = None
+
+    for pk, touched_rows in touched.items():
         merged = model.partitions[pk]
-        visible = model.visible_rows(pk)
-        shown = {row.clustering for row in visible}
-        plans.append(
-            PartitionPlan(
-                pk=pk,
-                pk_bytes=partition_key_bytes(pk),
-                state=encode_partition(merged),
-                visible=[
-                    (
-                        row_key(pk, row.clustering),
-                        row,
-                        encode_row(merged.rows[row.clustering]) if row.clustering is not None else b"",
-                    )
-                    for row in visible
-                ],
-                tombstones=[(row_key(pk, ck), encode_row(row)) for ck, row in merged.rows.items() if ck not in shown],
-            )
-        )
-    return plans
+        known = stored.get(pk)
+        known_rows = known.rows if known is not None else {}
+        blob = encode_partition(merged)
+        changed = blob != (known.state if known is not None and known.state else EMPTY_PARTITION)
+        static = model.static_view(merged)
+        p = plans.get(pk)
+        if p is None:
+            p = plans[pk] = PartitionPlan(pk, partition_key_bytes(pk), None, [], [], [])
+        p.state = blob if changed else None
+        for clustering in merged.rows if changed else touched_rows:
+            row = merged.rows[clustering]
+            key = row_key(pk, clustering)
+            shown = model.visible_row(pk, merged, clustering, row, static)
+            row_blob = encode_row(row)
+            if not changed and known_rows.get(key) == (row_blob, shown is not None):
+                continue  # stored as it is
+            if shown is not None:
+                p.visible.append((key, shown, row_blob))
+            else:
+                p.tombstones.append((key, row_blob))
+
+    if model.static_columns:  # the static-only row shows while the partition has no visible row
+        for pk, p in plans.items():
+            _static_only_row(model, pk, p, stored.get(pk), model.partitions.get(pk) or states.get(pk))
+    return list(plans.values())
+
+
+def _static_only_row(
+    model: TableState,
+    pk: tuple[bytes, ...],
+    p: PartitionPlan,
+    known: StoredPartition | None,
+    merged: PartitionState | None,
+) -> None:
+    """Add the partition's static-only row to ``p`` when it appears, or to ``p.gone`` when it goes."""
+    merged = merged or _stored_state(known)
+    static = model.static_view(merged)
+    placeholder = None
+    if not any(row.clustering is not None for _, row, _ in p.visible):  # no row shows for sure yet
+        invisible = {key for key, _ in p.tombstones}
+        if not any(
+            model.visible_row(pk, merged, ck, row, static) is not None
+            for ck, row in merged.rows.items()
+            if row_key(pk, ck) not in invisible
+        ):
+            placeholder = model.static_only_row(pk, static)
+    key = row_key(pk, None)
+    was_shown = (known.rows if known is not None else {}).get(key, (b"", False))[1]
+    if placeholder is not None and (p.state is not None or not was_shown):
+        p.visible.append((key, placeholder, b""))
+    elif placeholder is None and was_shown:
+        p.gone.append(key)
+
+
+def _stored_state(known: StoredPartition | None) -> PartitionState:
+    return decode_partition(known.state) if known is not None and known.state else PartitionState()
+
+
+def _simple(event: ChangeEvent, simple: set[str]) -> bool:
+    """An INSERT or UPDATE of live values of simple columns, each once, without deletions."""
+    if event.op not in (INSERT, UPDATE) or event.deletion_ts is not None:
+        return False
+    if not event.cells:
+        return event.liveness_ts is not None and event.liveness_ts > NO_SHADOW
+    seen = set()
+    for cell in event.cells:
+        if cell.kind != SET or cell.path is not None or cell.column not in simple or cell.column in seen:
+            return False
+        if cell.value is None or cell.ts <= NO_SHADOW:
+            return False
+        seen.add(cell.column)
+    return event.liveness_ts is None or event.liveness_ts > NO_SHADOW
+
+
+def _new_row(
+    pk: tuple[bytes, ...], key: bytes, event: ChangeEvent, static: StaticView
+) -> tuple[bytes, VisibleRow, bytes]:
+    """What :meth:`TableState.visible_row` and :func:`encode_row` give for a new row written by one
+    simple event (:func:`_simple`) in a partition without deletions: every written value shows,
+    next to the partition's static values."""
+    liveness = None
+    keeps = []
+    if event.liveness_ts is not None:
+        liveness = Version(event.liveness_ts, b"", event.liveness_expires_at if event.liveness_ttl else NEVER)
+        keeps.append(liveness.expires_at)
+    cells = {}
+    static_values, static_expires, _ = static
+    values = dict(static_values) if static_values else {}
+    expires = dict(static_expires) if static_expires else {}
+    for cell in event.cells:
+        cells[cell.column] = Version(cell.ts, cell.value, cell.expires_at)
+        values[cell.column] = cell.value
+        if cell.expires_at:
+            expires[cell.column] = cell.expires_at
+        keeps.append(cell.expires_at)
+    row_expires = NEVER if NEVER in keeps else max(keeps)
+    row = VisibleRow(pk, tuple(event.clustering), values, expires, row_expires)
+    return key, row, encode_new_row(liveness, cells)

@@ -20,23 +20,25 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.pgproto.pgproto import UUID
 
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
-from cdcfast.sinks.changelog import change_row
+from cdcfast.sinks.encode import Converted, Screening, TableCodec
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
-from cdcfast.sinks.poison import DeadLetter, screen
-from cdcfast.sinks.state import frozen_bytes
+from cdcfast.sinks.poison import DeadLetter
+from cdcfast.sinks.state import VisibleRow, frozen_bytes
 from cdcfast.transform.typemap import TypeMappings, convert_cell, load_mappings
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+PROBE_BATCHES = 8  # after a duplicate event id: batches that look up their ids before the COPY
 CHANGE_COLUMNS = (
     "event_id",
     "op",
@@ -79,6 +81,13 @@ class TableWriter:
         self.key_columns = table.partition_key + table.clustering
         self.data_columns = list(table.columns.values())
         self.targets = {c.name: mappings.postgres(self._storage_type(c)) for c in self.key_columns + self.data_columns}
+        self.codec = TableCodec(table, self.targets)
+        self.probe_ids = 0  # batches that first ask which event ids the change log has (after duplicates)
+        state_tables = (self.state, self.tombstones)
+        self.load_query = " UNION ALL ".join(
+            f"SELECT _pk, _key, _state, {shown} FROM {relation} WHERE _pk = ANY($1) OR _key = ANY($2)"
+            for relation, shown in zip(state_tables, ("true", "false"))
+        )
         self.state_columns = [c.name for c in self.key_columns + self.data_columns] + [
             "_key",
             "_pk",
@@ -144,30 +153,55 @@ class TableWriter:
         """One serialized value as this column stores it; errors name keyspace, table and column."""
         return convert_cell(self.targets[column], self.table.keyspace, self.table.name, column, raw)
 
-    def column_value(self, column: ColumnDef, raw: Any) -> Any:
+    def column_value(self, column: ColumnDef, raw: Any, converted: Converted | None = None) -> Any:
+        """A visible value (see :meth:`VisibleRow.values`) as the column stores it."""
         if raw is None:
             return None
         if column.type.is_counter:
             return raw  # the counter's total, already summed over shards
         if column.type.is_complex:
-            raw = frozen_bytes(column.type, raw)
-        return self.targets[column.name].to_target(raw)
+            return self.codec.columns[column.name].to_target(frozen_bytes(column.type, raw))
+        codec = self.codec.columns[column.name]
+        return self.codec.target(converted, codec, raw) if converted is not None else codec.to_target(raw)
 
-    def change_record(self, event: ChangeEvent, source: str) -> tuple:
-        row = change_row(self.table, event, source)
-        return (
-            uuid.UUID(bytes=row.event_id),
-            row.op,
-            row.ts,
-            micros_to_time(row.ts),
-            row.segment_id,
-            row.position,
-            row.source,
-            row.key,
-            row.cells,
-            row.deletion_ts,
-            row.range,
-        )
+    def state_record(self, row: VisibleRow, key: bytes, pk: bytes, blob: bytes, converted: Converted) -> tuple:
+        """A current-state row for binary COPY (``state_columns``)."""
+        target = self.codec.target
+        values = [target(converted, c, raw) for c, raw in zip(self.codec.partition_key, row.partition_key)]
+        if row.clustering is None:
+            values += [None] * len(self.codec.clustering)
+        else:
+            values += [
+                None if raw is None else target(converted, c, raw)
+                for c, raw in zip(self.codec.clustering, row.clustering)
+            ]
+        got = row.values.get
+        values += [self.column_value(c, got(c.name), converted) for c in self.data_columns]
+        expires = orjson.dumps(row.expires) if row.expires else None
+        row_expires = EPOCH + dt.timedelta(seconds=row.row_expires) if row.row_expires else None
+        return (*values, key, pk, expires, row_expires, blob)
+
+
+def change_record(
+    event_id: bytes,
+    op: str,
+    ts: int,
+    segment_id: int,
+    position: int,
+    source: str,
+    key: bytes,
+    cells: bytes | None,
+    deletion_ts: int | None,
+    range_: bytes | None,
+) -> tuple:
+    """A change-log row for binary COPY (``CHANGE_COLUMNS``)."""
+    change_time = EPOCH + dt.timedelta(microseconds=ts)
+    return (UUID(event_id), op, ts, change_time, segment_id, position, source, key, cells, deletion_ts, range_)
+
+
+def _jsonb(text: str | bytes) -> bytes:
+    """jsonb's binary form: a version byte (1), then the JSON text."""
+    return b"\x01" + (text if isinstance(text, bytes) else text.encode())
 
 
 def _literal(text: str) -> str:
@@ -194,7 +228,7 @@ class PostgresSink:
         # Binary COPY needs a binary jsonb codec: a version byte (1), then the JSON text.
         await self.conn.set_type_codec(
             "jsonb",
-            encoder=lambda text: b"\x01" + text.encode(),
+            encoder=_jsonb,
             decoder=lambda data: orjson.loads(data[1:]),
             schema="pg_catalog",
             format="binary",
@@ -317,57 +351,66 @@ class PostgresSink:
     async def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str) -> None:
         conn = self.conn
         assert conn is not None
-        events, dead = screen(writer.table, events, writer.convert_value, source)
-        if dead:
-            await self._dead_letters(dead, source)
+        # The change log is sent while it is rendered (the server stores rows as later ones are made).
+        screening = Screening(writer.codec, events, source, change_record)
+        await self._write_changes(writer, screening)
+        events, converted = screening.good, screening.converted
+        if screening.dead:
+            await self._dead_letters(screening.dead, source)
         if not events:
             return
-        records = [writer.change_record(e, source) for e in events]
-        await conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS _cdc_changes (LIKE {writer.changes}) ON COMMIT DELETE ROWS"
-        )
-        await conn.copy_records_to_table("_cdc_changes", records=records, columns=CHANGE_COLUMNS)
-        await conn.execute(f"INSERT INTO {writer.changes} SELECT * FROM _cdc_changes ON CONFLICT DO NOTHING")
-        await conn.execute("TRUNCATE _cdc_changes")
 
+        # Lock the batch's partitions (in one order: concurrent writers never deadlock), then load
+        # what the merge needs (scope) of the stored state, rows and row tombstones.
         pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))
-        pk_bytes = [partition_key_bytes(pk) for pk in pks]
+        by_bytes = {partition_key_bytes(pk): pk for pk in pks}
+        pk_bytes = sorted(by_bytes)
         await conn.execute(
             f"INSERT INTO {writer.partitions} (_pk) SELECT unnest($1::bytea[]) ON CONFLICT DO NOTHING", pk_bytes
         )
-        locked = await conn.fetch(
-            f"SELECT _pk, _state FROM {writer.partitions} WHERE _pk = ANY($1) ORDER BY _pk FOR UPDATE", pk_bytes
-        )
-        by_bytes = dict(zip(pk_bytes, pks))
-        stored = {by_bytes[r["_pk"]]: StoredPartition(r["_state"]) for r in locked}
+        stored = {
+            by_bytes[r[0]]: StoredPartition(r[1])
+            for r in await conn.fetch(
+                f"SELECT _pk, _state FROM {writer.partitions} WHERE _pk = ANY($1) ORDER BY _pk FOR UPDATE", pk_bytes
+            )
+        }
         whole, row_keys = scope(writer.table, events)
         whole_bytes = [partition_key_bytes(pk) for pk in whole]
-        where = "_pk = ANY($1) OR _key = ANY($2)"
-        for relation in (writer.state, writer.tombstones):
-            for r in await conn.fetch(f"SELECT _pk, _key, _state FROM {relation} WHERE {where}", whole_bytes, row_keys):
-                if r["_state"]:
-                    stored[by_bytes[r["_pk"]]].rows[r["_key"]] = r["_state"]
+        in_state: set[bytes] = set()
+        in_tombstones: set[bytes] = set()
+        for pk_raw, key, blob, shown in await conn.fetch(writer.load_query, whole_bytes, row_keys):
+            stored[by_bytes[pk_raw]].rows[key] = (blob, shown)
+            (in_state if shown else in_tombstones).add(key)
         plans = plan(writer.table, stored, events)
 
-        await conn.execute(f"DELETE FROM {writer.state} WHERE {where}", whole_bytes, row_keys)
-        await conn.execute(f"DELETE FROM {writer.tombstones} WHERE {where}", whole_bytes, row_keys)
-        state_rows: list[tuple] = []
         tombstone_rows: list[tuple[bytes, bytes, bytes]] = []
         partition_rows: list[tuple[bytes, bytes]] = []
+        drop_state: list[bytes] = []
+        drop_tombstones: list[bytes] = []
         for p in plans:
-            partition_rows.append((p.pk_bytes, p.state))
-            tombstone_rows.extend((key, p.pk_bytes, blob) for key, blob in p.tombstones)
-            for key, row, blob in p.visible:
-                values = [writer.column_value(c, raw) for c, raw in zip(writer.table.partition_key, row.partition_key)]
-                clustering = row.clustering or (None,) * len(writer.table.clustering)
-                values += [writer.column_value(c, raw) for c, raw in zip(writer.table.clustering, clustering)]
-                values += [writer.column_value(c, row.values.get(c.name)) for c in writer.data_columns]
-                expires = orjson.dumps(row.expires).decode() if row.expires else None
-                row_expires = dt.datetime.fromtimestamp(row.row_expires, dt.timezone.utc) if row.row_expires else None
-                state_rows.append((*values, key, p.pk_bytes, expires, row_expires, blob))
-        if state_rows:
+            if p.state is not None:
+                partition_rows.append((p.pk_bytes, p.state))
+            for key, blob in p.tombstones:
+                tombstone_rows.append((key, p.pk_bytes, blob))
+            for key in [key for key, _ in p.tombstones] + [key for key, _, _ in p.visible]:
+                if key in in_state:
+                    drop_state.append(key)
+                elif key in in_tombstones:
+                    drop_tombstones.append(key)
+            drop_state.extend(p.gone)
+        if drop_state:
+            await conn.execute(f"DELETE FROM {writer.state} WHERE _key = ANY($1)", drop_state)
+        if drop_tombstones:
+            await conn.execute(f"DELETE FROM {writer.tombstones} WHERE _key = ANY($1)", drop_tombstones)
+        if any(p.visible for p in plans):
+            state_record = writer.state_record
             await conn.copy_records_to_table(
-                writer.table.name, schema_name=writer.table.keyspace, records=state_rows, columns=writer.state_columns
+                writer.table.name,
+                schema_name=writer.table.keyspace,
+                records=(
+                    state_record(row, key, p.pk_bytes, blob, converted) for p in plans for key, row, blob in p.visible
+                ),
+                columns=writer.state_columns,
             )
         if tombstone_rows:
             await conn.copy_records_to_table(
@@ -376,4 +419,59 @@ class PostgresSink:
                 records=tombstone_rows,
                 columns=("_key", "_pk", "_state"),
             )
-        await conn.executemany(f"UPDATE {writer.partitions} SET _state = $2 WHERE _pk = $1", partition_rows)
+        if partition_rows:
+            await conn.execute(
+                f"UPDATE {writer.partitions} AS p SET _state = n._state "
+                "FROM unnest($1::bytea[], $2::bytea[]) AS n(_pk, _state) WHERE p._pk = n._pk",
+                [r[0] for r in partition_rows],
+                [r[1] for r in partition_rows],
+            )
+
+    async def _write_changes(self, writer: TableWriter, screening: Screening) -> None:
+        """The change-log rows, each once: rows already there (a replay, another replica's writer)
+        are left out. Straight into the table by COPY, rows sent as they are rendered; only when
+        that finds an event id already there (a race with another writer, a replay) through a
+        staging table and ``ON CONFLICT DO NOTHING``. After a duplicate, the next batches first
+        ask which ids are already there."""
+        conn = self.conn
+        assert conn is not None
+        records: Iterable[tuple] = screening
+        if writer.probe_ids:
+            rows = screening.finish().rows
+            if not rows:
+                return
+            present = {
+                r[0].bytes
+                for r in await conn.fetch(
+                    f"SELECT event_id FROM {writer.changes} WHERE event_id = ANY($1::uuid[]) "
+                    "AND change_time >= $2 AND change_time <= $3",
+                    [r[0] for r in rows],
+                    min(r[3] for r in rows),
+                    max(r[3] for r in rows),
+                )
+            }
+            if present:
+                writer.probe_ids = PROBE_BATCHES
+                records = [r for r in rows if r[0].bytes not in present]
+                if not records:
+                    return
+            else:
+                writer.probe_ids -= 1
+        try:
+            async with conn.transaction():  # a savepoint: a duplicate must not abort the batch
+                await conn.copy_records_to_table(
+                    f"{writer.table.name}_changes",
+                    schema_name=writer.table.keyspace,
+                    records=records,
+                    columns=CHANGE_COLUMNS,
+                )
+            return
+        except asyncpg.UniqueViolationError:
+            writer.probe_ids = PROBE_BATCHES
+        rows = screening.finish().rows
+        await conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS _cdc_changes (LIKE {writer.changes}) ON COMMIT DELETE ROWS"
+        )
+        await conn.copy_records_to_table("_cdc_changes", records=rows, columns=CHANGE_COLUMNS)
+        await conn.execute(f"INSERT INTO {writer.changes} SELECT * FROM _cdc_changes ON CONFLICT DO NOTHING")
+        await conn.execute("TRUNCATE _cdc_changes")

@@ -7,18 +7,12 @@ import msgspec
 from cdcfast.sinks.state import PartitionState, RangeDeletion, RowState, Version
 
 
-class _StoredVersion(msgspec.Struct, array_like=True):
-    ts: int
-    value: bytes | None
-    expires_at: int
-
-
 class _StoredRow(msgspec.Struct, array_like=True, omit_defaults=True):
-    liveness: _StoredVersion | None = None
+    liveness: Version | None = None
     deletion_ts: int | None = None
-    cells: dict[str, _StoredVersion] = {}
+    cells: dict[str, Version] = {}
     clears: dict[str, int] = {}
-    elements: dict[str, list[tuple[bytes, _StoredVersion]]] = {}
+    elements: dict[str, list[tuple[bytes, Version]]] = {}
     counters: dict[str, list[tuple[bytes, int, int]]] = {}
     counter_ts: dict[str, int] = {}
 
@@ -42,40 +36,37 @@ _row_decoder = msgspec.msgpack.Decoder(_StoredRow)
 _partition_decoder = msgspec.msgpack.Decoder(_StoredPartition)
 
 
-def _version_out(v: Version) -> _StoredVersion:
-    return _StoredVersion(v.ts, v.value, v.expires_at)
-
-
-def _version_in(v: _StoredVersion) -> Version:
-    return Version(v.ts, v.value, v.expires_at)
-
-
 def _row_out(row: RowState) -> _StoredRow:
     return _StoredRow(
-        liveness=_version_out(row.liveness) if row.liveness else None,
+        liveness=row.liveness,
         deletion_ts=row.deletion_ts,
-        cells={k: _version_out(v) for k, v in row.cells.items()},
-        clears=dict(row.clears),
-        elements={k: [(p, _version_out(v)) for p, v in e.items()] for k, e in row.elements.items()},
+        cells=row.cells,
+        clears=row.clears,
+        elements={k: list(e.items()) for k, e in row.elements.items()},
         counters={k: [(cid, clock, count) for cid, (clock, count) in s.items()] for k, s in row.counters.items()},
-        counter_ts=dict(row.counter_ts),
+        counter_ts=row.counter_ts,
     )
 
 
 def _row_in(stored: _StoredRow) -> RowState:
     return RowState(
-        liveness=_version_in(stored.liveness) if stored.liveness else None,
+        liveness=stored.liveness,
         deletion_ts=stored.deletion_ts,
-        cells={k: _version_in(v) for k, v in stored.cells.items()},
-        clears=dict(stored.clears),
-        elements={k: {p: _version_in(v) for p, v in e} for k, e in stored.elements.items()},
+        cells=stored.cells,
+        clears=stored.clears,
+        elements={k: dict(e) for k, e in stored.elements.items()},
         counters={k: {cid: (clock, count) for cid, clock, count in s} for k, s in stored.counters.items()},
-        counter_ts=dict(stored.counter_ts),
+        counter_ts=stored.counter_ts,
     )
 
 
 def encode_row(row: RowState) -> bytes:
     return _encoder.encode(_row_out(row))
+
+
+def encode_new_row(liveness: Version | None, cells: dict[str, Version]) -> bytes:
+    """``encode_row`` of a row state with a liveness and simple cells only."""
+    return _encoder.encode(_StoredRow(liveness=liveness, cells=cells))
 
 
 def decode_row(data: bytes) -> RowState:

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import TableDef
 from cdcfast.events import (
@@ -39,11 +41,12 @@ from cdcfast.values import EMPTY, CounterContext, decode, decode_cell_path, deco
 
 NEVER = 0  # expires_at of a cell that does not expire
 COUNTER_TYPE = CqlType("counter")
+StaticView = tuple[dict[str, Any], dict[str, int], bool]  # a partition's static values, expiries, any live
 
 
-@dataclass(frozen=True)
-class Version:
-    """One written version of a cell or collection element; ``value`` None is a tombstone."""
+class Version(msgspec.Struct, frozen=True, array_like=True):
+    """One written version of a cell or collection element; ``value`` None is a tombstone. Stored
+    as it is (msgpack ``[ts, value, expires_at]``, :mod:`cdcfast.sinks.rowstore`)."""
 
     ts: int
     value: bytes | None
@@ -164,6 +167,11 @@ def _float_key(value: float) -> tuple[int, float]:
 
 
 def _uuid_key(raw: bytes, time_based_only: bool) -> tuple:
+    if len(raw) == 16 and raw[6] >> 4 == 1 and raw[8] & 0xC0 == 0x80:  # an RFC 4122 version 1 UUID
+        time = (
+            ((raw[6] & 0x0F) << 56) | (raw[7] << 48) | (raw[4] << 40) | (raw[5] << 32) | int.from_bytes(raw[:4], "big")
+        )
+        return (1, time, raw[8:]) if not time_based_only else (time, int.from_bytes(raw[8:], "big", signed=True))
     value = uuid.UUID(bytes=raw)
     if value.version == 1:
         return (1, value.time, raw[8:]) if not time_based_only else (value.time, struct.unpack(">q", raw[8:])[0])
@@ -263,6 +271,7 @@ class TableState:
         self.table = table
         self.partitions: dict[tuple[bytes, ...], PartitionState] = {}
         self._order = clustering_comparator(table)
+        self._range_bounds: dict[int, tuple[RangeDeletion, list[Any], list[Any]]] = {}
         self.regular = [c for c in table.columns.values() if c.kind == "regular"]
         self.static_columns = [c for c in table.columns.values() if c.kind == "static"]
 
@@ -272,15 +281,15 @@ class TableState:
             ts = event.deletion_ts or 0
             partition.deletion_ts = ts if partition.deletion_ts is None else max(partition.deletion_ts, ts)
         elif event.op == RANGE_DELETE:
-            partition.ranges.append(
-                RangeDeletion(
-                    list(event.range_start or []),
-                    event.range_start_inclusive,
-                    list(event.range_end or []),
-                    event.range_end_inclusive,
-                    event.deletion_ts or 0,
-                )
+            deletion = RangeDeletion(
+                list(event.range_start or []),
+                event.range_start_inclusive,
+                list(event.range_end or []),
+                event.range_end_inclusive,
+                event.deletion_ts or 0,
             )
+            if deletion not in partition.ranges:  # a replayed range deletion is the same one
+                partition.ranges.append(deletion)
         elif event.static:
             partition.static.apply(event)
         else:
@@ -297,11 +306,20 @@ class TableState:
         if partition.ranges:
             key = self._order(list(clustering))
             for deletion in partition.ranges:
-                if deletion.ts > shadow and covers(
-                    deletion, key, self._order(deletion.start), self._order(deletion.end)
-                ):
+                if deletion.ts > shadow and covers(deletion, key, *self._bounds(deletion)):
                     shadow = deletion.ts
         return shadow
+
+    def _bounds(self, deletion: RangeDeletion) -> tuple[list[Any], list[Any]]:
+        """A range deletion's bounds as clustering sort keys (kept: every row of the partition needs them)."""
+        known = self._range_bounds.get(id(deletion))
+        if known is None or known[0] is not deletion:
+            known = self._range_bounds[id(deletion)] = (
+                deletion,
+                self._order(deletion.start),
+                self._order(deletion.end),
+            )
+        return known[1], known[2]
 
     def _raw_values(
         self, row: RowState, columns: list, shadow: int, now: int | None
@@ -335,38 +353,59 @@ class TableState:
         partition = self.partitions.get(pk)
         if partition is None:
             return []
-        static_shadow = partition.deletion_ts if partition.deletion_ts is not None else -(2**63)
-        static_values, static_expires, static_live = self._raw_values(
-            partition.static, self.static_columns, static_shadow, now
-        )
+        static = self.static_view(partition, now)
         out = []
         for clustering, row in partition.rows.items():
-            shadow = self._row_shadow(partition, clustering, row)
-            values, expires, live = self._raw_values(row, self.regular, shadow, now)
-            marker = row.live_marker(shadow, now)
-            if not (live or marker):
-                continue
-            keeps = [expires.get(c.name, NEVER) for c in self.regular if values[c.name] is not None]
-            if marker and row.liveness is not None:
-                keeps.append(row.liveness.expires_at)
-            row_expires = NEVER if NEVER in keeps else max(keeps)
-            out.append(
-                VisibleRow(pk, clustering, {**static_values, **values}, {**static_expires, **expires}, row_expires)
-            )
-        if not out and static_live:
-            keeps = [
-                static_expires.get(c.name, NEVER) for c in self.static_columns if static_values[c.name] is not None
-            ]
-            out.append(
-                VisibleRow(
-                    pk,
-                    None,
-                    {**static_values, **{c.name: None for c in self.regular}},
-                    static_expires,
-                    NEVER if NEVER in keeps else max(keeps),
-                )
-            )
+            visible = self.visible_row(pk, partition, clustering, row, static, now)
+            if visible is not None:
+                out.append(visible)
+        if not out:
+            placeholder = self.static_only_row(pk, static)
+            if placeholder is not None:
+                out.append(placeholder)
         return out
+
+    def static_view(self, partition: PartitionState, now: int | None = None) -> StaticView:
+        """The partition's static values (shown with each of its rows), their expiries, and whether
+        any is live."""
+        static_shadow = partition.deletion_ts if partition.deletion_ts is not None else -(2**63)
+        return self._raw_values(partition.static, self.static_columns, static_shadow, now)
+
+    def visible_row(
+        self,
+        pk: tuple[bytes, ...],
+        partition: PartitionState,
+        clustering: tuple,
+        row: RowState,
+        static: StaticView,
+        now: int | None = None,
+    ) -> VisibleRow | None:
+        """One row as ``SELECT *`` shows it, or None when it is not visible."""
+        shadow = self._row_shadow(partition, clustering, row)
+        values, expires, live = self._raw_values(row, self.regular, shadow, now)
+        marker = row.live_marker(shadow, now)
+        if not (live or marker):
+            return None
+        keeps = [expires.get(c.name, NEVER) for c in self.regular if values[c.name] is not None]
+        if marker and row.liveness is not None:
+            keeps.append(row.liveness.expires_at)
+        row_expires = NEVER if NEVER in keeps else max(keeps)
+        static_values, static_expires, _ = static
+        return VisibleRow(pk, clustering, {**static_values, **values}, {**static_expires, **expires}, row_expires)
+
+    def static_only_row(self, pk: tuple[bytes, ...], static: StaticView) -> VisibleRow | None:
+        """What a partition without visible rows shows: its static values alone, if any is live."""
+        static_values, static_expires, static_live = static
+        if not static_live:
+            return None
+        keeps = [static_expires.get(c.name, NEVER) for c in self.static_columns if static_values[c.name] is not None]
+        return VisibleRow(
+            pk,
+            None,
+            {**static_values, **{c.name: None for c in self.regular}},
+            static_expires,
+            NEVER if NEVER in keeps else max(keeps),
+        )
 
     def select(self, now: int) -> Iterator[dict[str, Any]]:
         """What ``SELECT *`` returns as of ``now`` (seconds): decoded values, rows in no particular order."""
@@ -376,8 +415,7 @@ class TableState:
                 yield row.decoded(self.table, columns)
 
 
-@dataclass
-class VisibleRow:
+class VisibleRow(msgspec.Struct):
     """One row as ``SELECT *`` shows it, values still serialized (see :meth:`TableState.visible_rows`)."""
 
     partition_key: tuple[bytes, ...]
