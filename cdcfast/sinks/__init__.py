@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from cdcfast.errors import ConfigError
@@ -22,9 +23,10 @@ def sink_kind(dsn: str) -> str:
     raise ConfigError(f"sink DSN {dsn.split('@')[-1]!r}: expected one of {', '.join(SCHEMES)}")
 
 
-def open_sink(kind: str, dsn: str, name: str) -> Any:
+def open_sink(kind: str, dsn: str, name: str, hypertables: Mapping[str, Any] | None = None) -> Any:
     """A writer for ``kind`` (postgresql, timescaledb, clickhouse); TimescaleDB DSNs may be given as
-    ``timescaledb://`` or as PostgreSQL DSNs."""
+    ``timescaledb://`` or as PostgreSQL DSNs. ``hypertables`` (TimescaleDB): ``keyspace.table`` ->
+    :class:`cdcfast.config.Hypertable`, the state tables to create as hypertables."""
     if kind == "clickhouse":
         from cdcfast.sinks.clickhouse import ClickHouseSink
 
@@ -33,4 +35,4 @@ def open_sink(kind: str, dsn: str, name: str) -> Any:
 
     if dsn.startswith("timescaledb://"):
         dsn = "postgresql://" + dsn[len("timescaledb://") :]
-    return PostgresSink(dsn, name=name, timescale=kind == "timescaledb")
+    return PostgresSink(dsn, name=name, timescale=kind == "timescaledb", hypertables=hypertables)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -30,6 +30,8 @@ from asyncpg.pgproto.pgproto import UUID
 
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
+from cdcfast.config import Hypertable
+from cdcfast.errors import ConfigError
 from cdcfast.events import ChangeEvent
 from cdcfast.sinks.encode import Converted, Screening, TableCodec
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
@@ -70,9 +72,14 @@ def micros_to_time(ts: int) -> dt.datetime:
 class TableWriter:
     """DDL and row conversion for one Cassandra table in PostgreSQL."""
 
-    def __init__(self, table: TableDef, mappings: TypeMappings, timescale: bool) -> None:
+    def __init__(
+        self, table: TableDef, mappings: TypeMappings, timescale: bool, hypertable: Hypertable | None = None
+    ) -> None:
         self.table = table
         self.timescale = timescale
+        self.hypertable = hypertable
+        if hypertable is not None:
+            check_hypertable(table, hypertable)
         self.ks = table.keyspace
         self.changes = qualified(table.keyspace, f"{table.name}_changes")
         self.state = qualified(table.keyspace, table.name)
@@ -106,6 +113,8 @@ class TableWriter:
             f"{ident(c.name)} {self.targets[c.name].sql}" for c in self.key_columns + self.data_columns
         )
         change_key = "event_id, change_time" if self.timescale else "event_id"
+        # A hypertable's unique keys hold its time column; a row's key decides its time column anyway.
+        state_key = "_key" if self.hypertable is None else f"_key, {ident(self.hypertable.time_column)}"
         statements = [
             f"CREATE SCHEMA IF NOT EXISTS {ident(self.ks)}",
             f"""CREATE TABLE IF NOT EXISTS {self.changes} (
@@ -114,7 +123,8 @@ class TableWriter:
   cells jsonb, deletion_ts bigint, range jsonb, PRIMARY KEY ({change_key}))""",
             f"""CREATE TABLE IF NOT EXISTS {self.state} (
   {columns},
-  _key bytea PRIMARY KEY, _pk bytea NOT NULL, _expires jsonb, _row_expires timestamptz, _state bytea NOT NULL)""",
+  _key bytea NOT NULL, _pk bytea NOT NULL, _expires jsonb, _row_expires timestamptz, _state bytea NOT NULL,
+  PRIMARY KEY ({state_key}))""",
             f"CREATE INDEX IF NOT EXISTS {ident(self.table.name + '__by_partition')} ON {self.state} (_pk)",
             f"CREATE TABLE IF NOT EXISTS {self.partitions} (_pk bytea PRIMARY KEY, _state bytea)",
             f"""CREATE TABLE IF NOT EXISTS {self.tombstones} (
@@ -130,7 +140,29 @@ class TableWriter:
                 f"SELECT create_hypertable('{self.changes}', 'change_time', if_not_exists => TRUE, "
                 "migrate_data => TRUE)"
             )
+        if self.hypertable is not None:
+            statements += self._state_hypertable(self.hypertable)
         return statements
+
+    def _state_hypertable(self, hypertable: Hypertable) -> list[str]:
+        """The state table as a hypertable on its configured time column. A state table created
+        before without it gets the time column into its primary key first (a row's key decides its
+        time column, so the rows stay unique), then its rows moved into chunks."""
+        column = ident(hypertable.time_column)
+        relation = _literal(self.state)
+        interval = f"interval '{float(hypertable.chunk_interval)} seconds'"
+        return [
+            f"""DO $$ DECLARE pk name; BEGIN
+  SELECT conname INTO pk FROM pg_constraint WHERE conrelid = {relation}::regclass AND contype = 'p'
+    AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = conrelid AND a.attnum = ANY(conkey)
+                    AND a.attname = {_literal(hypertable.time_column)});
+  IF pk IS NOT NULL THEN
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I, ADD PRIMARY KEY (_key, %s)', {relation}, pk, {_literal(column)});
+  END IF;
+END $$""",
+            f"SELECT create_hypertable({relation}, {_literal(hypertable.time_column)}, "
+            f"chunk_time_interval => {interval}, if_not_exists => TRUE, migrate_data => TRUE)",
+        ]
 
     def _as_of_function(self) -> str:
         """``ks.t_as_of(at)``: the state as SELECT * showed it at ``at``: TTL-expired values hidden."""
@@ -204,6 +236,34 @@ def _jsonb(text: str | bytes) -> bytes:
     return b"\x01" + (text if isinstance(text, bytes) else text.encode())
 
 
+HYPERTABLE_TIME_TYPES = ("timestamp", "date")
+
+
+def check_hypertable(table: TableDef, hypertable: Hypertable) -> None:
+    """A state table can be a hypertable on a ``timestamp`` or ``date`` column of its primary key
+    (a hypertable's unique keys must hold its time column); not on a clustering column of a table
+    with static columns, whose static-only rows have no clustering values."""
+    name, where = hypertable.time_column, f"hypertables: {table.qualified_name}: time_column"
+    keys = table.partition_key + table.clustering
+    column = next((c for c in keys if c.name == name), None)
+    if column is None:
+        kind = "a regular column, not part of the primary key" if name in table.columns else "no column"
+        raise ConfigError(
+            f"{where} {name!r}: {kind} of {table.qualified_name}; a state table's hypertable time column "
+            f"must be in its primary key ({', '.join(c.name for c in keys)})"
+        )
+    if column.type.kind not in HYPERTABLE_TIME_TYPES or column.type.params:
+        raise ConfigError(
+            f"{where} {name!r} is a {column.type.cql()} column of {table.qualified_name}; "
+            f"a hypertable time column must be a {' or '.join(HYPERTABLE_TIME_TYPES)}"
+        )
+    if column in table.clustering and any(c.kind == "static" for c in table.columns.values()):
+        raise ConfigError(
+            f"{where} {name!r} is a clustering column of {table.qualified_name}, which has static columns: "
+            "a partition with static values and no rows has no clustering values; use a partition key column"
+        )
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -214,11 +274,20 @@ class PostgresSink:
     kind = "postgresql"
 
     def __init__(
-        self, dsn: str, name: str = "postgresql", timescale: bool = False, mappings: TypeMappings | None = None
+        self,
+        dsn: str,
+        name: str = "postgresql",
+        timescale: bool = False,
+        mappings: TypeMappings | None = None,
+        hypertables: Mapping[str, Hypertable] | None = None,
     ) -> None:
+        """``hypertables`` (TimescaleDB): ``keyspace.table`` -> the state table's hypertable settings."""
         self.dsn = dsn
         self.name = name
         self.timescale = timescale
+        self.hypertables = dict(hypertables or {})
+        if self.hypertables and not timescale:
+            raise ConfigError(f"sink {name}: hypertables are for TimescaleDB sinks only")
         self.mappings = mappings or load_mappings()
         self.conn: asyncpg.Connection | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
@@ -266,7 +335,7 @@ class PostgresSink:
         key = (table.keyspace, table.name)
         writer = self.writers.get(key)
         if writer is None:
-            writer = TableWriter(table, self.mappings, self.timescale)
+            writer = TableWriter(table, self.mappings, self.timescale, self.hypertables.get(table.qualified_name))
             async with self.conn.transaction():
                 await self.conn.execute(f"SELECT pg_advisory_xact_lock(hashtext({_literal(table.qualified_name)}))")
                 for statement in writer.ddl():

@@ -42,7 +42,7 @@ class Writer:
         self.source = config.sources[0]
         self.node = self.source.node
         self.tuning = config.tuning
-        self.sink = open_sink(spec.kind, spec.dsn, spec.name)
+        self.sink = open_sink(spec.kind, spec.dsn, spec.name, hypertables=getattr(spec, "hypertables", None))
         self.status = status
         self.log = get_logger("writer", sink=spec.name, node=self.node)
         self.schema = load_schema(self.source.schema)
