@@ -216,12 +216,12 @@ def test_ctrl_c_ends_the_stream_then_stops_cleanly(tmp_path: Path) -> None:
     assert process.stdout is not None
     lines: list[str] = []
     try:
-        for line in process.stdout:  # the first Ctrl-C after two progress lines: the stream ends
+        for line in process.stdout:
             lines.append(line)
-            if len(PROGRESS.findall("".join(lines))) == 2:
-                process.send_signal(signal.SIGINT)
-            if "stream done:" in line:  # the second one: stop now
-                process.send_signal(signal.SIGINT)
+            if PROGRESS.search(line) and len(PROGRESS.findall("".join(lines))) == 2:
+                process.send_signal(signal.SIGINT)  # the first Ctrl-C: the stream ends, the sinks catch up
+            if "stream done:" in line:
+                process.send_signal(signal.SIGINT)  # the second one: stop now
                 break
         rest, _ = process.communicate(timeout=120)
     finally:

@@ -63,6 +63,7 @@ SHOWN_WIDTH = 30  # characters of a value shown in a row
 SHOWCASE_COLUMNS = {"shop.users": ["user_id", "email", "full_name", "loyalty_tier", "tags"]}
 SHOWCASE_FILTER = {"shop.users": "email IS NOT NULL"}  # rows that show masking
 UNKNOWN_TABLE, UNKNOWN_DATABASE = 60, 81  # ClickHouse error codes
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 READABLE = ("postgresql", "timescaledb", "clickhouse")  # sinks whose rows the summary reads back
 
 
@@ -85,7 +86,7 @@ class Sink:
 
 @dataclass
 class _Interrupt:
-    """SIGINT/SIGTERM: the first one during the stream ends it early; otherwise stop."""
+    """SIGINT, SIGTERM, SIGHUP: the first Ctrl-C during the stream ends it early; otherwise stop."""
 
     streaming: bool = False
     stop_stream: bool = False
@@ -94,6 +95,8 @@ class _Interrupt:
         if self.streaming and not self.stop_stream and signum == signal.SIGINT:
             self.stop_stream = True
             return
+        for other in HANDLED_SIGNALS:  # stopping: more Ctrl-Cs must not cut the cleanup short
+            signal.signal(other, signal.SIG_IGN)
         raise KeyboardInterrupt
 
 
@@ -655,7 +658,7 @@ class Demo:
 
 @contextmanager
 def _signals(handler: Any) -> Iterator[None]:
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {s: signal.signal(s, handler) for s in HANDLED_SIGNALS}
     try:
         yield
     finally:
@@ -699,9 +702,8 @@ def run_demo(settings: DemoSettings, out: IO[str] = sys.stdout) -> int:
             demo.say("\ncdcfast demo: interrupted; stopping")
             code = 130
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleaning up: bounded by the stop timeouts
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            for signum in HANDLED_SIGNALS:  # cleaning up: bounded by the stop timeouts
+                signal.signal(signum, signal.SIG_IGN)
             demo.stop_pipeline()
             if not kept:
                 demo.stop_servers()
