@@ -131,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if kind == "timescaledb" and dsn.startswith("timescaledb://"):
             dsn = "postgresql://" + dsn[len("timescaledb://") :]
         sink_type = {"postgresql": cfg.PostgresSink, "timescaledb": cfg.TimescaleSink, "clickhouse": cfg.ClickHouseSink}
+        sink_type["null"] = cfg.NullSink
         sinks.append(sink_type[kind](name=name, dsn=dsn))
     cdc_raw = str(Path(args.cdc_raw).resolve())
     source = cfg.SourceConfig(
@@ -141,10 +142,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
         on_error=args.on_error,
         cdc_total_space=cfg.parse_size(args.cdc_total_space) if args.cdc_total_space else None,
     )
+    state_dir = args.state_dir or str(Path(cdc_raw).parent / "cdcfast-state")
     return cfg.PipelineConfig(
         sources=[source],
-        sinks=sinks,
-        state_dir=args.state_dir or str(Path(cdc_raw).parent / "cdcfast-state"),
+        sinks=[cfg.with_null_folder(sink, state_dir) for sink in sinks],
+        state_dir=state_dir,
         masking=cfg.MaskingConfig(rules=args.masking_rules) if args.masking_rules else None,
         metrics_addr=args.metrics_addr or cfg.DEFAULT_METRICS_ADDR,
     )

@@ -248,11 +248,17 @@ class ClickHouseSink(_Sink, frozen=True, tag="clickhouse"):
     pass
 
 
-Sink: TypeAlias = PostgresSink | TimescaleSink | ClickHouseSink
+class NullSink(_Sink, frozen=True, tag="null"):
+    """Stores nothing but its checkpoint (``null://``: in the state dir), for measuring the pipeline.
+    Quote the kind in YAML: ``kind: "null"``."""
+
+
+Sink: TypeAlias = PostgresSink | TimescaleSink | ClickHouseSink | NullSink
 SINK_SCHEMES = {
     "postgresql": ("postgresql", "postgres"),
     "timescaledb": ("postgresql", "postgres"),
     "clickhouse": ("clickhouse", "clickhouses"),
+    "null": ("null",),
 }
 
 
@@ -489,9 +495,18 @@ def _check(config: PipelineConfig, document: YamlDocument) -> PipelineConfig:
     masking = config.masking
     if masking is not None:
         masking = msgspec.structs.replace(masking, rules=_resolve_path(base, masking.rules))
-    return msgspec.structs.replace(
-        config, sources=sources, sinks=sinks, masking=masking, state_dir=_resolve_path(base, config.state_dir)
-    )
+    state_dir = _resolve_path(base, config.state_dir)
+    sinks = [with_null_folder(sink, state_dir) for sink in sinks]
+    return msgspec.structs.replace(config, sources=sources, sinks=sinks, masking=masking, state_dir=state_dir)
+
+
+def with_null_folder(sink: Sink, state_dir: str) -> Sink:
+    """A ``null://`` sink without a folder keeps its checkpoint in the state dir."""
+    if not isinstance(sink, NullSink):
+        return sink
+    from cdcfast.sinks.null import null_dsn_in
+
+    return msgspec.structs.replace(sink, dsn=null_dsn_in(sink.dsn, state_dir, sink.name))
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -156,7 +156,7 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
 def test_unknown_sink_kind(tmp_path: Path) -> None:
     message = error_of(tmp_path, MINIMAL.replace("kind: clickhouse", "kind: mysql"))
     assert "sinks[1].kind" in message
-    assert "expected one of clickhouse, postgresql, timescaledb" in message and "'mysql'" in message
+    assert "expected one of clickhouse, null, postgresql, timescaledb" in message and "'mysql'" in message
 
 
 def test_hypertables_only_for_timescale(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from cdcfast.errors import ConfigError
 
-SCHEMES = ("postgresql://", "postgres://", "timescaledb://", "clickhouse://")
+SCHEMES = ("postgresql://", "postgres://", "timescaledb://", "clickhouse://", "null://")
 
 
 def sink_kind(dsn: str) -> str:
@@ -17,6 +17,7 @@ def sink_kind(dsn: str) -> str:
         ("postgres://", "postgresql"),
         ("timescaledb://", "timescaledb"),
         ("clickhouse://", "clickhouse"),
+        ("null://", "null"),
     ):
         if dsn.startswith(scheme):
             return kind
@@ -27,6 +28,10 @@ def open_sink(kind: str, dsn: str, name: str, hypertables: Mapping[str, Any] | N
     """A writer for ``kind`` (postgresql, timescaledb, clickhouse); TimescaleDB DSNs may be given as
     ``timescaledb://`` or as PostgreSQL DSNs. ``hypertables`` (TimescaleDB): ``keyspace.table`` ->
     :class:`cdcfast.config.Hypertable`, the state tables to create as hypertables."""
+    if kind == "null":
+        from cdcfast.sinks.null import NullSink
+
+        return NullSink(dsn, name=name)
     if kind == "clickhouse":
         from cdcfast.sinks.clickhouse import ClickHouseSink
 
