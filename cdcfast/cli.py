@@ -339,13 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--rounds", type=int, default=5)
     parse.add_argument("--framing-only", action="store_true", help="framing and CRCs only, no mutation decoding")
     parse.set_defaults(func=cmd_bench_parse)
+    from cdcfast.benchmarks import command as bench_command
+
+    for kind, text in bench_command.HELP.items():
+        sub = bench_kinds.add_parser(kind, help=text)
+        bench_command.add_arguments(sub, kind)
+        sub.set_defaults(func=bench_command.run)
 
     supervise = commands.add_parser("supervise", help="run the pipeline: cdc_raw -> every sink, exactly once")
     supervise.add_argument("--config", help="pipeline YAML (config/pipeline.example.yaml); or the options below")
     supervise.add_argument("--cdc-raw", help="the node's cdc_raw directory")
     supervise.add_argument("--schema", help="schema NNN.json, a schema/ folder, or cassandra://host:port")
     supervise.add_argument(
-        "--sink", action="append", help="postgresql://..., timescaledb://... or clickhouse://... (repeatable)"
+        "--sink",
+        action="append",
+        help="postgresql://..., timescaledb://..., clickhouse://... or null:// (checkpoint only) (repeatable)",
     )
     supervise.add_argument("--state-dir", help="local state (default: beside cdc_raw)")
     supervise.add_argument("--node", help="this node's name in checkpoints (default: host:cdc_raw path)")
