@@ -8,6 +8,11 @@ durable known yet).
 Damage never stops the reader by default (policy ``skip``): every skipped entry, section or
 mutation becomes a :class:`ReadIssue` naming file, segment, offset and, when known, the table.
 Policy ``stop`` raises :class:`SegmentError` at the first one instead.
+
+Mutations of tables missing from the schema are skipped and counted per table id. ``system.local``
+is always known (:mod:`cdcfast.commitlog.system`: it carries truncation records); a system.local
+mutation that still does not decode (a column a newer Cassandra added) is skipped as a
+``system_table`` issue, which never stops a run.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from cdcfast.commitlog.segment import (
     read_descriptor,
     walk_sections,
 )
+from cdcfast.commitlog.system import SYSTEM_LOCAL_ID, with_system_tables
 from cdcfast.errors import ConfigError, EncryptedSegmentError, SegmentError
 
 POLICIES = ("skip", "stop")
+NOT_FATAL = ("unknown_table", "system_table")  # skipped under every policy: not damage
 
 
 @dataclass
@@ -63,7 +70,7 @@ class CommitLogReader:
         self.policy = policy
         self.batch_mutations = batch_mutations
         self.require_idx = require_idx
-        self.decoder_schema = _commitlog.DecoderSchema(schema)
+        self.decoder_schema = _commitlog.DecoderSchema(with_system_tables(schema))
         self.decoder = _commitlog.Decoder(self.decoder_schema)
         self.stats = ReadStats()
         self.issues: list[ReadIssue] = []  # what was skipped, in order (policy "skip")
@@ -143,6 +150,8 @@ class CommitLogReader:
     def _collect_issues(self, path: Path, segment_id: int) -> None:
         for kind, offset, position, detail, table in self.decoder.take_issues():
             table_name = self.decoder_schema.tables[table].qualified_name if table >= 0 else ""
+            if kind == "decode" and table >= 0 and self.decoder_schema.tables[table].id == SYSTEM_LOCAL_ID:
+                kind = "system_table"  # node metadata cdcfast does not know all of: nothing to replicate
             if kind == "unknown_table":
                 self.stats.unknown_tables[detail] = self.stats.unknown_tables.get(detail, 0) + 1
                 detail = f"mutation of unknown table id {detail} skipped"
@@ -150,6 +159,6 @@ class CommitLogReader:
 
     def _issue(self, issue: ReadIssue) -> None:
         self.stats.issues += 1
-        if self.policy == "stop" and issue.kind != "unknown_table":
+        if self.policy == "stop" and issue.kind not in NOT_FATAL:
             raise SegmentError(issue.path, issue.offset, f"{issue.kind}: {issue.detail}")
         self.issues.append(issue)
