@@ -7,6 +7,12 @@ from them, so that the same change read from any replica, or read twice, has the
 
 Operations follow Cassandra's own distinction: a row written with primary-key liveness (INSERT) is
 an ``insert``; a row with cells only (UPDATE) is an ``update``; a row deletion is a ``delete``.
+
+A ``truncate`` is the whole table emptied by TRUNCATE. Cassandra records it only in system.local
+(:mod:`cdcfast.commitlog.system`); its event comes where that record is in the commit log, names
+the truncated CDC table, has no key, cells or deletion, and carries the record: this node's
+changes of the table at or before (``truncated_segment_id``, ``truncated_position``) are gone, at
+``truncated_at`` (ms). See docs/truncate.md for what a sink does with it.
 """
 
 from __future__ import annotations
@@ -30,13 +36,15 @@ from cdcfast.commitlog.batch import (
     Batch,
 )
 from cdcfast.commitlog.schema import TableDef
+from cdcfast.commitlog.system import SYSTEM_LOCAL_ID, TRUNCATED_AT, read_truncation_record
 
-INSERT, UPDATE, DELETE, PARTITION_DELETE, RANGE_DELETE = (
+INSERT, UPDATE, DELETE, PARTITION_DELETE, RANGE_DELETE, TRUNCATE = (
     "insert",
     "update",
     "delete",
     "partition_delete",
     "range_delete",
+    "truncate",
 )
 
 # Cell kinds
@@ -81,6 +89,10 @@ class ChangeEvent(msgspec.Struct, array_like=True, frozen=True):
     range_end_inclusive: bool = True
     segment_id: int = 0  # where it was read: travels with the event for checkpoints
     position: int = 0
+    # truncate: this node's changes of the table at or before this commit log position are gone
+    truncated_segment_id: int = 0
+    truncated_position: int = 0
+    truncated_at: int | None = None  # truncate: when (ms since the epoch; None in pre-2.1 records)
 
     @property
     def qualified_table(self) -> str:
@@ -95,8 +107,12 @@ _ID_ENCODER = msgspec.msgpack.Encoder()
 
 def content_id(event: ChangeEvent) -> bytes:
     """16 bytes of BLAKE2b over everything that makes the change what it is, and nothing about
-    where it was read (segment, position, replica)."""
-    identity = (
+    where it was read (segment, position, replica).
+
+    A truncation is one node's record: its time and the position it names are what it is (each
+    replica truncates at its own time and position, so each replica's record is a change of its
+    own); where the record itself was read is not."""
+    identity: tuple = (
         event.keyspace,
         event.table,
         event.op,
@@ -112,6 +128,8 @@ def content_id(event: ChangeEvent) -> bytes:
         event.range_end_inclusive,
         [(c.column, c.kind, c.ts, c.value, c.path, c.ttl) for c in event.cells],
     )
+    if event.op == TRUNCATE:
+        identity += (event.ts, event.truncated_at, event.truncated_segment_id, event.truncated_position)
     return hashlib.blake2b(_ID_ENCODER.encode(identity), digest_size=16).digest()
 
 
@@ -149,12 +167,54 @@ def _cells(batch: Batch, first: int, count: int, table_index: int) -> tuple[list
     return out, newest
 
 
+def _truncations(batch: Batch, table_index: int, first_row: int, n_rows: int, common: dict) -> Iterator[ChangeEvent]:
+    """The truncations of CDC tables recorded by one system.local partition update: its
+    ``truncated_at`` elements that are written (removals, on DROP TABLE, are not truncations)."""
+    names = [c.name for c in batch.data_columns(table_index)]
+    if TRUNCATED_AT not in names:
+        return
+    column = names.index(TRUNCATED_AT)
+    cdc = {t.id: t for t in batch.tables if t.cdc}
+    arena = batch.arena
+    for r in batch.rows[first_row : first_row + n_rows].tolist():
+        first_cell, n_cells = r[-2], r[-1]
+        for _row, col, flags, ts, _ttl, _ldt, path_off, path_len, value_off, value_len in batch.cells[
+            first_cell : first_cell + n_cells
+        ].tolist():
+            if col != column or flags & (CELL_TOMBSTONE | CELL_COMPLEX_DELETION) or not flags & CELL_HAS_PATH:
+                continue
+            record = read_truncation_record(
+                arena[path_off : path_off + path_len], arena[value_off : value_off + value_len]
+            )
+            table = cdc.get(record.table_id) if record is not None else None
+            if record is None or table is None:
+                continue  # a system table's, a non-CDC table's, or one this schema does not have
+            yield ChangeEvent(
+                b"",
+                keyspace=table.keyspace,
+                table=table.name,
+                op=TRUNCATE,
+                partition_key=[],
+                clustering=[],
+                ts=ts,
+                truncated_segment_id=record.segment_id,
+                truncated_position=record.position,
+                truncated_at=record.truncated_at,
+                **common,
+            ).with_content_id()
+
+
 def events_from_batch(batch: Batch) -> Iterator[ChangeEvent]:
-    """Every change in ``batch``, in commit log order, each with its content id."""
+    """Every change in ``batch``, in commit log order, each with its content id: system.local gives
+    only the truncations of CDC tables it records."""
     rows = batch.rows
+    local = next((i for i, t in enumerate(batch.tables) if t.id == SYSTEM_LOCAL_ID), -1)
     for p in batch.partitions.tolist():
         segment_id, position, _size, table_index = p[0], p[1], p[2], p[3]
         pk_off, pk_len, pdel_ts, pdel_ldt, static_row, first_row, n_rows = p[4:11]
+        if table_index == local:
+            yield from _truncations(batch, local, first_row, n_rows, {"segment_id": segment_id, "position": position})
+            continue
         table = batch.tables[table_index]
         key = split_partition_key(table, batch.arena[pk_off : pk_off + pk_len])
         common = {
