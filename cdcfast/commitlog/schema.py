@@ -60,6 +60,7 @@ class TableDef:
     clustering: list[ColumnDef]
     columns: dict[str, ColumnDef]  # regular and static columns in use
     dropped: dict[str, ColumnDef] = field(default_factory=dict)  # dropped, not re-added
+    durable_writes: bool = True  # its keyspace's durable_writes: False, its writes skip the commit log
 
     @property
     def qualified_name(self) -> str:
@@ -200,8 +201,28 @@ def schema_from_rows(tables: Mapping[str, list[Mapping[str, Any]]], source: str 
             clustering=ck,
             columns=dict(sorted(cols.items())),
             dropped=dropped,
+            durable_writes=durable.get(ks, True),
         )
     return Schema(tables=result, durable_writes=durable, source=source)
+
+
+def non_durable_cdc_tables(schema: Schema) -> list[TableDef]:
+    """CDC tables whose keyspace has ``durable_writes = false``, by name: Cassandra never writes their
+    changes to the commit log, so no CDC segment ever holds them."""
+    return sorted((t for t in schema.cdc_tables() if not t.durable_writes), key=lambda t: (t.keyspace, t.name))
+
+
+def durable_writes_warnings(schema: Schema) -> list[tuple[TableDef, str]]:
+    """A warning per :func:`non_durable_cdc_tables` table, for the log at start-up."""
+    return [
+        (
+            t,
+            f"CDC table {t.keyspace}.{t.name} is in keyspace {t.keyspace} WITH durable_writes = false: its writes "
+            "never reach the commit log, so cdcfast cannot see or replicate them "
+            f"(ALTER KEYSPACE {t.keyspace} WITH durable_writes = true to capture them)",
+        )
+        for t in non_durable_cdc_tables(schema)
+    ]
 
 
 def load_schema_file(path: Path) -> Schema:
