@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from cdcfast.commitlog import CommitLogReader, ReadRange, SegmentFile, load_schema
+from cdcfast.commitlog.reader import NOT_FATAL
 from cdcfast.config import PipelineConfig
 from cdcfast.events import ChangeEvent, events_from_batch
 from cdcfast.log import get_logger
@@ -53,7 +54,7 @@ class Parser:
                 ]
                 read.set(events=len(events), bytes=reader.stats.mutation_bytes)
             for issue in reader.issues:
-                if issue.kind != "unknown_table":
+                if issue.kind not in NOT_FATAL:
                     self.log.warning("skipped damaged data", issue=str(issue), segment=item.segment_id)
             if attempt or not self._schema_may_be_stale(reader):
                 break
@@ -70,7 +71,7 @@ class Parser:
             )
         metrics.record_read(metrics.events_by_table(events), reader.stats.mutation_bytes)
         for issue in reader.issues:
-            if issue.kind != "unknown_table":
+            if issue.kind not in NOT_FATAL:
                 metrics.record_read_issue(issue.kind)
         if reader.stats.unknown_tables:
             metrics.record_read_issue("unknown_table", sum(reader.stats.unknown_tables.values()))

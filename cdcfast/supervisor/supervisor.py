@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdcfast.commitlog import discover, read_cdc_index
+from cdcfast.commitlog import discover, load_schema, read_cdc_index
+from cdcfast.commitlog.schema import durable_writes_warnings
 from cdcfast.config import PipelineConfig
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics
@@ -175,12 +176,23 @@ class Supervisor:
         for sink in self.config.sinks:
             metrics.init_sink(sink.name)
         self.health.ok("supervisor")
+        self._check_schema()
         for name in remove_stale_rings():
             self.log.warning("removed a ring left by a supervisor that was killed", ring=name)
         try:
             return self._supervise()
         finally:
             server.close()
+
+    def _check_schema(self) -> None:
+        """Start-up warnings about the schema (the parsers and writers read it themselves)."""
+        try:
+            schema = load_schema(self.source.schema)
+        except Exception as exc:  # noqa: BLE001 - the children report it, with their restarts
+            self.log.warning("could not read the schema for start-up checks", error=str(exc))
+            return
+        for table, message in durable_writes_warnings(schema):
+            self.log.warning(message, keyspace=table.keyspace, table=table.name)
 
     def _supervise(self) -> int:
         policy = RestartPolicy(give_up_after=3 if self.until_idle else None)

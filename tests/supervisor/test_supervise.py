@@ -162,3 +162,22 @@ def test_live_pipeline_metrics_health_and_graceful_stop(corpus_scratch, tmp_path
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_cdc_table_without_durable_writes_is_named_at_start(tmp_path: Path) -> None:
+    from conftest import CORPUS_ROOT
+
+    final = sorted((CORPUS_ROOT / "c50-v8-lz4" / "schema").glob("*.json"))[-1]
+    document = json.loads(final.read_text())
+    for keyspace in document["keyspaces"]:
+        if keyspace["keyspace_name"] == "clinic":
+            keyspace["durable_writes"] = False
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(document))
+    (tmp_path / "cdc_raw").mkdir()
+    pg = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
+    command = supervise_command(tmp_path / "cdc_raw", schema, pg, state=tmp_path / "state", until_idle=True)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    warnings = [json.loads(line) for line in run.stderr.splitlines() if "durable_writes = false" in line]
+    assert [(w["keyspace"], w["table"], w["level"]) for w in warnings] == [("clinic", "patients", "warning")]
