@@ -33,7 +33,7 @@ from cdcfast.events import ChangeEvent
 from cdcfast.sinks.encode import Converted, TableCodec
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter
-from cdcfast.sinks.state import VisibleRow, frozen_bytes
+from cdcfast.sinks.state import VisibleRow
 from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
 
 
@@ -84,7 +84,10 @@ class TableWriter:
         self.targets: dict[str, TargetType] = {
             c.name: mappings.clickhouse(self._storage_type(c), features) for c in self.key_columns + self.data_columns
         }
-        self.codec = TableCodec(table, self.targets)
+        arrays: dict[str, Any] = {
+            name: [] for name, t in self.targets.items() if t.nullable_sql == t.sql and t.sql.startswith("Array")
+        }
+        self.codec = TableCodec(table, self.targets, arrays)
         self.row_columns = (
             [c.name for c in self.key_columns + self.data_columns]
             + [f"_exp_{c.name}" for c in self.data_columns]
@@ -143,32 +146,10 @@ class TableWriter:
         """One serialized value as this column stores it; errors name keyspace, table and column."""
         return convert_cell(self.targets[column], self.table.keyspace, self.table.name, column, raw)
 
-    def column_value(self, column: ColumnDef, raw: Any, converted: Converted | None = None) -> Any:
-        """A visible value (see :meth:`VisibleRow.values`) as the column stores it."""
-        target = self.targets[column.name]
-        if raw is None:
-            return [] if target.nullable_sql == target.sql and target.sql.startswith("Array") else None
-        if column.type.is_counter:
-            return raw
-        if column.type.is_complex:
-            return self.codec.columns[column.name].to_target(frozen_bytes(column.type, raw))
-        codec = self.codec.columns[column.name]
-        return self.codec.target(converted, codec, raw) if converted is not None else codec.to_target(raw)
-
     def state_values(self, row: VisibleRow, converted: Converted) -> list[Any]:
         """A visible row's column values and value expiries (``row_columns`` up to ``_key``)."""
-        target = self.codec.target
-        values = [target(converted, c, raw) for c, raw in zip(self.codec.partition_key, row.partition_key)]
-        if row.clustering is None:
-            values += [None] * len(self.codec.clustering)
-        else:
-            clustering = zip(self.codec.clustering, row.clustering)
-            values += [None if raw is None else target(converted, c, raw) for c, raw in clustering]
-        got = row.values.get
-        values += [self.column_value(c, got(c.name), converted) for c in self.data_columns]
         expires = row.expires.get
-        values += [expires(c.name, 0) for c in self.data_columns]
-        return values
+        return self.codec.row_values(row, converted) + [expires(c.name, 0) for c in self.data_columns]
 
 
 class ClickHouseSink:

@@ -33,13 +33,14 @@ from cdcfast.errors import CdcfastError
 from cdcfast.events import COUNTER, SET, Cell, ChangeEvent
 from cdcfast.sinks.changelog import CELL_KINDS, ChangeRow, element_key_type
 from cdcfast.sinks.poison import DeadLetter, screen
-from cdcfast.sinks.state import frozen_bytes
+from cdcfast.sinks.state import VisibleRow, frozen_bytes
 from cdcfast.transform.typemap import JSON_SAFE_INTEGER, TargetType, ValueMappingError, json_value
 from cdcfast.values import EMPTY, ValueDecodeError, decode, decode_cell_path, decode_cell_value, udt_field_index
 
 _INT_SIZES = {"tinyint": 1, "smallint": 2, "int": 4, "bigint": 8, "timestamp": 8, "time": 8}
 _FLOATS = {"float": struct.Struct(">f"), "double": struct.Struct(">d")}
 _DATE_EPOCH = 2**31
+_MISSING = object()
 _DECIMAL_SCALE = 10**6  # decimals with a scale beyond this take the generic decoder
 _from_bytes = int.from_bytes
 _UUID = uuid.UUID
@@ -284,7 +285,7 @@ def fast_target(target: TargetType, ctype: CqlType) -> Callable[[bytes], Any]:
 class ColumnCodec:
     """One column's encoders: change-log JSON (whole value, cell path, cell value) and target value."""
 
-    __slots__ = ("name", "ctype", "complex", "counter", "json", "path_json", "value_json", "to_target", "_located")
+    __slots__ = ("name", "ctype", "complex", "counter", "json", "path_json", "value_json", "to_target", "null")
 
     def __init__(self, table: TableDef, column: ColumnDef, target: TargetType) -> None:
         ctype = column.type
@@ -292,6 +293,7 @@ class ColumnCodec:
         self.ctype = ctype
         self.complex = ctype.is_complex
         self.counter = ctype.is_counter
+        self.null: Any = None  # the column's value where none shows
         self.json = raw_json(ctype)
         self.path_json: Callable[[bytes], Any] | None = None
         self.value_json: Callable[[bytes, bytes | None], Any] | None = None
@@ -402,14 +404,19 @@ class Screening:
 class TableCodec:
     """A table's change-log rendering and target conversions (see the module docstring)."""
 
-    def __init__(self, table: TableDef, targets: dict[str, TargetType]) -> None:
+    def __init__(self, table: TableDef, targets: dict[str, TargetType], nulls: dict[str, Any] | None = None) -> None:
+        """``nulls``: what a column holds for a value that does not show, where that is not ``None``
+        (ClickHouse arrays: ``[]``)."""
         self.table = table
         self.columns: dict[str, ColumnCodec] = {
             c.name: ColumnCodec(table, c, targets[c.name])
             for c in table.partition_key + table.clustering + list(table.columns.values())
         }
+        for name, null in (nulls or {}).items():
+            self.columns[name].null = null
         self.partition_key = [self.columns[c.name] for c in table.partition_key]
         self.clustering = [self.columns[c.name] for c in table.clustering]
+        self.data = [self.columns[c.name] for c in table.columns.values()]
 
     # -- change log -------------------------------------------------------------------------------
     def key_json(self, event: ChangeEvent) -> bytes:
@@ -591,6 +598,34 @@ class TableCodec:
 
     def _convert(self, column: str, raw: bytes) -> Any:
         return self.columns[column].to_target(raw)
+
+    def row_values(self, row: VisibleRow, converted: Converted) -> list[Any]:
+        """A visible row's values as the sink's columns store them: key columns, then data columns
+        (``None``, or the column's own empty value, for a value that does not show)."""
+        memo = converted.values
+        out = []
+        for c, key in zip(self.partition_key, row.partition_key):
+            value = memo[c.name].get(key, _MISSING)
+            out.append(value if value is not _MISSING else self.target(converted, c, key))
+        for c, part in zip(self.clustering, row.clustering or [None] * len(self.clustering)):
+            if part is None:
+                out.append(c.null)
+                continue
+            value = memo[c.name].get(part, _MISSING)
+            out.append(value if value is not _MISSING else self.target(converted, c, part))
+        got = row.values.get
+        for c in self.data:
+            shown = got(c.name)
+            if shown is None:
+                out.append(c.null)
+            elif c.counter:
+                out.append(shown)  # the counter's total, already summed over shards
+            elif c.complex:
+                out.append(c.to_target(frozen_bytes(c.ctype, shown)))
+            else:
+                value = memo[c.name].get(shown, _MISSING)
+                out.append(value if value is not _MISSING else self.target(converted, c, shown))
+        return out
 
     def target(self, converted: Converted, column: ColumnCodec, raw: bytes) -> Any:
         """The target value of a simple column's serialized value, converted once per batch."""

@@ -106,21 +106,23 @@ def plan(
     simple = {c.name for c in model.regular if not c.type.is_complex and not c.type.is_counter}
     partition_level: set[tuple[bytes, ...]] = set()
     counts: dict[tuple, int] = {}
+    ids = []
     for event in events:
         pk = tuple(event.partition_key)
+        row_id = (pk, tuple(event.clustering))
+        ids.append(row_id)
         if event.op in (PARTITION_DELETE, RANGE_DELETE) or event.static:
             partition_level.add(pk)
         else:
-            row_id = (pk, tuple(event.clustering))
             counts[row_id] = counts.get(row_id, 0) + 1
 
     plans: dict[tuple[bytes, ...], PartitionPlan] = {}
     states: dict[tuple[bytes, ...], PartitionState] = {}  # stored partition states, decoded
     views: dict[tuple[bytes, ...], StaticView | None] = {}  # None: no new row goes straight there
     slow: list[ChangeEvent] = []
-    for event in events:
-        pk = tuple(event.partition_key)
-        if pk not in partition_level and counts[(pk, tuple(event.clustering))] == 1 and _simple(event, simple):
+    for event, row_id in zip(events, ids):
+        pk = row_id[0]
+        if pk not in partition_level and counts[row_id] == 1 and _simple(event, simple):
             if pk in views:
                 view = views[pk]
             else:

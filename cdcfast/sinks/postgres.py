@@ -36,7 +36,7 @@ from cdcfast.events import ChangeEvent
 from cdcfast.sinks.encode import Converted, Screening, TableCodec
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter
-from cdcfast.sinks.state import VisibleRow, frozen_bytes
+from cdcfast.sinks.state import VisibleRow
 from cdcfast.transform.typemap import TypeMappings, convert_cell, load_mappings
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -185,33 +185,11 @@ END $$""",
         """One serialized value as this column stores it; errors name keyspace, table and column."""
         return convert_cell(self.targets[column], self.table.keyspace, self.table.name, column, raw)
 
-    def column_value(self, column: ColumnDef, raw: Any, converted: Converted | None = None) -> Any:
-        """A visible value (see :meth:`VisibleRow.values`) as the column stores it."""
-        if raw is None:
-            return None
-        if column.type.is_counter:
-            return raw  # the counter's total, already summed over shards
-        if column.type.is_complex:
-            return self.codec.columns[column.name].to_target(frozen_bytes(column.type, raw))
-        codec = self.codec.columns[column.name]
-        return self.codec.target(converted, codec, raw) if converted is not None else codec.to_target(raw)
-
     def state_record(self, row: VisibleRow, key: bytes, pk: bytes, blob: bytes, converted: Converted) -> tuple:
         """A current-state row for binary COPY (``state_columns``)."""
-        target = self.codec.target
-        values = [target(converted, c, raw) for c, raw in zip(self.codec.partition_key, row.partition_key)]
-        if row.clustering is None:
-            values += [None] * len(self.codec.clustering)
-        else:
-            values += [
-                None if raw is None else target(converted, c, raw)
-                for c, raw in zip(self.codec.clustering, row.clustering)
-            ]
-        got = row.values.get
-        values += [self.column_value(c, got(c.name), converted) for c in self.data_columns]
         expires = orjson.dumps(row.expires) if row.expires else None
         row_expires = EPOCH + dt.timedelta(seconds=row.row_expires) if row.row_expires else None
-        return (*values, key, pk, expires, row_expires, blob)
+        return (*self.codec.row_values(row, converted), key, pk, expires, row_expires, blob)
 
 
 def change_record(

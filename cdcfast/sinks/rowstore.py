@@ -32,6 +32,7 @@ class _StoredPartition(msgspec.Struct, array_like=True, omit_defaults=True):
 
 
 _encoder = msgspec.msgpack.Encoder()
+_NONE: dict = {}  # an empty field of a stored row (array-like: every field is written)
 _row_decoder = msgspec.msgpack.Decoder(_StoredRow)
 _partition_decoder = msgspec.msgpack.Decoder(_StoredPartition)
 
@@ -65,8 +66,8 @@ def encode_row(row: RowState) -> bytes:
 
 
 def encode_new_row(liveness: Version | None, cells: dict[str, Version]) -> bytes:
-    """``encode_row`` of a row state with a liveness and simple cells only."""
-    return _encoder.encode(_StoredRow(liveness=liveness, cells=cells))
+    """``encode_row`` of a row state with a liveness and simple cells only (the same bytes)."""
+    return _encoder.encode((liveness, None, cells, _NONE, _NONE, _NONE, _NONE))
 
 
 def decode_row(data: bytes) -> RowState:

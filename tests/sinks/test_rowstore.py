@@ -28,3 +28,13 @@ def test_every_corpus_state_round_trips(corpus: Corpus) -> None:
                 assert decode_row(encode_row(row)) == row
                 checked += 1
     assert checked > 70000
+
+
+def test_new_rows_encode_as_encode_row_does() -> None:
+    from cdcfast.sinks.rowstore import encode_new_row
+    from cdcfast.sinks.state import RowState, Version
+
+    live = Version(5, b"", 0)
+    for liveness in (None, live, Version(7, b"", 99)):
+        for cells in ({}, {"a": Version(3, b"x", 0)}, {"a": Version(3, b"x", 0), "b": Version(4, b"", 12)}):
+            assert encode_new_row(liveness, cells) == encode_row(RowState(liveness=liveness, cells=cells))
