@@ -3,7 +3,7 @@
 Per CDC table ``ks.t``, in database ``ks``:
 
 * ``ks.t_changes``: the change log, ``ReplacingMergeTree`` ordered by ``event_id``;
-* ``ks.t__rows``: every row's merged state, ``ReplacingMergeTree(_version)`` ordered by ``_key``;
+* ``ks.t__rows``: every row's merged state, ``ReplacingMergeTree(_version)`` ordered by ``(_pk, _key)``;
   invisible rows (deleted) keep ``_visible = 0`` so that late, older events still lose;
 * ``ks.t`` (view): the current state, ``SELECT *`` as Cassandra answers it, TTL-expired values
   hidden as of ``now()``; :func:`as_of_query` gives the same for any moment;
@@ -115,7 +115,7 @@ class TableWriter:
   {columns},
   {expiries + "," if expiries else ""}
   _key String, _pk String, _visible UInt8, _row_expires UInt32, _state String, _version UInt64
-) ENGINE = ReplacingMergeTree(_version) ORDER BY _key""",
+) ENGINE = ReplacingMergeTree(_version) ORDER BY (_pk, _key)""",
             f"""CREATE TABLE IF NOT EXISTS {self.partitions} (
   _pk String, _state String, _version UInt64
 ) ENGINE = ReplacingMergeTree(_version) ORDER BY _pk""",
@@ -164,8 +164,10 @@ class ClickHouseSink:
         self.client: Client | None = None
         self.features: ClickHouseFeatures | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
+        self.checkpoints: dict[str, tuple[int, int] | None] = {}  # per source, as last read or written
 
     async def connect(self) -> None:
+        self.checkpoints.clear()
         self.client = Client.from_url(self.dsn)
         version = self.client.execute("SELECT version()")[0][0]
         self.features = ClickHouseFeatures.from_version(version)
@@ -279,7 +281,8 @@ class ClickHouseSink:
             "SELECT segment_id, position FROM cdcfast.checkpoints FINAL WHERE source = %(s)s AND sink = %(k)s",
             {"s": source, "k": self.name},
         )
-        return (rows[0][0], rows[0][1]) if rows else None
+        self.checkpoints[source] = (rows[0][0], rows[0][1]) if rows else None
+        return self.checkpoints[source]
 
     async def apply(
         self,
@@ -295,12 +298,14 @@ class ClickHouseSink:
             self._apply_table(self.prepare_table(tables[key]), table_events, source)
         if position is None:  # a dead-letter replay moves no checkpoint
             return
-        current = await self.checkpoint(source)
+        # The stored checkpoint is read once per source; after that this writer is the one moving it.
+        current = self.checkpoints[source] if source in self.checkpoints else await self.checkpoint(source)
         if current is None or current < position:
             self.client.execute(
                 "INSERT INTO cdcfast.checkpoints (source, sink, segment_id, position, updated_at, _version) VALUES",
                 [(source, self.name, position[0], position[1], int(time.time()), time.time_ns())],
             )
+            self.checkpoints[source] = position
 
     def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str) -> None:
         client = self.client
@@ -327,11 +332,17 @@ class ClickHouseSink:
             stored[by_bytes[pk_raw]].state = state or None
         whole, row_keys = scope(writer.table, events)
         whole_bytes = [partition_key_bytes(pk) for pk in whole]
+        # Rows tables are sorted by (_pk, _key): both conditions use the index (a rows table made by an
+        # earlier version, sorted by _key alone, is read whole for _wanted_partitions).
         for pk_raw, key, state, shown in client.execute(
-            f"SELECT _pk, _key, _state, _visible FROM {writer.rows} FINAL "
-            "WHERE _pk IN _wanted_partitions OR _key IN _wanted_rows",
+            f"SELECT _pk, _key, _state, _visible FROM {writer.rows} FINAL WHERE _pk IN _batch_partitions "
+            "AND (_pk IN _wanted_partitions OR _key IN _wanted_rows)",
             settings={"strings_as_bytes": True},
-            external_tables=[key_table("_wanted_partitions", whole_bytes), key_table("_wanted_rows", row_keys)],
+            external_tables=[
+                key_table("_batch_partitions", list(by_bytes)),
+                key_table("_wanted_partitions", whole_bytes),
+                key_table("_wanted_rows", row_keys),
+            ],
         ):
             stored[by_bytes[pk_raw]].rows[key] = (state, bool(shown))
         plans = plan(writer.table, stored, events)
