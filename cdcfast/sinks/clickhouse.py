@@ -30,7 +30,7 @@ from clickhouse_driver import Client
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
-from cdcfast.sinks.encode import Converted, TableCodec
+from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
@@ -294,8 +294,9 @@ class ClickHouseSink:
         """Write ``events``, then move the checkpoint to ``position`` (data first: see the module doc)."""
         assert self.client is not None
         groups = by_table(events)
-        for key, table_events in groups.items():
-            self._apply_table(self.prepare_table(tables[key]), table_events, source)
+        with collector_paused():
+            for key, table_events in groups.items():
+                self._apply_table(self.prepare_table(tables[key]), table_events, source)
         if position is None:  # a dead-letter replay moves no checkpoint
             return
         # The stored checkpoint is read once per source; after that this writer is the one moving it.

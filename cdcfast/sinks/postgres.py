@@ -33,7 +33,7 @@ from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.config import Hypertable
 from cdcfast.errors import ConfigError
 from cdcfast.events import ChangeEvent
-from cdcfast.sinks.encode import Converted, Screening, TableCodec
+from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
@@ -379,6 +379,13 @@ class PostgresSink:
         groups = by_table(events)
         for key in groups:
             await self.prepare_table(tables[key])
+        with collector_paused():
+            await self._apply(groups, source, position)
+
+    async def _apply(
+        self, groups: dict[tuple[str, str], list[ChangeEvent]], source: str, position: tuple[int, int] | None
+    ) -> None:
+        assert self.conn is not None
         async with self.conn.transaction():
             for key, table_events in groups.items():
                 await self._apply_table(self.writers[key], table_events, source)
