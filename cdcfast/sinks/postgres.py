@@ -491,9 +491,10 @@ class PostgresSink:
         assert conn is not None
         records: Iterable[tuple] = screening
         if writer.probe_ids:
-            rows = screening.finish().rows
+            rows = screening.finish().rows  # the screening is used up: the COPY sends ``records``
             if not rows:
                 return
+            records = rows
             present = {
                 r[0].bytes
                 for r in await conn.fetch(
