@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to deliver everything (default 3600)")
     if kind == "e2e":
         parser.add_argument("--no-count-rows", action="store_true", help="do not count change-log rows in the sinks")
+    parser.add_argument(
+        "--server", action="append", default=[], metavar="NAME=PID", help="a database server's pid: its CPU seconds too"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of text")
     parser.add_argument("--out", help="also write the results (JSON) to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -84,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
         count_rows=not getattr(args, "no_count_rows", False),
         progress=None if args.quiet else sys.stderr,
     )
+    for server in args.server:
+        name, _, pid = server.partition("=")
+        if not pid.isdigit():
+            raise ConfigError(f"--server {server!r}: expected NAME=PID")
+        settings.servers[name] = int(pid)
     result = run_bench(settings)
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     if args.out:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from cdcfast.benchmarks.procstat import ProcessSampler, cpu_model, machine_cpu, memory_bytes
+from cdcfast.benchmarks.procstat import ProcessSampler, cpu_model, machine_cpu, memory_bytes, tree_cpu
 from cdcfast.benchmarks.replay import InputSegment, Release, Replay, input_segments
 from cdcfast.benchmarks.watch import CheckpointWatch, Landing, LogWatch
 from cdcfast.errors import ConfigError
@@ -80,6 +80,7 @@ class BenchSettings:
     timeout: float = 3600.0  # seconds for the pipeline to deliver everything
     count_rows: bool = True  # e2e: count this run's change-log rows in each sink
     watch_interval: float = 0.1  # seconds between polls of each sink's checkpoint
+    servers: dict[str, int] = field(default_factory=dict)  # database servers' pids, for their CPU seconds
     progress: IO[str] | None = field(default_factory=lambda: sys.stderr)
 
 
@@ -217,8 +218,8 @@ def weighted_percentiles(samples: list[tuple[float, int]], points: tuple[float, 
 
 
 def latencies(releases: list[Release], landings: list[Landing]) -> list[tuple[float, int]]:
-    """(seconds from each release to the first checkpoint covering it, its events); releases not
-    covered yet are left out."""
+    """(seconds from each release (or section) to the first checkpoint covering it, its events);
+    those not covered yet are left out."""
     out, i = [], 0
     ordered = sorted(releases, key=lambda r: r.key)
     for landing in sorted(landings, key=lambda x: (x.at, x.key)):
@@ -238,7 +239,7 @@ def latency_summary(samples: list[tuple[float, int]]) -> dict[str, Any]:
         "p99_ms": None if p99 is None else round(p99 * 1000, 1),
         "max_ms": round(max(v for v, _ in samples) * 1000, 1) if samples else None,
         "mean_ms": None if mean is None else round(mean * 1000, 1),
-        "releases": len(samples),
+        "sections": len(samples),
     }
 
 
@@ -374,6 +375,7 @@ class Bench:
     def _run(self, work: Path) -> dict[str, Any]:
         from cdcfast.commitlog import load_schema
         from cdcfast.config import load_config
+        from cdcfast.sinks import open_sink
 
         settings = self.settings
         started = time.time()
@@ -391,6 +393,8 @@ class Bench:
         config_path.chmod(0o600)
         config = load_config(config_path)
         schema = load_schema(config.sources[0].schema)
+        for spec in config.sinks:  # the sinks' modules, imported now (the checks at the end use them too)
+            open_sink(spec.kind, spec.dsn, spec.name)
 
         total_bytes = sum(s.logical_bytes for s in segments)
         self.say(f"baseline: single process over {len(segments)} segment(s), {total_bytes / 1e6:,.1f} MB")
@@ -497,6 +501,7 @@ class Bench:
             replay = Replay(segments, cdc_raw)
             cpu_start = sampler.sample()
             machine_start = machine_cpu()
+            servers_start = tree_cpu(settings.servers)
             self_start = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.time()
             if settings.rate is None:
@@ -506,6 +511,7 @@ class Bench:
             t_end = time.time()
             cpu_end = sampler.sample()
             machine_end = machine_cpu()
+            servers_end = tree_cpu(settings.servers)
             self_end = resource.getrusage(resource.RUSAGE_SELF)
             if finished:  # the acks reach status.json at the supervisor's next poll
                 time.sleep(2 * settings.poll_interval + 0.3)
@@ -527,6 +533,7 @@ class Bench:
 
         cpu = {name: round(cpu_end.get(name, 0.0) - cpu_start.get(name, 0.0), 3) for name in cpu_end}
         ours = sum(cpu.values())
+        servers = {n: round(servers_end[n] - servers_start[n], 3) for n in servers_end if n in servers_start}
         busy = machine_end[0] - machine_start[0]
         elapsed = t_end - t0
         per_sink: dict[str, Any] = {}
@@ -534,9 +541,9 @@ class Bench:
             last = watch.landings[-1].at if watch.landings else None
             done = bool(replay.releases) and watch.checkpoint >= replay.releases[-1].key
             seconds = (last - t0) if (last and done) else None
-            samples = latencies(replay.releases, watch.landings)
+            samples = latencies(replay.sections, watch.landings)
             per_sink[name] = {
-                "events_covered": covered_events(replay.releases, watch.checkpoint),
+                "events_covered": covered_events(replay.sections, watch.checkpoint),
                 "events_acked": acked.get(name, {}).get("events_written"),
                 "checkpoint": list(watch.checkpoint),
                 "checkpoints_seen": len(watch.landings),
@@ -553,7 +560,8 @@ class Bench:
                 "exactly once (each batch with its checkpoint)"
             ),
             "latency_from": (
-                "each idx advance (one per sync period) to its checkpoint first seen in the sink"
+                "each idx advance (one per sync period) to the checkpoint covering each section it made "
+                "durable, first seen in the sink"
                 if settings.rate
                 else "the release of the whole input (a backlog: time until each part is visible)"
             ),
@@ -564,6 +572,7 @@ class Bench:
             "events": replay.total_events,
             "events_per_s": round(replay.total_events / slowest) if slowest and finished else None,
             "mb_per_s": round(replay.total_bytes / slowest / 1e6, 2) if slowest and finished else None,
+            "idx_advances": len(replay.releases),
             "released_events_per_s": (
                 round(replay.released_events / (replay.releases[-1].at - t0), 1)
                 if settings.rate and replay.releases and replay.releases[-1].at > t0
@@ -575,8 +584,9 @@ class Bench:
             "cpu_seconds_all_descendants": round(children_cpu, 3),
             "idle_cpu_per_s": idle,
             "bench_cpu_seconds": round(self_cpu, 3),
+            "server_cpu_seconds": servers,
             "machine_busy_cpu_seconds": round(busy, 3),
-            "others_cpu_seconds": round(max(0.0, busy - ours - self_cpu), 3),
+            "others_cpu_seconds": round(max(0.0, busy - ours - self_cpu - sum(servers.values())), 3),
             "window_seconds": round(elapsed, 3),
             "finished": finished,
         }
@@ -648,8 +658,9 @@ class Bench:
     ) -> None:
         parts = []
         for name, watch in watches.items():
-            covered = covered_events(replay.releases, watch.checkpoint)
-            parts.append(f"{name} {covered:,} ({covered / elapsed:,.0f}/s)")
+            covered = covered_events(replay.sections, watch.checkpoint)
+            trouble = f" [checkpoint not readable: {watch.last_error}]" if watch.last_error and not covered else ""
+            parts.append(f"{name} {covered:,} ({covered / elapsed:,.0f}/s){trouble}")
         cpu = sum(sampler.totals().values())
         self.say(
             f"{elapsed:,.0f} s: released {replay.released_events:,} of {replay.total_events:,} events; "
@@ -708,9 +719,12 @@ def render(result: dict[str, Any]) -> str:
         held = f"{sink['events']:,}" if sink.get("events") is not None else "?"
         lines.append(
             f"  {name}: {held} events held, {rate}; latency p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
-            f"max {lat['max_ms']} ms ({lat['releases']} releases)"
+            f"max {lat['max_ms']} ms ({lat['sections']} sections)"
         )
     lines.append("CPU seconds: " + ", ".join(f"{k} {v}" for k, v in pipe["cpu_seconds"].items()))
+    if pipe.get("server_cpu_seconds"):
+        servers = pipe["server_cpu_seconds"].items()
+        lines.append("database servers, CPU seconds: " + ", ".join(f"{k} {v}" for k, v in servers))
     lines.append(f"latency measured from {pipe['latency_from']}")
     if result["problems"]:
         lines.append("PROBLEMS:")

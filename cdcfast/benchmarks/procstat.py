@@ -80,3 +80,41 @@ def memory_bytes() -> int:
     except OSError:
         pass
     return 0
+
+
+def _all_stats() -> dict[int, tuple[int, float, float]]:
+    """pid -> (parent pid, its own CPU seconds, its waited-for children's CPU seconds), every process."""
+    out: dict[int, tuple[int, float, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        own = (int(fields[11]) + int(fields[12])) / TICKS
+        children = (int(fields[13]) + int(fields[14])) / TICKS
+        out[int(entry.name)] = (int(fields[1]), own, children)
+    return out
+
+
+def tree_cpu(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each process tree (a server and its workers: PostgreSQL's backends are child
+    processes), counting children that already exited through the CPU their parents collected."""
+    stats = _all_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    out: dict[str, float] = {}
+    for name, root in roots.items():
+        if root not in stats:
+            continue
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            _, own, reaped = stats[pid]
+            total += own + reaped
+            todo.extend(children.get(pid, ()))
+        out[name] = total
+    return out

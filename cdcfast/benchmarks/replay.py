@@ -5,7 +5,9 @@ per sync of the generator's clock) are found by walking its sync-marker chain. :
 hard-links a segment into the target folder when its first section is released and then rewrites
 its ``_cdc.idx`` as Cassandra does at each sync: the logical offset of the last released section,
 then ``COMPLETED`` once the whole segment is out. Every release is recorded with its wall-clock
-time and the number of change events it made durable, which is what latency is measured from.
+time and the number of change events it made durable, and so is each section it released (a
+section's events are all delivered once a checkpoint reaches its end): latency is measured from
+there, section by section.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ class Replay:
         self.segments = segments
         self.target = target
         self.target.mkdir(parents=True, exist_ok=True)
-        self.releases: list[Release] = []
+        self.releases: list[Release] = []  # one per idx advance
+        self.sections: list[Release] = []  # one per section made durable, keyed by its end
         self.total_events = sum(s.events for s in segments)
         self.total_bytes = sum(s.logical_bytes for s in segments)
         self.released_events = 0
@@ -154,9 +157,14 @@ class Replay:
         start = segment.section_ends[first - 1] if first else 0
         write_idx(self.target / segment.path.name.replace(".log", "_cdc.idx"), end, completed)
         events = sum(segment.section_events[first:count])
-        self.releases.append(
-            Release(time.time(), segment.segment_id, WHOLE_SEGMENT if completed else end, events, end - start)
-        )
+        at = time.time()
+        self.releases.append(Release(at, segment.segment_id, WHOLE_SEGMENT if completed else end, events, end - start))
+        for n in range(first, count):
+            section_start = segment.section_ends[n - 1] if n else 0
+            ends_at = segment.section_ends[n]
+            self.sections.append(
+                Release(at, segment.segment_id, ends_at, segment.section_events[n], ends_at - section_start)
+            )
         self.released_events += events
         self._section = count
         if completed:

@@ -55,6 +55,11 @@ class CheckpointWatch(threading.Thread):
         self.polls = 0
         self.last_error: str | None = None
         self.stop = threading.Event()
+        # Made here, in the caller's thread: importing a sink's module from this thread later could
+        # meet a source tree edited since this process started.
+        from cdcfast.sinks import open_sink
+
+        self.sink: Any = open_sink(kind, dsn, name)
 
     def run(self) -> None:
         if self.kind == "null":
@@ -69,9 +74,9 @@ class CheckpointWatch(threading.Thread):
             self.landings.append(Landing(at, key))
 
     def _watch_file(self) -> None:
-        from cdcfast.sinks.null import NullSink, read_state
+        from cdcfast.sinks.null import read_state
 
-        path = NullSink(self.dsn, self.name).path(self.node)
+        path = self.sink.path(self.node)
         while not self.stop.is_set():
             try:
                 state = read_state(path)
@@ -82,19 +87,22 @@ class CheckpointWatch(threading.Thread):
             self.stop.wait(self.interval)
 
     async def _watch_sink(self) -> None:
-        from cdcfast.sinks import open_sink
-
-        sink: Any = None
+        connected = False
         while not self.stop.is_set():
             try:
-                if sink is None:
-                    sink = open_sink(self.kind, self.dsn, self.name)
-                    await sink.connect()
-                key = await sink.checkpoint(self.node)
+                if not connected:
+                    await self.sink.connect()
+                    connected = True
+                key = await self.sink.checkpoint(self.node)
                 self._seen(tuple(key) if key else None, time.time())
             except Exception as exc:  # noqa: BLE001 - a sink that does not answer is asked again
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                sink = None
+                if connected:
+                    connected = False
+                    try:
+                        await self.sink.close()
+                    except Exception:  # noqa: BLE001 - closing a broken connection
+                        pass
             await asyncio.sleep(self.interval)
-        if sink is not None:
-            await sink.close()
+        if connected:
+            await self.sink.close()

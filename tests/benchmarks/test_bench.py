@@ -5,6 +5,7 @@ here.)"""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def check_results(result: dict, manifest: dict, sinks: list[str]) -> None:
         assert sink["checkpoint"][1] == WHOLE_SEGMENT and sink["sink_checkpoint"] == sink["checkpoint"]
         latency = sink["latency"]
         assert 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
-        assert latency["releases"] >= 1
+        assert latency["sections"] == result["input"]["sections"]  # every section measured
     cpu = pipe["cpu_seconds"]
     expected = {"supervisor", "parser-0", "parser-1", *(f"writer-{s}" for s in sinks)}
     assert expected <= set(cpu) and cpu["total"] > 0
@@ -80,11 +81,14 @@ def check_results(result: dict, manifest: dict, sinks: list[str]) -> None:
 def test_bench_pipeline_all_at_once(generated: tuple[Path, dict], tmp_path: Path) -> None:
     folder, manifest = generated
     out = tmp_path / "results" / "pipeline.json"
-    run = bench("pipeline", "--segments", str(folder), "--out", str(out), "--work", str(tmp_path / "work"))
+    work = str(tmp_path / "work")
+    me = f"me={os.getpid()}"
+    run = bench("pipeline", "--segments", str(folder), "--out", str(out), "--work", work, "--server", me)
     assert run.returncode == 0, run.stderr[-4000:] + run.stdout
     result = json.loads(out.read_text())
     check_results(result, manifest, ["null"])
     assert result["benchmark"] == "pipeline" and result["settings"]["release"] == "all at once"
+    assert result["pipeline"]["server_cpu_seconds"]["me"] >= 0  # a server's process tree: this one here
     assert "events/s" in run.stdout and "p99" in run.stdout  # the text summary
     # the pipeline deleted what it delivered from its own cdc_raw (links), never the input
     assert len(list(folder.glob("CommitLog-*.log"))) == manifest["totals"]["segments"]
@@ -114,7 +118,7 @@ def test_bench_pipeline_paced_generates_its_input(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "input" / "generated.json").read_text())
     check_results(result, manifest, ["null"])
     assert result["input"]["generated"] and result["settings"]["rate"] == 1500
-    assert result["pipeline"]["sinks"]["null"]["latency"]["releases"] >= 3  # several syncs, each measured
+    assert result["pipeline"]["idx_advances"] >= 3  # several syncs
     # kept: the state dir's null sink checkpoint file says the same
     (state,) = (tmp_path / "state" / "null" / "null").glob("checkpoint-*.json")
     assert json.loads(state.read_text())["events"] == manifest["totals"]["events"]
@@ -156,13 +160,15 @@ def test_replay_advances_idx_by_whole_sections(generated: tuple[Path, dict], tmp
     assert idx.offset == first.section_ends[1] and not idx.completed
     assert (tmp_path / "raw" / first.path.name).stat().st_ino == first.path.stat().st_ino  # linked, not copied
     assert [r.key for r in replay.releases] == [(first.segment_id, first.section_ends[1])]
+    assert [s.key for s in replay.sections] == [(first.segment_id, end) for end in first.section_ends[:2]]
     replay.release_until(first.events + 1)
     assert read_cdc_index(tmp_path / "raw" / first.path.name.replace(".log", "_cdc.idx")).completed
     assert replay.releases[-1].key == (first.segment_id, WHOLE_SEGMENT)
     assert not (tmp_path / "raw" / segments[1].path.name).exists()  # nothing of the next one yet
     replay.release_all()
     assert replay.done and replay.released_events == replay.total_events
-    assert sum(r.events for r in replay.releases) == replay.total_events
+    assert sum(r.events for r in replay.releases) == replay.total_events == sum(s.events for s in replay.sections)
+    assert len(replay.sections) == sum(len(s.section_ends) for s in segments)
     shutil.rmtree(tmp_path / "raw")
 
 
@@ -173,7 +179,7 @@ def test_latency_arithmetic() -> None:
     assert samples == [(0.5, 10), (1.0, 30), (2.0, 60)]
     assert weighted_percentiles(samples, (10, 40, 41, 100)) == [0.5, 1.0, 2.0, 2.0]
     summary = latency_summary(samples)
-    assert summary["p50_ms"] == 2000.0 and summary["p99_ms"] == 2000.0 and summary["releases"] == 3
+    assert summary["p50_ms"] == 2000.0 and summary["p99_ms"] == 2000.0 and summary["sections"] == 3
     assert summary["mean_ms"] == pytest.approx((0.5 * 10 + 30 + 120) / 100 * 1000)
     assert covered_events(releases, (1, 220)) == 40
     assert latency_summary([])["p50_ms"] is None
