@@ -1,15 +1,15 @@
 """Each writer's events/s next to a bare COPY / native insert of the same rows, in the same run.
 
-    python bench/bench_writers.py [--corpus c50-v8-lz4] [--rounds 3] [--out bench/results/writers.json]
+    python bench/bench_writers.py [--corpus c50-v8-lz4] [--rounds 3] [--batch 5000] [--out bench/results/writers.json]
 
 Needs the throwaway servers (scripts/services.sh start). For each sink, ``--rounds`` times in turn:
 
 1. the writer applying every change event of the corpus into a fresh database (change log, merged
-   state, checkpoint; batches of 5000, as the pipeline sends them);
+   state, checkpoint; batches of 5000 events by default, as the pipeline sends them);
 2. the bare load: the same change-log rows (rendered by the writers' own encoders before the clock
    starts) into a fresh table defined like the change logs (same columns and types, the same
    unique key; a hypertable on TimescaleDB; a ``ReplacingMergeTree`` on ``event_id`` on
-   ClickHouse), by binary COPY resp. one columnar native insert per batch of 5000.
+   ClickHouse), by binary COPY resp. one columnar native insert per batch.
 
 Each side's best round counts (the machines are shared and noisy), and their ratio is printed (the
 target: the writer at 70% or more of the bare rate). The CPU seconds of this process and of the
@@ -190,12 +190,15 @@ def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> int:
+    global BATCH
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="c50-v8-lz4")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=BATCH, help="events per batch (the pipeline's tuning.batch_size)")
     parser.add_argument("--sinks", default="postgresql,timescaledb,clickhouse")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "writers.json")
     args = parser.parse_args()
+    BATCH = args.batch
     dsns = ensure_services(["postgres", "timescaledb", "clickhouse"])
     schema, events = corpus_events(args.corpus)
     rows = change_rows(schema, events)

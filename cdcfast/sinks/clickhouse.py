@@ -325,27 +325,25 @@ class ClickHouseSink:
         pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))
         by_bytes = {partition_key_bytes(pk): pk for pk in pks}
         stored = {pk: StoredPartition(None) for pk in pks}
-        for pk_raw, state in client.execute(
-            f"SELECT _pk, _state FROM {writer.partitions} FINAL WHERE _pk IN _wanted_partitions",
-            settings={"strings_as_bytes": True},
-            external_tables=[key_table("_wanted_partitions", list(by_bytes))],
-        ):
-            stored[by_bytes[pk_raw]].state = state or None
         whole, row_keys = scope(writer.table, events)
-        whole_bytes = [partition_key_bytes(pk) for pk in whole]
-        # Rows tables are sorted by (_pk, _key): both conditions use the index (a rows table made by an
-        # earlier version, sorted by _key alone, is read whole for _wanted_partitions).
-        for pk_raw, key, state, shown in client.execute(
-            f"SELECT _pk, _key, _state, _visible FROM {writer.rows} FINAL WHERE _pk IN _batch_partitions "
-            "AND (_pk IN _wanted_partitions OR _key IN _wanted_rows)",
+        # One query for the partitions' states and the rows the merge needs. Rows tables are sorted
+        # by (_pk, _key): both conditions use the index (a rows table made by an earlier version,
+        # sorted by _key alone, is read whole for _wanted_partitions).
+        for is_row, pk_raw, key, state, shown in client.execute(
+            f"SELECT 0, _pk, '', _state, 0 FROM {writer.partitions} FINAL WHERE _pk IN _batch_partitions "
+            f"UNION ALL SELECT 1, _pk, _key, _state, _visible FROM {writer.rows} FINAL "
+            "WHERE _pk IN _batch_partitions AND (_pk IN _wanted_partitions OR _key IN _wanted_rows)",
             settings={"strings_as_bytes": True},
             external_tables=[
                 key_table("_batch_partitions", list(by_bytes)),
-                key_table("_wanted_partitions", whole_bytes),
+                key_table("_wanted_partitions", [partition_key_bytes(pk) for pk in whole]),
                 key_table("_wanted_rows", row_keys),
             ],
         ):
-            stored[by_bytes[pk_raw]].rows[key] = (state, bool(shown))
+            if is_row:
+                stored[by_bytes[pk_raw]].rows[key] = (state, bool(shown))
+            else:
+                stored[by_bytes[pk_raw]].state = state or None
         plans = plan(writer.table, stored, events)
 
         version = time.time_ns()
