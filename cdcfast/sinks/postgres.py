@@ -13,14 +13,15 @@ Exactly once: a batch's change-log rows, state rewrite and the checkpoint row in
 ``cdcfast.checkpoints`` commit in ONE transaction. A restart resumes after the checkpoint; a replay
 from anywhere is harmless anyway (the change log skips known event ids, and the state merge is
 idempotent), which is what makes three replicas writing into one sink safe. Partition rows are
-locked (``FOR UPDATE``) while merged, so concurrent writers serialize per partition.
+locked while merged, so concurrent writers serialize per partition. docs/exactly-once.md tells
+how each part is written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -40,7 +41,7 @@ from cdcfast.sinks.state import VisibleRow
 from cdcfast.transform.typemap import TypeMappings, convert_cell, load_mappings
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-PROBE_BATCHES = 8  # after a duplicate event id: batches that look up their ids before the COPY
+STAGED_BATCHES = 8  # after an event id found in the change log: batches written through staging
 CHANGE_COLUMNS = (
     "event_id",
     "op",
@@ -89,7 +90,7 @@ class TableWriter:
         self.data_columns = list(table.columns.values())
         self.targets = {c.name: mappings.postgres(self._storage_type(c)) for c in self.key_columns + self.data_columns}
         self.codec = TableCodec(table, self.targets)
-        self.probe_ids = 0  # batches that first ask which event ids the change log has (after duplicates)
+        self.staged = 0  # batches whose change-log rows go through staging (after ids found there already)
         state_tables = (self.state, self.tombstones)
         self.load_query = " UNION ALL ".join(
             f"SELECT _pk, _key, _state, {shown} FROM {relation} WHERE _pk = ANY($1) OR _key = ANY($2)"
@@ -385,6 +386,18 @@ class PostgresSink:
     async def _apply(
         self, groups: dict[tuple[str, str], list[ChangeEvent]], source: str, position: tuple[int, int] | None
     ) -> None:
+        try:
+            await self._transaction(groups, source, position)
+        except asyncpg.UniqueViolationError:
+            # A change-log row was there already (a replay, or another replica's writer): the batch
+            # again, its change-log rows through staging (see _write_changes).
+            for key in groups:
+                self.writers[key].staged = STAGED_BATCHES
+            await self._transaction(groups, source, position)
+
+    async def _transaction(
+        self, groups: dict[tuple[str, str], list[ChangeEvent]], source: str, position: tuple[int, int] | None
+    ) -> None:
         assert self.conn is not None
         async with self.conn.transaction():
             for key, table_events in groups.items():
@@ -414,18 +427,17 @@ class PostgresSink:
         if not events:
             return
 
-        # Lock the batch's partitions (in one order: concurrent writers never deadlock), then load
-        # what the merge needs (scope) of the stored state, rows and row tombstones.
+        # Lock the batch's partitions (new ones inserted, the others locked by a no-op update, in key
+        # order: concurrent writers never deadlock) and read their states; then load what the merge
+        # needs (scope) of the stored rows and row tombstones.
         pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))
         by_bytes = {partition_key_bytes(pk): pk for pk in pks}
-        pk_bytes = sorted(by_bytes)
-        await conn.execute(
-            f"INSERT INTO {writer.partitions} (_pk) SELECT unnest($1::bytea[]) ON CONFLICT DO NOTHING", pk_bytes
-        )
         stored = {
             by_bytes[r[0]]: StoredPartition(r[1])
             for r in await conn.fetch(
-                f"SELECT _pk, _state FROM {writer.partitions} WHERE _pk = ANY($1) ORDER BY _pk FOR UPDATE", pk_bytes
+                f"INSERT INTO {writer.partitions} AS p (_pk) SELECT unnest($1::bytea[]) "
+                "ON CONFLICT (_pk) DO UPDATE SET _state = p._state RETURNING _pk, _state",
+                sorted(by_bytes),
             )
         }
         whole, row_keys = scope(writer.table, events)
@@ -452,10 +464,13 @@ class PostgresSink:
                 elif key in in_tombstones:
                     drop_tombstones.append(key)
             drop_state.extend(p.gone)
-        if drop_state:
-            await conn.execute(f"DELETE FROM {writer.state} WHERE _key = ANY($1)", drop_state)
-        if drop_tombstones:
-            await conn.execute(f"DELETE FROM {writer.tombstones} WHERE _key = ANY($1)", drop_tombstones)
+        if drop_state or drop_tombstones:
+            await conn.execute(
+                f"WITH s AS (DELETE FROM {writer.state} WHERE _key = ANY($1)) "
+                f"DELETE FROM {writer.tombstones} WHERE _key = ANY($2)",
+                drop_state,
+                drop_tombstones,
+            )
         if any(p.visible for p in plans):
             state_record = writer.state_record
             await conn.copy_records_to_table(
@@ -482,51 +497,29 @@ class PostgresSink:
             )
 
     async def _write_changes(self, writer: TableWriter, screening: Screening) -> None:
-        """The change-log rows, each once: rows already there (a replay, another replica's writer)
-        are left out. Straight into the table by COPY, rows sent as they are rendered; only when
-        that finds an event id already there (a race with another writer, a replay) through a
-        staging table and ``ON CONFLICT DO NOTHING``. After a duplicate, the next batches first
-        ask which ids are already there."""
+        """The change-log rows, each once. Straight into the table by COPY, rows sent as they are
+        rendered: an event id already there (a replay, another replica's writer) fails the batch,
+        which :meth:`_apply` then applies again with this path: a staging table and ``INSERT ...
+        ON CONFLICT DO NOTHING``. That path stays for the next batches of the table while they keep
+        finding ids already there, and STAGED_BATCHES more."""
         conn = self.conn
         assert conn is not None
-        records: Iterable[tuple] = screening
-        if writer.probe_ids:
-            rows = screening.finish().rows  # the screening is used up: the COPY sends ``records``
-            if not rows:
-                return
-            records = rows
-            present = {
-                r[0].bytes
-                for r in await conn.fetch(
-                    f"SELECT event_id FROM {writer.changes} WHERE event_id = ANY($1::uuid[]) "
-                    "AND change_time >= $2 AND change_time <= $3",
-                    [r[0] for r in rows],
-                    min(r[3] for r in rows),
-                    max(r[3] for r in rows),
-                )
-            }
-            if present:
-                writer.probe_ids = PROBE_BATCHES
-                records = [r for r in rows if r[0].bytes not in present]
-                if not records:
-                    return
-            else:
-                writer.probe_ids -= 1
-        try:
-            async with conn.transaction():  # a savepoint: a duplicate must not abort the batch
-                await conn.copy_records_to_table(
-                    f"{writer.table.name}_changes",
-                    schema_name=writer.table.keyspace,
-                    records=records,
-                    columns=CHANGE_COLUMNS,
-                )
+        if not writer.staged:
+            await conn.copy_records_to_table(
+                f"{writer.table.name}_changes",
+                schema_name=writer.table.keyspace,
+                records=screening,
+                columns=CHANGE_COLUMNS,
+            )
             return
-        except asyncpg.UniqueViolationError:
-            writer.probe_ids = PROBE_BATCHES
         rows = screening.finish().rows
+        if not rows:
+            return
         await conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS _cdc_changes (LIKE {writer.changes}) ON COMMIT DELETE ROWS"
         )
         await conn.copy_records_to_table("_cdc_changes", records=rows, columns=CHANGE_COLUMNS)
-        await conn.execute(f"INSERT INTO {writer.changes} SELECT * FROM _cdc_changes ON CONFLICT DO NOTHING")
+        status = await conn.execute(f"INSERT INTO {writer.changes} SELECT * FROM _cdc_changes ON CONFLICT DO NOTHING")
         await conn.execute("TRUNCATE _cdc_changes")
+        inserted = int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
+        writer.staged = STAGED_BATCHES if inserted < len(rows) else writer.staged - 1

@@ -80,3 +80,33 @@ def test_corpus_replay_equals_expected_exactly_once(corpus: Corpus, flavour: str
         await sink.close()
 
     asyncio.run(run())
+
+
+def test_change_log_rows_after_a_duplicate_are_all_written(corpus_scratch) -> None:  # noqa: ANN001
+    """A batch meeting ids already in the change log is applied again through staging; the batches
+    after it (new ids, a mix of new and known ones) lose no row and add none twice."""
+    from conftest import CORPUS_ROOT
+
+    if not (CORPUS_ROOT / "c50-v8-lz4").exists():
+        pytest.skip("corpus missing")
+    schema, events = cdc_events(Corpus("c50-v8-lz4", corpus_scratch))
+    events = events[:6000]
+    dsn = ensure_services(["postgres"])["postgres"]
+
+    async def run() -> None:
+        sink = PostgresSink(await fresh_database(dsn), name="pg")
+        await sink.connect()
+        await replay(sink, schema, events[:2000], chunk=2000)
+        await replay(sink, schema, events[:2000], chunk=2000, source="node2")  # all known: staged
+        await replay(sink, schema, events[2000:3000], chunk=1000, source="node2")  # all new
+        await replay(sink, schema, events[2500:4500], chunk=2000, source="node2")  # half known
+        await replay(sink, schema, events[4500:], chunk=1500)
+        conn = sink.conn
+        assert conn is not None
+        expected_ids = Counter((e.keyspace, e.table) for e in {e.event_id: e for e in events}.values())
+        for (ks, name), count in expected_ids.items():
+            n = await conn.fetchval(f'SELECT count(*) FROM "{ks}"."{name}_changes"')
+            assert n == count, f"{ks}.{name}_changes has {n} rows, expected {count}"
+        await sink.close()
+
+    asyncio.run(run())
