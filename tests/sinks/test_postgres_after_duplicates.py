@@ -1,7 +1,8 @@
 """PostgreSQL and TimescaleDB change logs keep every new change after a duplicate.
 
 After a batch meets an event id already in the change log (another replica's writer, a replay), the
-writer looks up the next batches' ids before its COPY. A batch with no id there used to COPY the
+writer applies it again and writes the next batches' change-log rows through staging. An earlier
+version looked the next batches' ids up instead, and a batch with no id there used to COPY the
 already consumed screening: nothing, so its change-log rows were lost while its state was merged
 and its checkpoint moved. Seen with three nodes' cdcfast writing into one sink
 (tests/live/test_live_cluster.py): writes missing from both change logs, present in ClickHouse's.
@@ -18,7 +19,7 @@ from support.sinks import fresh_database
 
 from cdcfast.commitlog.schema import schema_from_rows
 from cdcfast.events import UPDATE, Cell, ChangeEvent
-from cdcfast.sinks.postgres import PROBE_BATCHES, PostgresSink
+from cdcfast.sinks.postgres import STAGED_BATCHES, PostgresSink
 
 pytestmark = pytest.mark.services
 
@@ -63,9 +64,9 @@ def test_new_changes_after_a_duplicate_reach_the_change_log(flavour: str) -> Non
         try:
             await sink.prepare(schema)
             await sink.apply([change(keyspace, 1)], tables, "node1", (1, 1))
-            # node2 logged the same change, then new ones: one batch each, more than the lookups last
+            # node2 logged the same change, then new ones: one batch each, more than staging lasts
             await sink.apply([change(keyspace, 1)], tables, "node2", (1, 1))
-            keys = range(2, PROBE_BATCHES + 4)
+            keys = range(2, STAGED_BATCHES + 4)
             for key in keys:
                 await sink.apply([change(keyspace, key)], tables, "node2", (1, key))
             # and one batch of a new change with a duplicate in it
