@@ -75,6 +75,19 @@ def corpus(request: pytest.FixtureRequest, corpus_scratch: Path) -> Corpus:
 START_DEADLINE = float(os.environ.get("CDCFAST_START_DEADLINE", "0") or 0)
 
 
+# When time may run out, what proves the pipeline goes first: kill -9 and outages, then live nodes.
+SLOW_FIRST = ("tests/supervisor/", "tests/live/test_live_cluster", "tests/live/test_live_cdc_space")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if START_DEADLINE:
+        def rank(item: pytest.Item) -> int:
+            path = item.nodeid
+            return next((i for i, prefix in enumerate(SLOW_FIRST) if path.startswith(prefix)), len(SLOW_FIRST))
+
+        items.sort(key=rank)  # stable: file order within each rank
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     import time
 
