@@ -66,7 +66,10 @@ def test_a_connection_cut_by_the_server_is_transient() -> None:
     async def cut() -> None:
         conn, admin = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
         try:
-            await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+            pid = conn.get_server_pid()
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            while await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+                await asyncio.sleep(0.05)  # the backend is going: wait until it is gone
             await conn.execute("SELECT 1")
         finally:
             await admin.close()
