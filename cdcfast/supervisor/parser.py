@@ -13,7 +13,7 @@ from pathlib import Path
 from cdcfast.commitlog import CommitLogReader, ReadRange, SegmentFile, load_schema
 from cdcfast.commitlog.reader import NOT_FATAL
 from cdcfast.config import PipelineConfig
-from cdcfast.events import ChangeEvent, events_from_batch
+from cdcfast.events import TRUNCATE, ChangeEvent, events_from_batch
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
 from cdcfast.supervisor.messages import BATCH_ENCODER, WHOLE_SEGMENT, EventBatch, WorkItem, schema_fingerprint
@@ -39,6 +39,7 @@ class Parser:
         self.batch_size = config.tuning.batch_size
         self.audited_at = time.monotonic()
         self.cdc_tables: set[tuple[str, str]] | None = None  # computed from the schema on first use
+        self.truncations_skipped = 0
         self.unknown_checked: dict[str, float] = {}  # unknown table id -> when the schema was last read for it
 
     def events(self, item: WorkItem) -> list[ChangeEvent]:
@@ -69,6 +70,7 @@ class Parser:
                 count=count,
                 segment=item.segment_id,
             )
+        events = self._hold_back_truncations(events)
         metrics.record_read(metrics.events_by_table(events), reader.stats.mutation_bytes)
         for issue in reader.issues:
             if issue.kind not in NOT_FATAL:
@@ -82,6 +84,26 @@ class Parser:
             if time.monotonic() - self.audited_at > AUDIT_INTERVAL:
                 self.audit()
         return events
+
+    def _hold_back_truncations(self, events: list[ChangeEvent]) -> list[ChangeEvent]:
+        """The sinks do not apply TRUNCATE yet (docs/truncate.md): report each one, loudly, and keep
+        it from them (as a change of an empty key it would corrupt their state)."""
+        kept = []
+        for event in events:
+            if event.op != TRUNCATE:
+                kept.append(event)
+                continue
+            self.truncations_skipped += 1
+            metrics.record_read_issue("truncate_not_applied")
+            self.log.warning(
+                "TRUNCATE detected: the sinks keep the truncated rows (not applied yet)",
+                keyspace=event.keyspace,
+                table=event.table,
+                segment=event.segment_id,
+                position=event.position,
+                truncated_at_ms=event.truncated_at,
+            )
+        return kept
 
     def _schema_may_be_stale(self, reader: CommitLogReader) -> bool:
         """True for a column the schema does not know, or a table id not looked up again lately

@@ -49,3 +49,24 @@ def test_a_column_added_since_the_schema_was_read_is_decoded_after_a_reload(
     want = [e for e in want if (e.keyspace, e.table) in {(t.keyspace, t.name) for t in final.cdc_tables()}]
     assert [e.event_id for e in got] == [e.event_id for e in want]
     assert any(c.column == "loyalty_tier" for e in got for c in e.cells)
+
+
+def test_truncations_are_reported_and_kept_from_the_sinks_until_they_apply_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from events.test_truncate import scenario, user_schema
+
+    import cdcfast.supervisor.parser as parser_module
+
+    (tmp_path / "cdc_raw").mkdir()
+    scenario(tmp_path / "cdc_raw")  # two inserts, a TRUNCATE of app.items, a third insert
+    monkeypatch.setattr(parser_module, "load_schema", lambda _: user_schema())
+    source = SourceConfig(node="n1", cdc_raw=str(tmp_path / "cdc_raw"), schema="app-schema")
+    config = PipelineConfig(
+        sources=[source], sinks=[PostgresSink(name="pg", dsn="postgresql://x/y")], state_dir=str(tmp_path / "state")
+    )
+    parser = Parser(config, 0)
+    segment = discover([tmp_path / "cdc_raw"])[0]
+    events = parser.events(WorkItem(0, str(segment.path), segment.version, segment.segment_id, 0, None))
+    assert [e.op for e in events] == ["insert", "insert", "insert"]
+    assert parser.truncations_skipped == 1
