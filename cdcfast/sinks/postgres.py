@@ -66,10 +66,6 @@ def qualified(schema: str, name: str) -> str:
     return f"{ident(schema)}.{ident(name)}"
 
 
-def micros_to_time(ts: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=ts)
-
-
 class TableWriter:
     """DDL and row conversion for one Cassandra table in PostgreSQL."""
 
