@@ -78,6 +78,9 @@ def classify(exc: BaseException) -> ErrorClass:
         if code[:2] in _PG_POISON_CLASSES:
             return ErrorClass.POISON
         return ErrorClass.PERMANENT
+    if isinstance(exc, asyncpg.InternalClientError):
+        # "cannot switch to state N; another operation is in progress": the protocol state after a cut
+        return ErrorClass.TRANSIENT
     if isinstance(exc, asyncpg.InterfaceError):
         # "connection is closed", "cannot perform operation: another operation is in progress" after a cut
         return ErrorClass.TRANSIENT if "connection" in str(exc).lower() else ErrorClass.PERMANENT

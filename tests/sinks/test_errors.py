@@ -99,6 +99,12 @@ def test_clickhouse_errors() -> None:
     assert classify(caught.value) is ErrorClass.TRANSIENT
 
 
+def test_the_protocol_confusion_a_cut_leaves_behind_is_transient() -> None:
+    # Seen on a loaded machine when the server cut the connection under a query.
+    confused = asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+    assert classify(confused) is ErrorClass.TRANSIENT
+
+
 def test_anything_else_is_permanent_for_the_sink() -> None:
     assert classify(RuntimeError("a bug")) is ErrorClass.PERMANENT
     assert classify(TimeoutError()) is ErrorClass.TRANSIENT
