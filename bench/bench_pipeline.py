@@ -1,7 +1,8 @@
 """The whole way, measured in one run on one input (issues #6 and #7).
 
     python bench/bench_pipeline.py [--segments DIR | --size 1GiB] [--corpus c50-v8-lz4]
-        [--e2e-segments 1] [--rate 250000] [--rounds 3] [--profile 20] [--out bench/results/pipeline.json]
+        [--e2e-segments 1] [--paced-segments 4] [--rate 250000] [--rounds 3] [--profile 20]
+        [--skip parse|null|paced|e2e|solo] [--out bench/results/pipeline.json]
 
 Needs the throwaway servers (scripts/services.sh start; its CDCFAST_* port variables are honoured).
 
@@ -9,13 +10,15 @@ Needs the throwaway servers (scripts/services.sh start; its CDCFAST_* port varia
    the corpus schema (the corpus' own table ids, so Cassandra's reader can read it).
 2. **Parse**, on the whole input: Cassandra's ``CommitLogReader`` and ``cdcfast bench parse``, both
    through ``bench_parse.py`` (best of ``--rounds`` warmed rounds each), and their ratio.
-3. **Pipeline into the null sink** on the whole input, everything released at once:
-   ``cdcfast bench pipeline`` (the single-process baseline is measured in the same command).
+3. **Pipeline into the null sink** (``cdcfast bench pipeline``; each command measures the
+   single-process baseline on its own input in the same run): the whole input released at once
+   (throughput); the whole input paced at ``--rate`` events/s (the issue's goal; one idx advance per
+   ``--sync-ms``); the first ``--paced-segments`` paced at half the measured throughput (latency
+   when the pipeline keeps up).
 4. **End to end into all three sinks at once** (fresh databases) on the first ``--e2e-segments``
    segments (the writers are far slower than the pipeline: the whole input would take hours):
-   released all at once (throughput), then paced at ``--rate`` events/s (the issue's goal, one idx
-   advance per ``--sync-ms``), then paced at half the measured throughput (latency when keeping up).
-   Then each sink alone, all at once.
+   released all at once (throughput), then paced at half that (latency when keeping up). Then each
+   sink alone, all at once.
 5. ``--profile S``: py-spy samples every pipeline process for S seconds during step 3 and step 4's
    throughput run; the heaviest functions (own time and with callees) go into the results.
 
@@ -159,8 +162,10 @@ class Profiler(threading.Thread):
             name = pid_file.stem
             target = self.out / f"profile-{self.label}-{name}.raw"
             command = ["py-spy", "record", "--pid", pid_file.read_text().strip(), "--duration", str(int(self.seconds))]
-            command += ["--rate", "50", "--format", "raw", "--native", "--nonblocking", "-o", str(target)]
-            spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            # blocking sampling: --native (Cython frames) cannot go with --nonblocking
+            command += ["--rate", "50", "--format", "raw", "--native", "-o", str(target)]
+            log = open(target.with_suffix(".log"), "w")  # noqa: SIM115 - left to py-spy
+            spies.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
             self.files[name] = target
         for spy in spies:
             spy.wait()
@@ -209,6 +214,7 @@ def main() -> int:
     parser.add_argument("--size", default="1GiB")
     parser.add_argument("--rounds", type=int, default=3, help="parse rounds for each reader")
     parser.add_argument("--null-segments", type=int, help="segments for the null-sink run (default: all)")
+    parser.add_argument("--paced-segments", type=int, default=4, help="segments for the null sink at half rate")
     parser.add_argument("--e2e-segments", type=int, default=1, help="segments for the end-to-end runs")
     parser.add_argument("--rate", type=float, default=250_000, help="the goal rate, events/s")
     parser.add_argument("--sync-ms", type=int, default=2000)
@@ -259,7 +265,8 @@ def main() -> int:
 
     def run_bench(label: str, kind: str, *options: str) -> dict[str, Any]:
         bench_work = work / f"run-{label}"
-        profiler = Profiler(bench_work, args.profile, label, profiles) if args.profile else None
+        profiled = args.profile and label in ("null", "e2e_all_sinks")
+        profiler = Profiler(bench_work, args.profile, label, profiles) if profiled else None
         if profiler:
             profiler.start()
         options = (*options, *servers)
@@ -281,7 +288,12 @@ def main() -> int:
 
     if "null" not in args.skip:
         whole = segments if not args.null_segments else slice_of(segments, args.null_segments, work / "null-slice")
-        run_bench("null", "pipeline", "--segments", str(whole))
+        first = run_bench("null", "pipeline", "--segments", str(whole))
+        if "paced" not in args.skip:
+            run_bench("null_goal_rate", "pipeline", "--segments", str(whole), "--rate", str(args.rate))
+            half = round((first["pipeline"].get("events_per_s") or 2000) / 2)
+            part = slice_of(segments, args.paced_segments, work / "paced-slice")
+            run_bench("null_half_rate", "pipeline", "--segments", str(part), "--rate", str(half))
 
     dsns = ensure_services(["postgres", "timescaledb", "clickhouse"])
     part = slice_of(segments, args.e2e_segments, work / "slice")
@@ -290,15 +302,10 @@ def main() -> int:
         options = [a for dsn in sinks.values() for a in ("--sink", dsn)]
         first = run_bench("e2e_all_sinks", "e2e", "--segments", str(part), *options)
         if "paced" not in args.skip:
+            half = round((first["pipeline"].get("events_per_s") or 1000) / 2)
             sinks = fresh_sinks(dsns)
             options = [a for dsn in sinks.values() for a in ("--sink", dsn)]
-            run_bench("e2e_all_sinks_goal_rate", "e2e", "--segments", str(part), *options, "--rate", str(args.rate))
-            sustainable = (first["pipeline"].get("events_per_s") or 1000) / 2
-            sinks = fresh_sinks(dsns)
-            options = [a for dsn in sinks.values() for a in ("--sink", dsn)]
-            run_bench(
-                "e2e_all_sinks_half_rate", "e2e", "--segments", str(part), *options, "--rate", str(round(sustainable))
-            )
+            run_bench("e2e_all_sinks_half_rate", "e2e", "--segments", str(part), *options, "--rate", str(half))
     if "solo" not in args.skip:
         for name in ("postgresql", "timescaledb", "clickhouse"):
             sinks = fresh_sinks(dsns)

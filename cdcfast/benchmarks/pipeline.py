@@ -374,7 +374,7 @@ class Bench:
 
     def _run(self, work: Path) -> dict[str, Any]:
         from cdcfast.commitlog import load_schema
-        from cdcfast.config import load_config
+        from cdcfast.config import load_config, redact_dsn
         from cdcfast.sinks import open_sink
 
         settings = self.settings
@@ -427,7 +427,7 @@ class Bench:
             "format": RESULTS_FORMAT,
             "benchmark": settings.kind,
             "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(),
-            "command": sys.argv,
+            "command": [redact_dsn(a) if "://" in a else a for a in sys.argv],
             "machine": {
                 **machine_info(),
                 "loadavg_before": [round(x, 2) for x in load_before],

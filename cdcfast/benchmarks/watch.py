@@ -30,14 +30,27 @@ class LogWatch(threading.Thread):
         self.resumed = threading.Event()
 
     def run(self) -> None:
+        traceback: list[str] | None = None  # a child's traceback being read, line by line
         for raw in self.stream:
             text = raw.decode(errors="replace").rstrip()
             self.tail.append(text)
+            if traceback is not None:
+                traceback.append(text)
+                if text and not text[0].isspace():  # the exception line ends it
+                    self._error("\n".join(traceback))
+                    traceback = None
+                continue
+            if text.startswith("Traceback"):
+                traceback = [text]
+                continue
             if '"resuming"' in text:
                 self.resumed.set()
-            error = '"level": "error"' in text or '"level": "critical"' in text or text.startswith("Traceback")
-            if error and len(self.errors) < 50:
-                self.errors.append(text[:2000])
+            if '"level": "error"' in text or '"level": "critical"' in text:
+                self._error(text)
+
+    def _error(self, text: str) -> None:
+        if len(self.errors) < 50:
+            self.errors.append(text[-4000:])
 
 
 class CheckpointWatch(threading.Thread):
