@@ -23,5 +23,5 @@ def become_child_process() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent or parent == 1:  # the supervisor died before the line above
+    if os.getppid() != parent:  # the supervisor died before the line above (not `== 1`: it may be PID 1)
         os._exit(1)
