@@ -54,9 +54,6 @@ class Parser:
                     if self._is_cdc(event)
                 ]
                 read.set(events=len(events), bytes=reader.stats.mutation_bytes)
-            for issue in reader.issues:
-                if issue.kind not in NOT_FATAL:
-                    self.log.warning("skipped damaged data", issue=str(issue), segment=item.segment_id)
             if attempt or not self._schema_may_be_stale(reader):
                 break
             # A table or column created since the schema was read: read the schema again, then the item.
@@ -72,8 +69,9 @@ class Parser:
             )
         events = self._hold_back_truncations(events)
         metrics.record_read(metrics.events_by_table(events), reader.stats.mutation_bytes)
-        for issue in reader.issues:
+        for issue in reader.issues:  # of the attempt kept, so a re-read item is reported once
             if issue.kind not in NOT_FATAL:
+                self.log.warning("skipped damaged data", issue=str(issue), segment=item.segment_id)
                 metrics.record_read_issue(issue.kind)
         if reader.stats.unknown_tables:
             metrics.record_read_issue("unknown_table", sum(reader.stats.unknown_tables.values()))
