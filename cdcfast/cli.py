@@ -113,6 +113,25 @@ def cmd_bench_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+PIPELINE_OPTIONS = (
+    "cdc_raw", "schema", "sink", "state_dir", "node", "masking_rules", "metrics_addr", "poll_interval",
+    "cdc_total_space", "on_error",
+)  # what a config file says instead
+
+
+def pipeline_config(args: argparse.Namespace) -> Any:
+    """The pipeline from ``--config FILE``, or from the options; never both (the file would win silently)."""
+    from cdcfast.config import load_config
+
+    if not args.config:
+        return config_from_args(args)
+    given = [name for name in PIPELINE_OPTIONS if getattr(args, name, None) is not None]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"{options}: set in the file given with --config instead (or drop --config)")
+    return load_config(args.config)
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
     """A PipelineConfig from the command line, for running without writing a config file."""
     import socket
@@ -138,8 +157,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         node=args.node or f"{socket.gethostname()}:{cdc_raw}",
         cdc_raw=cdc_raw,
         schema=args.schema,
-        poll_interval=cfg.Seconds(args.poll_interval),
-        on_error=args.on_error,
+        poll_interval=cfg.Seconds(args.poll_interval if args.poll_interval is not None else 0.5),
+        on_error=args.on_error or "skip",
         cdc_total_space=cfg.parse_size(args.cdc_total_space) if args.cdc_total_space else None,
     )
     state_dir = args.state_dir or str(Path(cdc_raw).parent / "cdcfast-state")
@@ -153,12 +172,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
-    from cdcfast.config import load_config
     from cdcfast.log import configure
     from cdcfast.supervisor.supervisor import Supervisor
 
     configure(level=args.log_level)
-    config = load_config(args.config) if args.config else config_from_args(args)
+    config = pipeline_config(args)
     check_startup(config)
     return Supervisor(config, until_idle=args.until_idle).run()
 
@@ -176,10 +194,9 @@ def check_startup(config: Any) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     import asyncio
 
-    from cdcfast.config import load_config
     from cdcfast.status import collect, render
 
-    config = load_config(args.config) if args.config else config_from_args(args)
+    config = pipeline_config(args)
     status = asyncio.run(collect(config))
     print(orjson.dumps(status).decode() if args.json else render(status))
     return 0
@@ -361,11 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--masking-rules", help="masking rules YAML; secrets from CDCFAST_PII_SALT / CDCFAST_PHI_KEY"
     )
     supervise.add_argument("--metrics-addr", help="HOST:PORT for /metrics, /health, /ready (default 127.0.0.1:9464)")
-    supervise.add_argument("--poll-interval", type=float, default=0.5, help="seconds between cdc_raw scans")
+    supervise.add_argument("--poll-interval", type=float, help="seconds between cdc_raw scans (default 0.5)")
     supervise.add_argument(
         "--cdc-total-space", help="the node's cdc_total_space (e.g. 4GiB): cdcfast warns at 80%% (default: Cassandra's)"
     )
-    supervise.add_argument("--on-error", choices=("skip", "stop"), default="skip")
+    supervise.add_argument("--on-error", choices=("skip", "stop"), help="damaged input: skip it (default) or stop")
     supervise.add_argument("--until-idle", action="store_true", help="deliver everything durable, then exit 0")
     supervise.add_argument("--log-level", default="INFO")
     supervise.set_defaults(func=cmd_supervise)
@@ -374,9 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     for option in ("--config", "--cdc-raw", "--schema", "--state-dir", "--node", "--masking-rules", "--metrics-addr"):
         status.add_argument(option)
     status.add_argument("--sink", action="append")
-    status.add_argument("--poll-interval", type=float, default=0.5)
+    status.add_argument("--poll-interval", type=float)
     status.add_argument("--cdc-total-space")
-    status.add_argument("--on-error", default="skip")
+    status.add_argument("--on-error")
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     status.set_defaults(func=cmd_status)
 

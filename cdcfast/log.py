@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 import structlog
 
 _configured = False
+LEVEL_VARIABLE = "CDCFAST_LOG_LEVEL"  # how the supervisor's level reaches its parser and writer processes
 
 
-def configure(level: str = "INFO", json: bool | None = None) -> None:
+def configure(level: str | None = None, json: bool | None = None) -> None:
     global _configured
+    if level is None:
+        level = os.environ.get(LEVEL_VARIABLE, "INFO")
+    else:
+        os.environ[LEVEL_VARIABLE] = level
     if json is None:
         json = not sys.stderr.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)

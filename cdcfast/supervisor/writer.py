@@ -53,6 +53,7 @@ class Writer:
         self.probes = 0
         self.next_probe = 0.0
         self.recovered = False
+        self.item_events = 0  # events of the current work item's parts so far (acked with its final part)
 
     def tables(self) -> dict[tuple[str, str], Any]:
         return {(t.keyspace, t.name): t for t in self.schema.tables.values()}
@@ -139,8 +140,9 @@ class Writer:
                 segment=batch.segment_id,
                 position=batch.position,
             )
+        self.item_events += len(events)
         if batch.final:
-            self.status.put(("applied", self.name, batch.seq, position, len(events)))
+            self.status.put(("applied", self.name, batch.seq, position, self.item_events))
 
     async def apply_with_retries(self, batch: EventBatch) -> None:
         """Apply, retrying transient failures; if they persist (or the failure is not transient), the
@@ -195,6 +197,7 @@ class Writer:
                 # else: dropped here, kept in cdc_raw: the sink's checkpoint is still before it
                 if batch.final:
                     next_seq += 1
+                    self.item_events = 0
                 progressed = True
             if self.down is not None:
                 await self.probe()

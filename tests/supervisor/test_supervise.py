@@ -181,3 +181,44 @@ def test_a_cdc_table_without_durable_writes_is_named_at_start(tmp_path: Path) ->
     assert run.returncode == 0, run.stderr[-3000:]
     warnings = [json.loads(line) for line in run.stderr.splitlines() if "durable_writes = false" in line]
     assert [(w["keyspace"], w["table"], w["level"]) for w in warnings] == [("clinic", "patients", "warning")]
+
+
+def test_status_counts_every_event_of_split_work_items_and_children_log_at_the_chosen_level(
+    corpus_scratch, tmp_path: Path
+) -> None:
+    from conftest import CORPUS_ROOT
+    from support.replay import cdc_events
+
+    corpus = Corpus("c50-v8-lz4", corpus_scratch)
+    _, events = cdc_events(corpus)
+    state = tmp_path / "state"
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"""
+sources:
+  - node: n1
+    cdc_raw: {corpus.cdc_raw}
+    schema: {CORPUS_ROOT / "c50-v8-lz4" / "schema"}
+sinks:
+  - {{kind: "null", name: "null", dsn: "null://"}}
+state_dir: {state}
+metrics_addr: "127.0.0.1:0"
+tuning: {{batch_size: 40}}
+"""
+    )
+    command = [sys.executable, "-m", "cdcfast.cli", "supervise", "--config", str(config), "--until-idle"]
+    run = subprocess.run([*command, "--log-level", "DEBUG"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    status = json.loads((state / "status.json").read_text())
+    assert status["sinks"]["null"]["events_written"] == len(events)  # work items of ~thousands, parts of 40
+    lines = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    assert any(line["level"] == "debug" and line.get("component") == "writer" for line in lines)
+
+
+def test_supervise_refuses_config_together_with_options_it_would_ignore(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("sources: []\nsinks: []\nstate_dir: x\n")
+    command = [sys.executable, "-m", "cdcfast.cli", "supervise", "--config", str(config), "--sink", "null://"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "--sink" in run.stderr and "--config" in run.stderr, run.stderr
