@@ -56,6 +56,8 @@ CHANGE_COLUMNS = (
     "range",
 )
 
+SETUP_LOCK = "cdcfast setup"  # advisory lock key while creating cdcfast's own schema and tables
+
 
 def ident(name: str) -> str:
     """A PostgreSQL identifier, always quoted: Cassandra allows ``order`` or ``"Weird Name"``."""
@@ -277,6 +279,14 @@ class PostgresSink:
             schema="pg_catalog",
             format="binary",
         )
+        async with self.conn.transaction():
+            # Every node's writer may set up a new database at once, and concurrent CREATE ... IF NOT
+            # EXISTS statements collide in the catalogs: one at a time.
+            await self.conn.execute(f"SELECT pg_advisory_xact_lock(hashtext({_literal(SETUP_LOCK)}))")
+            await self._create_own_tables()
+
+    async def _create_own_tables(self) -> None:
+        assert self.conn is not None
         if self.timescale:
             await self.conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         await self.conn.execute(

@@ -110,3 +110,21 @@ def test_change_log_rows_after_a_duplicate_are_all_written(corpus_scratch) -> No
         await sink.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("flavour", ["postgres", "timescaledb"])
+def test_writers_of_several_nodes_set_up_a_fresh_database_at_once(flavour: str) -> None:
+    """Every node's writer starts together on a new database: none may fail on another's CREATE."""
+    db = asyncio.run(fresh_database(ensure_services([flavour])[flavour]))
+
+    async def connect_all() -> list:
+        sinks = [PostgresSink(db, name=flavour, timescale=flavour == "timescaledb") for _ in range(6)]
+        outcomes = await asyncio.gather(*(sink.connect() for sink in sinks), return_exceptions=True)
+        for sink in sinks:
+            await sink.close()
+        return [o for o in outcomes if isinstance(o, BaseException)]
+
+    for _ in range(3):
+        failures = asyncio.run(connect_all())
+        assert not failures, failures
+        db = asyncio.run(fresh_database(ensure_services([flavour])[flavour]))
