@@ -159,7 +159,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         schema=args.schema,
         poll_interval=cfg.Seconds(args.poll_interval if args.poll_interval is not None else 0.5),
         on_error=args.on_error or "skip",
-        cdc_total_space=cfg.parse_size(args.cdc_total_space) if args.cdc_total_space else None,
+        cdc_total_space=cfg.size_option("--cdc-total-space", args.cdc_total_space),
     )
     state_dir = args.state_dir or str(Path(cdc_raw).parent / "cdcfast-state")
     return cfg.PipelineConfig(
@@ -278,15 +278,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from cdcfast.config import parse_size
+    from cdcfast.config import size_option as size
     from cdcfast.generate.run import GenerateSettings, generate
     from cdcfast.generate.workload import DEFAULT_MIX, WorkloadSpec, parse_mix
-
-    def size(option: str, value: str | None) -> int | None:
-        try:
-            return None if value is None else int(parse_size(value))
-        except ValueError as exc:
-            raise ConfigError(f"{option}: {exc}") from None
 
     spec = WorkloadSpec(
         mix=parse_mix(args.mix) if args.mix else dict(DEFAULT_MIX),

@@ -187,6 +187,14 @@ def parse_size(value: Any) -> ByteSize:
     return ByteSize(size)
 
 
+def size_option(option: str, value: str | None) -> ByteSize | None:
+    """A command line size (``--size 1GiB``); the error names the option."""
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+
+
 def _dec_hook(kind: type, value: Any) -> Any:
     if kind is Seconds:
         return parse_duration(value)

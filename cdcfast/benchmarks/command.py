@@ -53,13 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cdcfast.benchmarks.pipeline import BenchSettings, render, run_bench
-    from cdcfast.config import parse_size
-
-    def size(option: str, value: str | None) -> int | None:
-        try:
-            return None if value is None else int(parse_size(value))
-        except ValueError as exc:
-            raise ConfigError(f"{option}: {exc}") from None
+    from cdcfast.config import size_option as size
 
     kind = args.bench_kind
     events = args.events
