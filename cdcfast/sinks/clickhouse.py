@@ -327,6 +327,15 @@ class ClickHouseSink:
             out.append(item)
         return out
 
+    async def truncations(self, table: TableDef) -> list[tuple[str, int, int]]:
+        """The table's truncations applied here: (source, recorded segment, recorded position)."""
+        assert self.client is not None
+        writer = self.prepare_table(table)
+        rows = self.client.execute(
+            f"SELECT source, truncated_segment_id, truncated_position FROM {writer.truncations} FINAL"
+        )
+        return [(source, segment_id, position) for source, segment_id, position in rows]
+
     async def mark_replayed(self, event_ids: list[bytes]) -> None:
         from cdcfast.sinks.poison import EVENT_DECODER
 

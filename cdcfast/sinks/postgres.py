@@ -350,6 +350,13 @@ class PostgresSink:
         )
         return [dict(r) for r in rows]
 
+    async def truncations(self, table: TableDef) -> list[tuple[str, int, int]]:
+        """The table's truncations applied here: (source, recorded segment, recorded position)."""
+        assert self.conn is not None
+        writer = await self.prepare_table(table)
+        rows = await self.conn.fetch(f"SELECT source, range FROM {writer.changes} WHERE op = 'truncate'")
+        return [(r[0], r[1]["truncated_segment_id"], r[1]["truncated_position"]) for r in rows]
+
     async def mark_replayed(self, event_ids: list[bytes]) -> None:
         assert self.conn is not None
         await self.conn.execute(

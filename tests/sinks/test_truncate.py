@@ -196,3 +196,49 @@ async def change_log(kind: str, dsn: str) -> list[tuple]:
         out.append((event_id.bytes, op, ts, segment_id, position, source, loads(key_json), loads(cells),
                     deletion_ts, loads(range_json)))  # fmt: skip
     return out
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "clickhouse"])
+def test_dead_letters_the_truncation_covers_are_not_replayed(kind: str) -> None:
+    """Two dead letters of tr.items from node1 whose cause is gone (they can be stored now): the one
+    read before the truncation's recorded position would resurrect a truncated row, and is skipped
+    with the reason; the one after it is replayed into the state. A letter from another node is
+    not covered by node1's truncation."""
+    from cdcfast.sinks.poison import DeadLetter, replay_dead_letters
+
+    service = {"postgresql": "postgres"}.get(kind, kind)
+    dsn = ensure_services([service])[service]
+    if kind == "clickhouse":
+        fresh_clickhouse(dsn).execute("DROP DATABASE IF EXISTS tr")
+    else:
+        dsn = asyncio.run(fresh_database(dsn))
+    early = insert("items", 8, "before the flush", 999, 115)
+    late = insert("items", 9, "after the truncation", 2000, 1100)
+    other = insert("items", 10, "from node2", 998, 115)
+
+    async def run() -> Any:
+        sink = open_sink(kind, dsn, kind)
+        await sink.connect()
+        await deliver(sink, BATCHES, crash_after_data=False)
+        for letter, source in ((early, SOURCE), (late, SOURCE), (other, "node2")):
+            dead = [DeadLetter(letter, "a value this sink could not store then")]
+            if kind == "clickhouse":
+                sink._dead_letters(dead, source, replayed=0)
+            else:
+                await sink._dead_letters(dead, source)
+        report = await replay_dead_letters(sink, TABLES)
+        again = await replay_dead_letters(sink, TABLES)  # the skipped one stays skipped
+        await sink.close()
+        return report, again
+
+    report, again = asyncio.run(run())
+    assert sorted(report.replayed) == sorted([late.event_id, other.event_id])
+    ((skipped, reason),) = report.skipped
+    assert skipped.event_id == early.event_id and report.waiting == 3 and report.unstorable == 0
+    assert "tr.items" in reason and "node1" in reason and f"{SEGMENT}:{RECORDED}" in reason, reason
+    assert again.waiting == 1 and [e.event_id for e, _ in again.skipped] == [early.event_id] and not again.replayed
+    if kind == "clickhouse":
+        items = clickhouse_state(dsn, ITEMS, NOW)
+    else:
+        items = asyncio.run(postgres_state(dsn, ITEMS, NOW))
+    assert values(items) == {**EXPECTED_ITEMS, 9: "after the truncation", 10: "from node2"}
