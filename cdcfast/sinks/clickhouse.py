@@ -7,7 +7,9 @@ Per CDC table ``ks.t``, in database ``ks``:
   invisible rows (deleted) keep ``_visible = 0`` so that late, older events still lose;
 * ``ks.t`` (view): the current state, ``SELECT *`` as Cassandra answers it, TTL-expired values
   hidden as of ``now()``; :func:`as_of_query` gives the same for any moment;
-* ``ks.t__partitions``: partition states; ``cdcfast.checkpoints``: one row per (source, sink).
+* ``ks.t__partitions``: partition states; ``cdcfast.checkpoints``: one row per (source, sink);
+* ``ks.t__truncations``: the truncations applied; rows and partition states with a ``_version`` at
+  or below the newest one's are cleared (docs/truncate.md).
 
 Exactly once, without transactions (docs/exactly-once.md): a batch is written data first, then its
 checkpoint. A crash in between leaves rows whose checkpoint did not move; the restart replays them
