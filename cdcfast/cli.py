@@ -212,7 +212,7 @@ def _dlq_sink(args: argparse.Namespace) -> Any:
 async def _dlq(args: argparse.Namespace) -> int:
     import uuid
 
-    from cdcfast.sinks.poison import EVENT_DECODER, screen
+    from cdcfast.sinks.poison import EVENT_DECODER, replay_dead_letters
 
     sink = _dlq_sink(args)
     await sink.connect()
@@ -250,21 +250,13 @@ async def _dlq(args: argparse.Namespace) -> int:
             return 1
         # replay: apply again what was never replayed; what still cannot be stored stays
         schema = load_schema(args.schema)
-        tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
-        waiting = [(EVENT_DECODER.decode(d["event"]), d["source"]) for d in letters if d["replayed_at"] is None]
-        done: list[bytes] = []
-        for event, source in waiting:
-            table = tables.get((event.keyspace, event.table))
-            if table is None:
-                continue
-            writer = await sink.table_writer(table)
-            good, _ = screen(table, [event], writer.convert_value, source)
-            if good:
-                await sink.apply(good, tables, source, None)
-                done.append(event.event_id)
-        await sink.mark_replayed(done)
+        report = await replay_dead_letters(sink, {(t.keyspace, t.name): t for t in schema.tables.values()})
+        for event, reason in report.skipped:
+            print(f"skipped {uuid.UUID(bytes=event.event_id)}  {event.qualified_table}  "
+                  f"{event.segment_id}:{event.position}  {reason}")  # fmt: skip
         print(
-            f"replayed {len(done)} of {len(waiting)} dead letter(s); {len(waiting) - len(done)} still cannot be stored"
+            f"replayed {len(report.replayed)} of {report.waiting} dead letter(s); "
+            f"{len(report.skipped)} skipped (truncated since); {report.unstorable} still cannot be stored"
         )
         return 0
     finally:

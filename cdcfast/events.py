@@ -93,6 +93,9 @@ class ChangeEvent(msgspec.Struct, array_like=True, frozen=True):
     truncated_segment_id: int = 0
     truncated_position: int = 0
     truncated_at: int | None = None  # truncate: when (ms since the epoch; None in pre-2.1 records)
+    # truncate: this node's changes of the table after the recorded position and read before the
+    # record (writes that raced the TRUNCATE and survive it); the parser fills it, not the id
+    raced: list[ChangeEvent] = []
 
     @property
     def qualified_table(self) -> str:

@@ -65,7 +65,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "counter",
         "cdcfast_read_issues_total",
         "Damaged or unreadable commit log data skipped, by kind (crc, entry, decode, section, header, "
-        "missing, unknown_table, truncate_not_applied, other).",
+        "missing, unknown_table, truncate_race_unavailable, other).",
         ("kind",),
     ),
     MetricSpec(

@@ -8,7 +8,8 @@ import orjson
 
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import TableDef
-from cdcfast.events import ChangeEvent
+from cdcfast.events import TRUNCATE, ChangeEvent
+from cdcfast.sinks.truncation import record_json
 from cdcfast.transform.typemap import json_value
 from cdcfast.values import decode, decode_cell_path, decode_cell_value
 
@@ -78,6 +79,8 @@ def _cells(table: TableDef, event: ChangeEvent) -> str | None:
 
 
 def _range(table: TableDef, event: ChangeEvent) -> str | None:
+    if event.op == TRUNCATE:  # what a truncation covers: its record
+        return record_json(event).decode()
     if event.range_start is None and event.range_end is None:
         return None
 

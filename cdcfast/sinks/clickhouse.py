@@ -7,7 +7,9 @@ Per CDC table ``ks.t``, in database ``ks``:
   invisible rows (deleted) keep ``_visible = 0`` so that late, older events still lose;
 * ``ks.t`` (view): the current state, ``SELECT *`` as Cassandra answers it, TTL-expired values
   hidden as of ``now()``; :func:`as_of_query` gives the same for any moment;
-* ``ks.t__partitions``: partition states; ``cdcfast.checkpoints``: one row per (source, sink).
+* ``ks.t__partitions``: partition states; ``cdcfast.checkpoints``: one row per (source, sink);
+* ``ks.t__truncations``: the truncations applied; rows and partition states with a ``_version`` at
+  or below the newest one's are cleared (docs/truncate.md).
 
 Exactly once, without transactions (docs/exactly-once.md): a batch is written data first, then its
 checkpoint. A crash in between leaves rows whose checkpoint did not move; the restart replays them
@@ -34,6 +36,7 @@ from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
+from cdcfast.sinks.truncation import state_work
 from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
 
 
@@ -79,6 +82,7 @@ class TableWriter:
         self.rows = qualified(self.db, f"{table.name}__rows")
         self.view = qualified(self.db, table.name)
         self.partitions = qualified(self.db, f"{table.name}__partitions")
+        self.truncations = qualified(self.db, f"{table.name}__truncations")
         self.key_columns = table.partition_key + table.clustering
         self.data_columns = list(table.columns.values())
         self.targets: dict[str, TargetType] = {
@@ -119,8 +123,21 @@ class TableWriter:
             f"""CREATE TABLE IF NOT EXISTS {self.partitions} (
   _pk String, _state String, _version UInt64
 ) ENGINE = ReplacingMergeTree(_version) ORDER BY _pk""",
+            self.truncations_ddl(),
             f"CREATE VIEW IF NOT EXISTS {self.view} AS {self.as_of_select('now()')}",
         ]
+
+    def truncations_ddl(self) -> str:
+        """The table's truncations as applied: each one's ``_version`` is the state's generation from
+        then on (rows and partition states at or below the newest are cleared: docs/truncate.md)."""
+        return f"""CREATE TABLE IF NOT EXISTS {self.truncations} (
+  event_id UUID, source String, segment_id Int64, position Int32, truncated_segment_id Int64,
+  truncated_position Int32, truncated_at Nullable(Int64), _version UInt64
+) ENGINE = ReplacingMergeTree ORDER BY event_id"""
+
+    def generation(self) -> str:
+        """The current state's generation: the newest truncation's version (0: never truncated)."""
+        return f"(SELECT max(_version) FROM {self.truncations})"
 
     def as_of_select(self, moment: str) -> str:
         """The current state as ``SELECT *`` returned it at ``moment`` (a ClickHouse DateTime expression).
@@ -139,7 +156,8 @@ class TableWriter:
             outer.append(f"if({expiry} != 0 AND {expiry} <= toUInt32({moment}), {empty}, {value}) AS {ident(c.name)}")
         return (
             f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {self.rows} FINAL "
-            f"WHERE _visible = 1 AND (_row_expires = 0 OR _row_expires > toUInt32({moment})))"
+            f"WHERE _visible = 1 AND (_row_expires = 0 OR _row_expires > toUInt32({moment})) "
+            f"AND _version > {self.generation()})"
         )
 
     def convert_value(self, column: str, raw: bytes) -> Any:
@@ -205,8 +223,56 @@ class ClickHouseSink:
             writer = TableWriter(table, self.mappings, self.features)
             for statement in writer.ddl():
                 self.client.execute(statement)
+            self._view_with_truncations(writer)
             self.writers[key] = writer
         return writer
+
+    def _view_with_truncations(self, writer: TableWriter) -> None:
+        """A state view made before truncations were applied is made again with their filter."""
+        assert self.client is not None
+        rows = self.client.execute(
+            "SELECT create_table_query FROM system.tables WHERE database = %(db)s AND name = %(name)s",
+            {"db": writer.db, "name": writer.table.name},
+        )
+        if rows and f"{writer.table.name}__truncations" not in rows[0][0]:
+            self.client.execute(f"DROP TABLE IF EXISTS {writer.view}")
+            self.client.execute(f"CREATE VIEW IF NOT EXISTS {writer.view} AS {writer.as_of_select('now()')}")
+
+    def _truncate(self, writer: TableWriter, truncation: ChangeEvent, source: str) -> int:
+        """Apply one truncation: its record with a version above everything the state holds, which
+        clears the state (rows and partition states at or below it no longer count). A replayed
+        truncation keeps the version it was given first, so the rows written after it stay.
+        Returns the generation to write and read against."""
+        assert self.client is not None
+        event_id = uuid.UUID(bytes=truncation.event_id)
+        known = self.client.execute(
+            f"SELECT max(_version), count() FROM {writer.truncations} WHERE event_id = %(id)s", {"id": event_id}
+        )
+        newest = self._generation(writer)
+        if known[0][1]:
+            return max(newest, known[0][0])
+        version = max(time.time_ns(), newest + 1)
+        self.client.execute(
+            f"INSERT INTO {writer.truncations} (event_id, source, segment_id, position, truncated_segment_id, "
+            "truncated_position, truncated_at, _version) VALUES",
+            [
+                (
+                    event_id,
+                    source,
+                    truncation.segment_id,
+                    truncation.position,
+                    truncation.truncated_segment_id,
+                    truncation.truncated_position,
+                    truncation.truncated_at,
+                    version,
+                )
+            ],
+        )
+        return version
+
+    def _generation(self, writer: TableWriter) -> int:
+        assert self.client is not None
+        return int(self.client.execute(f"SELECT {writer.generation()}")[0][0])
 
     def _dead_letters(self, dead: list[DeadLetter], source: str, replayed: int) -> None:
         assert self.client is not None
@@ -262,6 +328,15 @@ class ClickHouseSink:
             item["replayed_at"] = item["created_at"] if item["replayed_at"] else None
             out.append(item)
         return out
+
+    async def truncations(self, table: TableDef) -> list[tuple[str, int, int]]:
+        """The table's truncations applied here: (source, recorded segment, recorded position)."""
+        assert self.client is not None
+        writer = self.prepare_table(table)
+        rows = self.client.execute(
+            f"SELECT source, truncated_segment_id, truncated_position FROM {writer.truncations} FINAL"
+        )
+        return [(source, segment_id, position) for source, segment_id, position in rows]
 
     async def mark_replayed(self, event_ids: list[bytes]) -> None:
         from cdcfast.sinks.poison import EVENT_DECODER
@@ -322,6 +397,14 @@ class ClickHouseSink:
             [list(c) for c in zip(*changes)],
             columnar=True,
         )
+        work = state_work(events)
+        if work.truncation is None:
+            generation = self._generation(writer)
+        else:
+            generation = self._truncate(writer, work.truncation, source)
+            events = writer.codec.screen(work.events, source, change_record)[0]  # raced ones: screened again
+            if not events:
+                return
         pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))
         by_bytes = {partition_key_bytes(pk): pk for pk in pks}
         stored = {pk: StoredPartition(None) for pk in pks}
@@ -331,8 +414,10 @@ class ClickHouseSink:
         # sorted by _key alone, is read whole for _wanted_partitions).
         for is_row, pk_raw, key, state, shown in client.execute(
             f"SELECT 0, _pk, '', _state, 0 FROM {writer.partitions} FINAL WHERE _pk IN _batch_partitions "
+            f"AND _version > {generation} "
             f"UNION ALL SELECT 1, _pk, _key, _state, _visible FROM {writer.rows} FINAL "
-            "WHERE _pk IN _batch_partitions AND (_pk IN _wanted_partitions OR _key IN _wanted_rows)",
+            "WHERE _pk IN _batch_partitions AND (_pk IN _wanted_partitions OR _key IN _wanted_rows) "
+            f"AND _version > {generation}",
             settings={"strings_as_bytes": True},
             external_tables=[
                 key_table("_batch_partitions", list(by_bytes)),
@@ -346,7 +431,7 @@ class ClickHouseSink:
                 stored[by_bytes[pk_raw]].state = state or None
         plans = plan(writer.table, stored, events)
 
-        version = time.time_ns()
+        version = max(time.time_ns(), generation + 1)  # above the generation, whatever the clock did
         rows: list[tuple] = []
         empty = self._empty_row(writer)
         for p in plans:

@@ -32,10 +32,11 @@ import orjson
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, TableDef
 from cdcfast.errors import CdcfastError
-from cdcfast.events import COUNTER, SET, Cell, ChangeEvent
+from cdcfast.events import COUNTER, SET, TRUNCATE, Cell, ChangeEvent
 from cdcfast.sinks.changelog import CELL_KINDS, ChangeRow, element_key_type
 from cdcfast.sinks.poison import DeadLetter, screen
 from cdcfast.sinks.state import VisibleRow, frozen_bytes
+from cdcfast.sinks.truncation import record_json
 from cdcfast.transform.typemap import JSON_SAFE_INTEGER, TargetType, ValueMappingError, json_value
 from cdcfast.values import EMPTY, ValueDecodeError, decode, decode_cell_path, decode_cell_value, udt_field_index
 
@@ -470,6 +471,8 @@ class TableCodec:
         return orjson.dumps(out)
 
     def range_json(self, event: ChangeEvent) -> bytes | None:
+        if event.op == TRUNCATE:
+            return record_json(event)
         if event.range_start is None and event.range_end is None:
             return None
 
@@ -580,7 +583,9 @@ class TableCodec:
                     dumps(key),
                     cells,
                     event.deletion_ts,
-                    None if event.range_start is None and event.range_end is None else self.range_json(event),
+                    None
+                    if event.range_start is None and event.range_end is None and event.op != TRUNCATE
+                    else self.range_json(event),
                 )
             except CdcfastError:
                 # The generic screen gives the dead letter its reason (and agrees that it is one).

@@ -151,6 +151,10 @@ class NullSink:
         """The null sink stores every event it is given: no dead letters."""
         return []
 
+    async def truncations(self, table: TableDef) -> list[tuple[str, int, int]]:
+        """No state, no truncations kept."""
+        return []
+
     async def mark_replayed(self, event_ids: list[bytes]) -> None:
         """No dead letters to mark."""
 

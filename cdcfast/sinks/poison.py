@@ -8,7 +8,7 @@ instance after changing the type mapping); replays are idempotent, as all writes
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -62,3 +62,54 @@ def screen(
             continue
         good.append(event)
     return good, dead
+
+
+@dataclass
+class ReplayReport:
+    """What ``cdcfast dlq replay`` did: the letters waiting, those applied, those skipped (with why)
+    and how many still cannot be stored."""
+
+    waiting: int = 0
+    replayed: list[bytes] = field(default_factory=list)
+    skipped: list[tuple[ChangeEvent, str]] = field(default_factory=list)
+    unstorable: int = 0
+
+
+async def replay_dead_letters(sink: Any, tables: dict[tuple[str, str], TableDef]) -> ReplayReport:
+    """Apply again the dead letters never replayed, and mark those applied. A letter at or before a
+    later truncation of its table from the same source is skipped: applying it would resurrect a
+    truncated row (docs/truncate.md). Letters of tables the schema does not have stay waiting."""
+    from cdcfast.sinks.truncation import covered_by
+
+    report = ReplayReport()
+    truncations: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
+    for letter in await sink.dead_letters():
+        if letter["replayed_at"] is not None:
+            continue
+        report.waiting += 1
+        event, source = EVENT_DECODER.decode(letter["event"]), letter["source"]
+        table = tables.get((event.keyspace, event.table))
+        if table is None:
+            report.unstorable += 1
+            continue
+        writer = await sink.table_writer(table)
+        if (event.keyspace, event.table) not in truncations:
+            truncations[(event.keyspace, event.table)] = await sink.truncations(table)
+        covering = covered_by(source, event.segment_id, event.position, truncations[(event.keyspace, event.table)])
+        if covering is not None:
+            report.skipped.append(
+                (
+                    event,
+                    f"at or before the truncation of {table.qualified_name} from {source} "
+                    f"(recorded position {covering[1]}:{covering[2]}): TRUNCATE emptied it",
+                )
+            )
+            continue
+        good, _ = screen(table, [event], writer.convert_value, source)
+        if good:
+            await sink.apply(good, tables, source, None)
+            report.replayed.append(event.event_id)
+        else:
+            report.unstorable += 1
+    await sink.mark_replayed(report.replayed)
+    return report

@@ -38,6 +38,7 @@ from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_pau
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
+from cdcfast.sinks.truncation import StateWork, state_work
 from cdcfast.transform.typemap import TypeMappings, convert_cell, load_mappings
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -359,6 +360,13 @@ class PostgresSink:
         )
         return [dict(r) for r in rows]
 
+    async def truncations(self, table: TableDef) -> list[tuple[str, int, int]]:
+        """The table's truncations applied here: (source, recorded segment, recorded position)."""
+        assert self.conn is not None
+        writer = await self.prepare_table(table)
+        rows = await self.conn.fetch(f"SELECT source, range FROM {writer.changes} WHERE op = 'truncate'")
+        return [(r[0], r[1]["truncated_segment_id"], r[1]["truncated_position"]) for r in rows]
+
     async def mark_replayed(self, event_ids: list[bytes]) -> None:
         assert self.conn is not None
         await self.conn.execute(
@@ -432,6 +440,11 @@ class PostgresSink:
             await self._dead_letters(screening.dead, source)
         if not events:
             return
+        work = state_work(events)
+        if work.truncation is not None:
+            events = await self._truncate(writer, work, source)
+            if not events:
+                return
 
         # Lock the batch's partitions (new ones inserted, the others locked by a no-op update, in key
         # order: concurrent writers never deadlock) and read their states; then load what the merge
@@ -501,6 +514,16 @@ class PostgresSink:
                 [r[0] for r in partition_rows],
                 [r[1] for r in partition_rows],
             )
+
+    async def _truncate(self, writer: TableWriter, work: StateWork, source: str) -> list[ChangeEvent]:
+        """Empty the table's state (rows, row tombstones, partition states: in this transaction, with
+        the checkpoint), and give back what to merge after it (docs/truncate.md). The raced writes
+        read in earlier batches are screened again: a dead letter stays one."""
+        assert self.conn is not None
+        await self.conn.execute(
+            f"DELETE FROM {writer.state}; DELETE FROM {writer.tombstones}; DELETE FROM {writer.partitions}"
+        )
+        return writer.codec.screen(work.events, source, change_record)[0]
 
     async def _write_changes(self, writer: TableWriter, screening: Screening) -> None:
         """The change-log rows, each once. Straight into the table by COPY, rows sent as they are

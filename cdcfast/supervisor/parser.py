@@ -10,7 +10,9 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
-from cdcfast.commitlog import CommitLogReader, ReadRange, SegmentFile, load_schema
+import msgspec
+
+from cdcfast.commitlog import CommitLogReader, ReadRange, SegmentFile, discover, load_schema
 from cdcfast.commitlog.reader import NOT_FATAL
 from cdcfast.config import PipelineConfig
 from cdcfast.events import TRUNCATE, ChangeEvent, events_from_batch
@@ -39,7 +41,6 @@ class Parser:
         self.batch_size = config.tuning.batch_size
         self.audited_at = time.monotonic()
         self.cdc_tables: set[tuple[str, str]] | None = None  # computed from the schema on first use
-        self.truncations_skipped = 0
         self.unknown_checked: dict[str, float] = {}  # unknown table id -> when the schema was last read for it
 
     def events(self, item: WorkItem) -> list[ChangeEvent]:
@@ -67,7 +68,6 @@ class Parser:
                 count=count,
                 segment=item.segment_id,
             )
-        events = self._hold_back_truncations(events)
         metrics.record_read(metrics.events_by_table(events), reader.stats.mutation_bytes)
         for issue in reader.issues:  # of the attempt kept, so a re-read item is reported once
             if issue.kind not in NOT_FATAL:
@@ -81,27 +81,76 @@ class Parser:
             metrics.record_masking_audit(self.masker.audit)
             if time.monotonic() - self.audited_at > AUDIT_INTERVAL:
                 self.audit()
+        if any(e.op == TRUNCATE for e in events):
+            events = self._with_raced(events, item)
         return events
 
-    def _hold_back_truncations(self, events: list[ChangeEvent]) -> list[ChangeEvent]:
-        """The sinks do not apply TRUNCATE yet (docs/truncate.md): report each one, loudly, and keep
-        it from them (as a change of an empty key it would corrupt their state)."""
-        kept = []
+    def _with_raced(self, events: list[ChangeEvent], item: WorkItem) -> list[ChangeEvent]:
+        """Each truncation with the writes that raced it (docs/truncate.md): this node's changes of the
+        table after its recorded position and before its record, read in this work item or, when the
+        recorded position is before it, read again from the segments (masked like the rest)."""
+        out: list[ChangeEvent] = []
         for event in events:
-            if event.op != TRUNCATE:
-                kept.append(event)
+            if event.op == TRUNCATE:
+                recorded = (event.truncated_segment_id, event.truncated_position)
+                raced = self._read_again(event, recorded, item) if recorded < (item.segment_id, item.after) else []
+                raced += [
+                    e
+                    for e in out
+                    if e.op != TRUNCATE
+                    and (e.keyspace, e.table) == (event.keyspace, event.table)
+                    and (e.segment_id, e.position) > recorded
+                ]
+                self.log.info(
+                    "TRUNCATE: applied to the sinks",
+                    keyspace=event.keyspace,
+                    table=event.table,
+                    segment=event.segment_id,
+                    position=event.position,
+                    recorded=list(recorded),
+                    raced=len(raced),
+                    truncated_at_ms=event.truncated_at,
+                )
+                event = msgspec.structs.replace(event, raced=raced)
+            out.append(event)
+        return out
+
+    def _read_again(self, truncation: ChangeEvent, recorded: tuple[int, int], item: WorkItem) -> list[ChangeEvent]:
+        """The table's changes between ``recorded`` and the start of ``item`` (earlier work items'),
+        read again from the segments still in cdc_raw. A segment gone already is reported: the writes
+        that raced the TRUNCATE there are then missing from the sinks."""
+        folder = Path(item.path).parent
+        segments = {s.segment_id: s for s in discover([folder]) if recorded[0] <= s.segment_id <= item.segment_id}
+        segments.setdefault(item.segment_id, SegmentFile(Path(item.path), item.version, item.segment_id, None))
+        out: list[ChangeEvent] = []
+        for segment_id in range(recorded[0], item.segment_id + 1):
+            segment = segments.get(segment_id)
+            if segment is None:
+                if segment_id == recorded[0]:
+                    metrics.record_read_issue("truncate_race_unavailable")
+                    self.log.warning(
+                        "TRUNCATE: the segment of its recorded position is gone; writes that raced it may be "
+                        "missing from the sinks",
+                        keyspace=truncation.keyspace,
+                        table=truncation.table,
+                        segment=segment_id,
+                        position=recorded[1],
+                    )
                 continue
-            self.truncations_skipped += 1
-            metrics.record_read_issue("truncate_not_applied")
-            self.log.warning(
-                "TRUNCATE detected: the sinks keep the truncated rows (not applied yet)",
-                keyspace=event.keyspace,
-                table=event.table,
-                segment=event.segment_id,
-                position=event.position,
-                truncated_at_ms=event.truncated_at,
-            )
-        return kept
+            start = recorded[1] if segment_id == recorded[0] else 0
+            limit = item.after if segment_id == item.segment_id else None
+            reader = CommitLogReader(self.schema, policy="skip")
+            out += [
+                e
+                for batch in reader.read_segment(segment, ReadRange(start, limit))
+                for e in events_from_batch(batch)
+                if (e.keyspace, e.table) == (truncation.keyspace, truncation.table)
+                and e.op != TRUNCATE
+                and recorded < (e.segment_id, e.position) <= (item.segment_id, item.after)
+            ]
+        if self.masker is not None:
+            out = [self.masker.mask(e) for e in out]
+        return out
 
     def _schema_may_be_stale(self, reader: CommitLogReader) -> bool:
         """True for a column the schema does not know, or a table id not looked up again lately

@@ -159,3 +159,25 @@ def test_supervise_into_null_twice_counts_each_event_once(tmp_path: Path) -> Non
         assert saved["duplicates"] == 0  # the writer skipped what the checkpoint covers before the sink saw it
         assert sum(saved["tables"].values()) == saved["events"]
         assert saved["tables"] == {name: t["events"] for name, t in manifest["tables"].items()}
+
+
+def test_a_truncation_is_counted_once_like_any_change(tmp_path: Path) -> None:
+    """The null sink stores no state to empty: a truncate event is one more change, counted once
+    (its raced writes, already counted where they were read, are not counted again)."""
+    import msgspec
+
+    raced = event(1, 120, 2)
+    truncate = msgspec.structs.replace(
+        event(1, 200, 9), op="truncate", partition_key=[], truncated_segment_id=1, truncated_position=110, raced=[raced]
+    )
+
+    async def run() -> dict:
+        sink = NullSink(f"null://{tmp_path}")
+        await sink.connect()
+        await sink.apply([event(1, 100, 1), raced], {}, "n1", (1, 150))
+        await sink.apply([truncate, event(1, 300, 3)], {}, "n1", (1, 400))
+        await sink.apply([truncate, event(1, 300, 3)], {}, "n1", (1, 400))  # a replay
+        return read_checkpoints(tmp_path)["n1"]
+
+    state = asyncio.run(run())
+    assert state["events"] == 4 and state["tables"] == {"ks.t": 4} and state["checkpoint"] == [1, 400]

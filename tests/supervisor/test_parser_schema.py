@@ -32,8 +32,9 @@ def test_a_column_added_since_the_schema_was_read_is_decoded_after_a_reload(
     schema_dir.mkdir()
     (schema_dir / "001.json").write_text(json.dumps(document))  # as it was before ADD loyalty_tier
     source = SourceConfig(node="n1", cdc_raw=str(corpus.cdc_raw), schema=str(schema_dir))
-    config = PipelineConfig(sources=[source], sinks=[PostgresSink(name="pg", dsn="postgresql://x/y")],
-                            state_dir=str(tmp_path / "state"))
+    config = PipelineConfig(
+        sources=[source], sinks=[PostgresSink(name="pg", dsn="postgresql://x/y")], state_dir=str(tmp_path / "state")
+    )
     parser = Parser(config, 0)
     segment = discover([corpus.cdc_raw])[0]
     item = WorkItem(0, str(segment.path), segment.version, segment.segment_id, 0, None)
@@ -51,22 +52,62 @@ def test_a_column_added_since_the_schema_was_read_is_decoded_after_a_reload(
     assert any(c.column == "loyalty_tier" for e in got for c in e.cells)
 
 
-def test_truncations_are_reported_and_kept_from_the_sinks_until_they_apply_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from events.test_truncate import scenario, user_schema
+def raced_scenario(folder: Path, segment_id: int = 1_800_000_000_011) -> tuple[list[int], int]:
+    """app.items: two writes, flushed by a TRUNCATE; a third write after the flush (it raced the
+    TRUNCATE: it survives it) in a section of its own; the truncation record; a fourth write.
+    Returns the entries' end positions and the recorded position."""
+    from events.test_truncate import ITEMS as ITEMS_ID
+    from events.test_truncate import T0, TRUNCATED_AT, insert, local, record, startup_metadata, user_schema
+
+    from cdcfast.generate.framing import SegmentBuilder
+
+    items = user_schema().tables[ITEMS_ID]
+    builder = SegmentBuilder(segment_id, version=7)
+    builder.add_section([startup_metadata(T0 - 10_000_000), insert(items, 1, T0), insert(items, 2, T0 + 1)])
+    flushed_at = builder.positions[-1]
+    builder.add_section([insert(items, 4, T0 + 3)])  # written between the flush and the record
+    builder.add_section(
+        [local(record(ITEMS_ID, segment_id, flushed_at, TRUNCATED_AT, TRUNCATED_AT * 1000)), insert(items, 3, T0 + 2)]
+    )
+    builder.write(folder)
+    return list(builder.positions), flushed_at
+
+
+def truncation_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Parser:
+    from events.test_truncate import user_schema
 
     import cdcfast.supervisor.parser as parser_module
 
-    (tmp_path / "cdc_raw").mkdir()
-    scenario(tmp_path / "cdc_raw")  # two inserts, a TRUNCATE of app.items, a third insert
     monkeypatch.setattr(parser_module, "load_schema", lambda _: user_schema())
     source = SourceConfig(node="n1", cdc_raw=str(tmp_path / "cdc_raw"), schema="app-schema")
     config = PipelineConfig(
         sources=[source], sinks=[PostgresSink(name="pg", dsn="postgresql://x/y")], state_dir=str(tmp_path / "state")
     )
-    parser = Parser(config, 0)
+    return Parser(config, 0)
+
+
+def keys(events: list) -> list[tuple[str, int | None]]:
+    return [(e.op, int.from_bytes(e.partition_key[0], "big") if e.partition_key else None) for e in events]
+
+
+def test_truncations_reach_the_sinks_with_the_writes_that_raced_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cdc_raw").mkdir()
+    positions, flushed_at = raced_scenario(tmp_path / "cdc_raw")
+    parser = truncation_parser(tmp_path, monkeypatch)
     segment = discover([tmp_path / "cdc_raw"])[0]
     events = parser.events(WorkItem(0, str(segment.path), segment.version, segment.segment_id, 0, None))
-    assert [e.op for e in events] == ["insert", "insert", "insert"]
-    assert parser.truncations_skipped == 1
+    assert keys(events) == [("insert", 1), ("insert", 2), ("insert", 4), ("truncate", None), ("insert", 3)]
+    truncation = events[3]
+    assert truncation.truncated_position == flushed_at
+    assert [e.event_id for e in truncation.raced] == [events[2].event_id]  # the write after the flush
+
+    # The raced write read by an earlier work item: read again from the segment for the truncation.
+    raced_end = positions[3]  # the end of the section holding the raced write
+    first = parser.events(WorkItem(0, str(segment.path), segment.version, segment.segment_id, 0, raced_end))
+    second = parser.events(WorkItem(1, str(segment.path), segment.version, segment.segment_id, raced_end, None))
+    assert keys(first) == [("insert", 1), ("insert", 2), ("insert", 4)]
+    assert keys(second) == [("truncate", None), ("insert", 3)]
+    assert second[0].event_id == truncation.event_id
+    assert [e.event_id for e in second[0].raced] == [first[2].event_id]
