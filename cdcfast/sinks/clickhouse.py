@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -72,7 +72,15 @@ def change_record(
 
 
 class TableWriter:
-    def __init__(self, table: TableDef, mappings: TypeMappings, features: ClickHouseFeatures) -> None:
+    def __init__(
+        self,
+        table: TableDef,
+        mappings: TypeMappings,
+        features: ClickHouseFeatures,
+        stored: Collection[str] | None = None,
+    ) -> None:
+        """``stored``: the data columns the warehouse rows table has, when a schema change is not
+        applied to it (auto_migrate off); None: all of ``table``'s."""
         self.table = table
         self.db = table.keyspace
         self.changes = qualified(self.db, f"{table.name}_changes")
@@ -88,6 +96,9 @@ class TableWriter:
             name: [] for name, t in self.targets.items() if t.nullable_sql == t.sql and t.sql.startswith("Array")
         }
         self.codec = TableCodec(table, self.targets, arrays)
+        if stored is not None:  # the rows table lacks some columns: write the others
+            self.data_columns = [c for c in self.data_columns if c.name in stored]
+            self.codec.data = [self.codec.columns[c.name] for c in self.data_columns]
         self.row_columns = (
             [c.name for c in self.key_columns + self.data_columns]
             + [f"_exp_{c.name}" for c in self.data_columns]
