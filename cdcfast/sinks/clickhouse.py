@@ -223,7 +223,8 @@ class ClickHouseSink:
 
     async def prepare(self, schema: Schema) -> None:
         for table in schema.cdc_tables():
-            self.prepare_table(table)
+            if table.id not in schema.retired:  # a dropped table's: made when late mutations need them
+                self.prepare_table(table)
         migrate_clickhouse.mark_gone(self, schema)
 
     async def table_writer(self, table: TableDef) -> TableWriter:

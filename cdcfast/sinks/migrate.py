@@ -27,6 +27,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 
@@ -112,3 +113,22 @@ def drop_column_warning(sink: str, table: TableDef, column: str, ddl: str) -> st
         f"sink {sink}: column {column} dropped from {table.keyspace}.{table.name} in Cassandra, auto_migrate is off "
         f"and dropped_columns is remove: the warehouse column stays until an operator runs: {ddl}"
     )
+
+
+def reload_schema(spec: str, previous: Schema | None) -> Schema:
+    """The schema source read again, keeping every table ``previous`` had and the source dropped.
+
+    For a schema folder, the tables of every earlier ``NNN.json`` are kept too: a writer lagging
+    behind its parsers may never have read the file in which a table existed (created and dropped
+    between two of its reads) while a parser decoded that table's mutations with it."""
+    from cdcfast.commitlog import load_schema
+    from cdcfast.commitlog.schema import load_schema_file, schema_files
+
+    path = Path(str(spec))
+    if not str(spec).startswith("cassandra://") and path.is_dir():
+        history: Schema | None = previous
+        for file in schema_files(path):
+            history = retain_dropped(history, load_schema_file(file))
+        assert history is not None
+        return history
+    return retain_dropped(previous, load_schema(spec))

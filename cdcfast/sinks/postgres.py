@@ -325,7 +325,8 @@ class PostgresSink:
         """Create (if missing) the tables of every CDC table in ``schema``."""
         assert self.conn is not None
         for table in schema.cdc_tables():
-            await self.prepare_table(table)
+            if table.id not in schema.retired:  # a dropped table's: made when late mutations need them
+                await self.prepare_table(table)
         await migrate_postgres.mark_gone(self, schema)
 
     async def table_writer(self, table: TableDef) -> TableWriter:

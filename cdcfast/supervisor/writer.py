@@ -25,7 +25,7 @@ from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
 from cdcfast.sinks import open_sink
 from cdcfast.sinks.errors import ErrorClass, classify
-from cdcfast.sinks.migrate import retain_dropped
+from cdcfast.sinks.migrate import reload_schema
 from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch, schema_fingerprint
 from cdcfast.supervisor.ring import Ring, RingClosed
 from cdcfast.supervisor.signals import become_child_process
@@ -133,7 +133,7 @@ class Writer:
             # since, cdc switched on, a table dropped or re-created. Tables gone from the schema stay
             # (their late mutations still apply); the sink creates, migrates and marks its tables
             # before the first event that needs them.
-            self.schema = retain_dropped(self.schema, load_schema(self.source.schema))
+            self.schema = reload_schema(self.source.schema, self.schema)
             self.fingerprints |= {batch.schema, schema_fingerprint(self.schema)}
             tables = self.tables()
             await self.sink.prepare(self.schema)
