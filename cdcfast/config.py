@@ -235,6 +235,7 @@ class _Sink(_Section, frozen=True, tag_field="kind"):
     dsn: str
     batch_size: PositiveInt | None = None  # rows per write; default: tuning.batch_size
     dropped_columns: Literal["keep", "remove"] = "keep"  # a column dropped in Cassandra: keep or remove it
+    auto_migrate: bool = True  # apply Cassandra schema changes to the warehouse tables (docs/schema-evolution.md)
 
     @property
     def kind(self) -> str:

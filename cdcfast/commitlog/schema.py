@@ -76,6 +76,9 @@ class Schema:
     tables: dict[uuid.UUID, TableDef]
     durable_writes: dict[str, bool] = field(default_factory=dict)
     source: str = ""
+    # Tables dropped in Cassandra kept from an earlier read of the schema, so that their mutations
+    # written before the drop still decode (cdcfast.sinks.migrate.retain_dropped); never from a file.
+    retired: set[uuid.UUID] = field(default_factory=set)
 
     def by_name(self, keyspace: str, table: str) -> TableDef:
         for t in self.tables.values():

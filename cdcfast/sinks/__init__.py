@@ -24,10 +24,20 @@ def sink_kind(dsn: str) -> str:
     raise ConfigError(f"sink DSN {dsn.split('@')[-1]!r}: expected one of {', '.join(SCHEMES)}")
 
 
-def open_sink(kind: str, dsn: str, name: str, hypertables: Mapping[str, Any] | None = None) -> Any:
+def open_sink(
+    kind: str,
+    dsn: str,
+    name: str,
+    hypertables: Mapping[str, Any] | None = None,
+    dropped_columns: str = "keep",
+    auto_migrate: bool = True,
+) -> Any:
     """A writer for ``kind`` (postgresql, timescaledb, clickhouse); TimescaleDB DSNs may be given as
     ``timescaledb://`` or as PostgreSQL DSNs. ``hypertables`` (TimescaleDB): ``keyspace.table`` ->
-    :class:`cdcfast.config.Hypertable`, the state tables to create as hypertables."""
+    :class:`cdcfast.config.Hypertable`, the state tables to create as hypertables.
+    ``dropped_columns`` and ``auto_migrate``: how schema changes reach the warehouse
+    (docs/schema-evolution.md)."""
+    migration = {"dropped_columns": dropped_columns, "auto_migrate": auto_migrate}
     if kind == "null":
         from cdcfast.sinks.null import NullSink
 
@@ -35,9 +45,11 @@ def open_sink(kind: str, dsn: str, name: str, hypertables: Mapping[str, Any] | N
     if kind == "clickhouse":
         from cdcfast.sinks.clickhouse import ClickHouseSink
 
-        return ClickHouseSink(dsn, name=name)
+        return ClickHouseSink(dsn, name=name, **migration)  # type: ignore[arg-type]
     from cdcfast.sinks.postgres import PostgresSink
 
     if dsn.startswith("timescaledb://"):
         dsn = "postgresql://" + dsn[len("timescaledb://") :]
-    return PostgresSink(dsn, name=name, timescale=kind == "timescaledb", hypertables=hypertables)
+    return PostgresSink(
+        dsn, name=name, timescale=kind == "timescaledb", hypertables=hypertables, **migration  # type: ignore[arg-type]
+    )

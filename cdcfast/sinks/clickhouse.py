@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -32,6 +32,8 @@ from clickhouse_driver import Client
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
+from cdcfast.log import get_logger
+from cdcfast.sinks import migrate_clickhouse
 from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter
@@ -75,7 +77,15 @@ def change_record(
 
 
 class TableWriter:
-    def __init__(self, table: TableDef, mappings: TypeMappings, features: ClickHouseFeatures) -> None:
+    def __init__(
+        self,
+        table: TableDef,
+        mappings: TypeMappings,
+        features: ClickHouseFeatures,
+        stored: Collection[str] | None = None,
+    ) -> None:
+        """``stored``: the data columns the warehouse rows table has, when a schema change is not
+        applied to it (auto_migrate off); None: all of ``table``'s."""
         self.table = table
         self.db = table.keyspace
         self.changes = qualified(self.db, f"{table.name}_changes")
@@ -92,6 +102,9 @@ class TableWriter:
             name: [] for name, t in self.targets.items() if t.nullable_sql == t.sql and t.sql.startswith("Array")
         }
         self.codec = TableCodec(table, self.targets, arrays)
+        if stored is not None:  # the rows table lacks some columns: write the others
+            self.data_columns = [c for c in self.data_columns if c.name in stored]
+            self.codec.data = [self.codec.columns[c.name] for c in self.data_columns]
         self.row_columns = (
             [c.name for c in self.key_columns + self.data_columns]
             + [f"_exp_{c.name}" for c in self.data_columns]
@@ -175,7 +188,15 @@ class ClickHouseSink:
 
     kind = "clickhouse"
 
-    def __init__(self, dsn: str, name: str = "clickhouse", mappings: TypeMappings | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        name: str = "clickhouse",
+        mappings: TypeMappings | None = None,
+        dropped_columns: str = "keep",
+        auto_migrate: bool = True,
+    ) -> None:
+        """``dropped_columns`` (keep|remove) and ``auto_migrate``: docs/schema-evolution.md."""
         self.dsn = dsn
         self.name = name
         self.mappings = mappings or load_mappings()
@@ -183,6 +204,15 @@ class ClickHouseSink:
         self.features: ClickHouseFeatures | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
         self.checkpoints: dict[str, tuple[int, int] | None] = {}  # per source, as last read or written
+        self.dropped_columns = dropped_columns
+        self.auto_migrate = auto_migrate
+        self.warned: set[tuple[str, ...]] = set()
+
+    def warn_once(self, change: tuple[str, ...], message: str, **context: Any) -> None:
+        """A schema change this sink does not follow (or follows loudly), logged once per change."""
+        if change not in self.warned:
+            self.warned.add(change)
+            get_logger("migrate", sink=self.name).warning(message, **context)
 
     async def connect(self) -> None:
         self.checkpoints.clear()
@@ -202,6 +232,7 @@ class ClickHouseSink:
                  _version UInt64
                ) ENGINE = ReplacingMergeTree(_version) ORDER BY (source, sink)"""
         )
+        self.client.execute(migrate_clickhouse.REGISTRY_DDL)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -210,7 +241,9 @@ class ClickHouseSink:
 
     async def prepare(self, schema: Schema) -> None:
         for table in schema.cdc_tables():
-            self.prepare_table(table)
+            if table.id not in schema.retired:  # a dropped table's: made when late mutations need them
+                self.prepare_table(table)
+        migrate_clickhouse.mark_gone(self, schema)
 
     async def table_writer(self, table: TableDef) -> TableWriter:
         return self.prepare_table(table)
@@ -219,10 +252,9 @@ class ClickHouseSink:
         assert self.client is not None and self.features is not None
         key = (table.keyspace, table.name)
         writer = self.writers.get(key)
-        if writer is None:
-            writer = TableWriter(table, self.mappings, self.features)
-            for statement in writer.ddl():
-                self.client.execute(statement)
+        if writer is None or (writer.table is not table and writer.table != table):
+            # New, or its definition changed in Cassandra: create or migrate its tables first.
+            writer = migrate_clickhouse.prepare_table(self, table)
             self._view_with_truncations(writer)
             self.writers[key] = writer
         return writer

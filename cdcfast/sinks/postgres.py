@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -34,6 +34,8 @@ from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.config import Hypertable
 from cdcfast.errors import ConfigError
 from cdcfast.events import ChangeEvent
+from cdcfast.log import get_logger
+from cdcfast.sinks import migrate_postgres
 from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter
@@ -73,8 +75,15 @@ class TableWriter:
     """DDL and row conversion for one Cassandra table in PostgreSQL."""
 
     def __init__(
-        self, table: TableDef, mappings: TypeMappings, timescale: bool, hypertable: Hypertable | None = None
+        self,
+        table: TableDef,
+        mappings: TypeMappings,
+        timescale: bool,
+        hypertable: Hypertable | None = None,
+        stored: Collection[str] | None = None,
     ) -> None:
+        """``stored``: the data columns the warehouse state table has, when a schema change is not
+        applied to it (auto_migrate off); None: all of ``table``'s."""
         self.table = table
         self.timescale = timescale
         self.hypertable = hypertable
@@ -89,6 +98,9 @@ class TableWriter:
         self.data_columns = list(table.columns.values())
         self.targets = {c.name: mappings.postgres(self._storage_type(c)) for c in self.key_columns + self.data_columns}
         self.codec = TableCodec(table, self.targets)
+        if stored is not None:  # the state table lacks some columns: write the others
+            self.data_columns = [c for c in self.data_columns if c.name in stored]
+            self.codec.data = [self.codec.columns[c.name] for c in self.data_columns]
         self.staged = 0  # batches whose change-log rows go through staging (after ids found there already)
         state_tables = (self.state, self.tombstones)
         self.load_query = " UNION ALL ".join(
@@ -258,8 +270,11 @@ class PostgresSink:
         timescale: bool = False,
         mappings: TypeMappings | None = None,
         hypertables: Mapping[str, Hypertable] | None = None,
+        dropped_columns: str = "keep",
+        auto_migrate: bool = True,
     ) -> None:
-        """``hypertables`` (TimescaleDB): ``keyspace.table`` -> the state table's hypertable settings."""
+        """``hypertables`` (TimescaleDB): ``keyspace.table`` -> the state table's hypertable settings.
+        ``dropped_columns`` (keep|remove) and ``auto_migrate``: docs/schema-evolution.md."""
         self.dsn = dsn
         self.name = name
         self.timescale = timescale
@@ -269,6 +284,15 @@ class PostgresSink:
         self.mappings = mappings or load_mappings()
         self.conn: asyncpg.Connection | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
+        self.dropped_columns = dropped_columns
+        self.auto_migrate = auto_migrate
+        self.warned: set[tuple[str, ...]] = set()
+
+    def warn_once(self, change: tuple[str, ...], message: str, **context: Any) -> None:
+        """A schema change this sink does not follow (or follows loudly), logged once per change."""
+        if change not in self.warned:
+            self.warned.add(change)
+            get_logger("migrate", sink=self.name).warning(message, **context)
 
     async def connect(self) -> None:
         self.conn = await asyncpg.connect(self.dsn)
@@ -301,6 +325,7 @@ class PostgresSink:
                  source text NOT NULL, sink text NOT NULL, segment_id bigint NOT NULL, position integer NOT NULL,
                  updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, sink))"""
         )
+        await self.conn.execute(migrate_postgres.REGISTRY_DDL)
 
     async def close(self) -> None:
         if self.conn is not None:
@@ -311,7 +336,9 @@ class PostgresSink:
         """Create (if missing) the tables of every CDC table in ``schema``."""
         assert self.conn is not None
         for table in schema.cdc_tables():
-            await self.prepare_table(table)
+            if table.id not in schema.retired:  # a dropped table's: made when late mutations need them
+                await self.prepare_table(table)
+        await migrate_postgres.mark_gone(self, schema)
 
     async def table_writer(self, table: TableDef) -> TableWriter:
         return await self.prepare_table(table)
@@ -320,12 +347,9 @@ class PostgresSink:
         assert self.conn is not None
         key = (table.keyspace, table.name)
         writer = self.writers.get(key)
-        if writer is None:
-            writer = TableWriter(table, self.mappings, self.timescale, self.hypertables.get(table.qualified_name))
-            async with self.conn.transaction():
-                await self.conn.execute(f"SELECT pg_advisory_xact_lock(hashtext({_literal(table.qualified_name)}))")
-                for statement in writer.ddl():
-                    await self.conn.execute(statement)
+        if writer is None or (writer.table is not table and writer.table != table):
+            # New, or its definition changed in Cassandra: create or migrate its tables first.
+            writer = await migrate_postgres.prepare_table(self, table)
             self.writers[key] = writer
         return writer
 

@@ -18,12 +18,15 @@ from cdcfast.config import PipelineConfig
 from cdcfast.events import TRUNCATE, ChangeEvent, events_from_batch
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
+from cdcfast.sinks.migrate import retain_dropped
 from cdcfast.supervisor.messages import BATCH_ENCODER, WHOLE_SEGMENT, EventBatch, WorkItem, schema_fingerprint
 from cdcfast.supervisor.ring import Ring
+from cdcfast.supervisor.schema_watch import SchemaWatcher
 from cdcfast.supervisor.signals import become_child_process
 
 AUDIT_INTERVAL = 60.0  # seconds between masking audit records
 SCHEMA_RECHECK = 30.0  # seconds before an unknown table id makes the parser read the schema again
+SCHEMA_POLL = 3.0  # seconds between cheap looks at the schema source (cdc switched on, new tables)
 
 
 class Parser:
@@ -42,9 +45,28 @@ class Parser:
         self.audited_at = time.monotonic()
         self.cdc_tables: set[tuple[str, str]] | None = None  # computed from the schema on first use
         self.unknown_checked: dict[str, float] = {}  # unknown table id -> when the schema was last read for it
+        self.watcher = SchemaWatcher(self.source.schema)
+        self.watched_at = time.monotonic()
+
+    def reload_schema(self) -> None:
+        """Read the schema again; tables it no longer has stay known (their late mutations decode)."""
+        self.schema = retain_dropped(self.schema, load_schema(self.source.schema))
+        self.fingerprint = schema_fingerprint(self.schema)
+        self.cdc_tables = None
+
+    def follow_schema(self) -> None:
+        """A cheap look at the schema source now and then: changes that bring no unknown id (cdc
+        switched on or off, a new table) are noticed too."""
+        now = time.monotonic()
+        if now - self.watched_at >= SCHEMA_POLL:
+            self.watched_at = now
+            if self.watcher.changed():
+                self.log.info("schema source changed: reading it again")
+                self.reload_schema()
 
     def events(self, item: WorkItem) -> list[ChangeEvent]:
         segment = SegmentFile(Path(item.path), item.version, item.segment_id, None)
+        self.follow_schema()
         for attempt in range(2):
             reader = CommitLogReader(self.schema, policy=self.source.on_error)
             with tracing.span("cdcfast.read", segment=item.segment_id, after=item.after) as read:
@@ -58,9 +80,8 @@ class Parser:
             if attempt or not self._schema_may_be_stale(reader):
                 break
             # A table or column created since the schema was read: read the schema again, then the item.
-            self.schema = load_schema(self.source.schema)
-            self.fingerprint = schema_fingerprint(self.schema)
-            self.cdc_tables = None
+            self.reload_schema()
+            self.watcher.seen = self.watcher.signature()
         for table_id, count in reader.stats.unknown_tables.items():
             self.log.warning(
                 "mutations of a table not in the schema skipped",
@@ -219,6 +240,7 @@ def parser_main(config: PipelineConfig, worker: int, work: mp.Queue, ring_names:
                     ring.put(message)
         parser.audit()
     finally:
+        parser.watcher.close()
         tracing.shutdown()
         for ring in rings:
             ring.close()

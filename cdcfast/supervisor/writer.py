@@ -25,6 +25,7 @@ from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
 from cdcfast.sinks import open_sink
 from cdcfast.sinks.errors import ErrorClass, classify
+from cdcfast.sinks.migrate import reload_schema
 from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch, schema_fingerprint
 from cdcfast.supervisor.ring import Ring, RingClosed
 from cdcfast.supervisor.signals import become_child_process
@@ -42,7 +43,14 @@ class Writer:
         self.source = config.sources[0]
         self.node = self.source.node
         self.tuning = config.tuning
-        self.sink = open_sink(spec.kind, spec.dsn, spec.name, hypertables=getattr(spec, "hypertables", None))
+        self.sink = open_sink(
+            spec.kind,
+            spec.dsn,
+            spec.name,
+            hypertables=getattr(spec, "hypertables", None),
+            dropped_columns=spec.dropped_columns,
+            auto_migrate=spec.auto_migrate,
+        )
         self.status = status
         self.log = get_logger("writer", sink=spec.name, node=self.node)
         self.schema = load_schema(self.source.schema)
@@ -122,10 +130,14 @@ class Writer:
         events = [e for e in batch.events if (e.segment_id, e.position) > done]  # already delivered: skip
         tables = self.tables()
         if batch.schema not in self.fingerprints or any((e.keyspace, e.table) not in tables for e in events):
-            # The parser decoded with a schema this writer has not seen: a table or column created since.
-            self.schema = load_schema(self.source.schema)
+            # The parser decoded with a schema this writer has not seen: a table or column created
+            # since, cdc switched on, a table dropped or re-created. Tables gone from the schema stay
+            # (their late mutations still apply); the sink creates, migrates and marks its tables
+            # before the first event that needs them.
+            self.schema = reload_schema(self.source.schema, self.schema)
             self.fingerprints |= {batch.schema, schema_fingerprint(self.schema)}
             tables = self.tables()
+            await self.sink.prepare(self.schema)
         position = (batch.segment_id, batch.position)
         if position > done:
             started = time.monotonic()

@@ -111,3 +111,70 @@ def test_truncations_reach_the_sinks_with_the_writes_that_raced_them(
     assert keys(second) == [("truncate", None), ("insert", 3)]
     assert second[0].event_id == truncation.event_id
     assert [e.event_id for e in second[0].raced] == [first[2].event_id]
+
+
+def _parser_on(corpus_scratch: Path, tmp_path: Path, first: dict) -> tuple[Corpus, Path, Parser]:
+    if not (CORPUS_ROOT / CORPUS).exists():
+        pytest.skip("corpus missing")
+    corpus = Corpus(CORPUS, corpus_scratch)
+    schema_dir = tmp_path / "schema"
+    schema_dir.mkdir()
+    (schema_dir / "001.json").write_text(json.dumps(first))
+    source = SourceConfig(node="n1", cdc_raw=str(corpus.cdc_raw), schema=str(schema_dir))
+    config = PipelineConfig(
+        sources=[source], sinks=[PostgresSink(name="pg", dsn="postgresql://x/y")], state_dir=str(tmp_path / "state")
+    )
+    return corpus, schema_dir, Parser(config, 0)
+
+
+def _items(corpus: Corpus) -> list[WorkItem]:
+    return [
+        WorkItem(n, str(s.path), s.version, s.segment_id, 0, None) for n, s in enumerate(discover([corpus.cdc_raw]))
+    ]
+
+
+def test_cdc_switched_on_for_a_known_table_is_noticed_without_an_unknown_id(
+    corpus_scratch: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cdcfast.supervisor.parser as parser_module
+
+    monkeypatch.setattr(parser_module, "SCHEMA_POLL", 0.0)
+    final_file = sorted((CORPUS_ROOT / CORPUS / "schema").glob("*.json"))[-1]
+    document = json.loads(final_file.read_text())
+    for table in document["tables"]:
+        if table["table_name"] == "users":
+            table["cdc"] = False
+    corpus, schema_dir, parser = _parser_on(corpus_scratch, tmp_path, document)
+    item = _items(corpus)[0]
+    assert not any(e.table == "users" for e in parser.events(item))
+    shutil.copy(final_file, schema_dir / "002.json")  # ALTER TABLE shop.users WITH cdc = true
+
+    got = parser.events(item)
+
+    assert any(e.table == "users" for e in got)
+
+
+def test_a_dropped_table_stays_known_to_a_parser_that_read_it(
+    corpus_scratch: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """shop.scratch was created, written and dropped: a parser that knew it decodes its mutations
+    read after the drop with its last definition (a lagging parser loses nothing)."""
+    import cdcfast.supervisor.parser as parser_module
+
+    monkeypatch.setattr(parser_module, "SCHEMA_POLL", 0.0)
+    with_scratch = CORPUS_ROOT / CORPUS / "schema" / "019.json"
+    corpus, schema_dir, parser = _parser_on(corpus_scratch, tmp_path, json.loads(with_scratch.read_text()))
+    known = load_schema(with_scratch)
+    want = [
+        e.event_id
+        for b in CommitLogReader(known).read_paths([corpus.cdc_raw])
+        for e in events_from_batch(b)
+        if e.table == "scratch"
+    ]
+    assert want, "the corpus writes shop.scratch"
+    shutil.copy(sorted((CORPUS_ROOT / CORPUS / "schema").glob("*.json"))[-1], schema_dir / "002.json")  # dropped
+
+    got = [e.event_id for item in _items(corpus) for e in parser.events(item) if e.table == "scratch"]
+
+    assert got == want
+    assert "scratch" not in {t.name for t in load_schema(schema_dir).tables.values()}, "the file's schema is unchanged"

@@ -1,0 +1,134 @@
+"""Following Cassandra schema changes in the warehouses (docs/schema-evolution.md).
+
+A sink prepares a table at start-up and whenever the writer hands it a table definition that
+differs from the one its cached writer was built for. Preparing compares the definition with what
+the warehouse really has, and with the sink's registry (``cdcfast.tables``: which Cassandra table
+id a warehouse table belongs to), then:
+
+* a column added in Cassandra: ``ALTER TABLE ... ADD COLUMN`` (state table; ClickHouse: the rows
+  table, with the value's expiry column), and the as-of function / views re-created;
+* a column dropped in Cassandra: kept (``dropped_columns: keep``, the default: the warehouse column
+  stays, gets no new values and leaves the views) or removed (``remove``: ``DROP COLUMN``);
+* a table re-created under the same name (a new table id): the old warehouse tables are renamed
+  aside (:func:`aside_name`) and fresh ones created;
+* a table dropped in Cassandra: nothing is destroyed; the registry marks it ``dropped``.
+
+With ``auto_migrate: false`` no DDL touches an existing table: each change is logged once with the
+statement an operator should run, and the state table is written without the missing columns (the
+change log keeps every value).
+
+This module holds what both warehouses share; the SQL of each is in :mod:`.migrate_postgres` and
+:mod:`.migrate_clickhouse`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
+
+ASIDE = re.compile(r"^(?P<name>.+)__dropped_(?P<id>[0-9a-f]{8})$")
+
+
+def aside_name(table_name: str, table_id: uuid.UUID) -> str:
+    """The name an old table's warehouse tables get when a new table takes its name."""
+    return f"{table_name}__dropped_{table_id.hex[:8]}"
+
+
+def original_name(name: str) -> str | None:
+    """The Cassandra table name of an :func:`aside_name`, else None."""
+    match = ASIDE.match(name)
+    return match.group("name") if match else None
+
+
+@dataclass
+class ColumnChanges:
+    """What a warehouse table lacks, or has in excess, against a Cassandra table definition."""
+
+    added: list[ColumnDef] = field(default_factory=list)  # in Cassandra, not in the warehouse
+    dropped: list[str] = field(default_factory=list)  # dropped in Cassandra, still in the warehouse
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.dropped)
+
+
+def column_changes(table: TableDef, present: Iterable[str]) -> ColumnChanges:
+    """Compare ``table`` with the warehouse state table's column names ``present``. Only Cassandra's
+    own record of dropped columns makes a column "dropped": other warehouse columns (cdcfast's
+    ``_state`` etc., or an operator's) are never touched."""
+    have = set(present)
+    return ColumnChanges(
+        added=[c for c in table.columns.values() if c.name not in have],
+        dropped=[name for name in table.dropped if name in have and name not in table.columns],
+    )
+
+
+def shown_table(table: TableDef, stored: Iterable[str] | None) -> TableDef:
+    """``table`` restricted to the data columns its warehouse state table has (``stored``; None: all):
+    what is written there while an operator has not run the DDL (auto_migrate off)."""
+    if stored is None:
+        return table
+    have = set(stored)
+    return replace(table, columns={n: c for n, c in table.columns.items() if n in have})
+
+
+def retain_dropped(previous: Schema | None, current: Schema) -> Schema:
+    """``current`` plus the tables of ``previous`` it no longer has (dropped in Cassandra), so that
+    mutations written before the drop, read late, still decode with their last definition.
+
+    A dropped table whose name a new table took (re-created) is kept under :func:`aside_name`: its
+    late mutations go to the warehouse tables renamed aside, never into the new table's."""
+    if previous is None:
+        return current
+    names = {(t.keyspace, t.name) for t in current.tables.values()}
+    tables = dict(current.tables)
+    retired = set(current.retired)
+    for table_id, table in previous.tables.items():
+        if table_id in tables:
+            continue
+        if (table.keyspace, table.name) in names and original_name(table.name) is None:
+            table = replace(table, name=aside_name(table.name, table_id))
+        tables[table_id] = table
+        retired.add(table_id)
+    return replace(current, tables=tables, retired=retired)
+
+
+def registry_columns(table: TableDef) -> list[str]:
+    return [c.name for c in table.partition_key + table.clustering + list(table.columns.values())]
+
+
+def add_column_warning(sink: str, table: TableDef, column: str, ddl: str) -> str:
+    return (
+        f"sink {sink}: column {column} added to {table.keyspace}.{table.name} in Cassandra, auto_migrate is off: "
+        f"its values are kept in the change log only until an operator runs: {ddl}"
+    )
+
+
+def drop_column_warning(sink: str, table: TableDef, column: str, ddl: str) -> str:
+    return (
+        f"sink {sink}: column {column} dropped from {table.keyspace}.{table.name} in Cassandra, auto_migrate is off "
+        f"and dropped_columns is remove: the warehouse column stays until an operator runs: {ddl}"
+    )
+
+
+def reload_schema(spec: str, previous: Schema | None) -> Schema:
+    """The schema source read again, keeping every table ``previous`` had and the source dropped.
+
+    For a schema folder, the tables of every earlier ``NNN.json`` are kept too: a writer lagging
+    behind its parsers may never have read the file in which a table existed (created and dropped
+    between two of its reads) while a parser decoded that table's mutations with it."""
+    from cdcfast.commitlog import load_schema
+    from cdcfast.commitlog.schema import load_schema_file, schema_files
+
+    path = Path(str(spec))
+    if not str(spec).startswith("cassandra://") and path.is_dir():
+        history: Schema | None = previous
+        for file in schema_files(path):
+            history = retain_dropped(history, load_schema_file(file))
+        assert history is not None
+        return history
+    return retain_dropped(previous, load_schema(spec))

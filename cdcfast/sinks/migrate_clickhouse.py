@@ -1,0 +1,214 @@
+"""Schema changes applied to ClickHouse (see :mod:`cdcfast.sinks.migrate`).
+
+ClickHouse has no transactions nor advisory locks: every step checks ``system.columns`` /
+``system.tables`` first, and a step another writer did meanwhile (its ALTER or RENAME failing here)
+is accepted once the check shows it done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from clickhouse_driver.errors import ServerException
+
+from cdcfast.commitlog.schema import Schema, TableDef
+from cdcfast.log import get_logger
+from cdcfast.sinks.migrate import (
+    add_column_warning,
+    aside_name,
+    column_changes,
+    drop_column_warning,
+    original_name,
+    registry_columns,
+)
+
+if TYPE_CHECKING:
+    from clickhouse_driver import Client
+
+    from cdcfast.sinks.clickhouse import ClickHouseSink, TableWriter
+
+REGISTRY_DDL = """CREATE TABLE IF NOT EXISTS cdcfast.tables (
+  keyspace String, table String, table_id UUID, columns Array(String), status String, updated_at DateTime,
+  _version UInt64
+) ENGINE = ReplacingMergeTree(_version) ORDER BY (keyspace, table)"""
+TABLE_SUFFIXES = ("_changes", "__rows", "__partitions", "__truncations")
+
+
+def _ident(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def _qualified(database: str, name: str) -> str:
+    return f"{_ident(database)}.{_ident(name)}"
+
+
+def columns_of(client: Client, database: str, table: str) -> list[str]:
+    rows = client.execute(
+        "SELECT name FROM system.columns WHERE database = %(d)s AND table = %(t)s", {"d": database, "t": table}
+    )
+    return [r[0] for r in rows]
+
+
+def exists(client: Client, database: str, table: str) -> bool:
+    return bool(
+        client.execute(
+            "SELECT count() FROM system.tables WHERE database = %(d)s AND name = %(t)s", {"d": database, "t": table}
+        )[0][0]
+    )
+
+
+def _tolerant(client: Client, ddl: str, done: Callable[[], bool]) -> None:
+    """Run ``ddl``; if it fails because another writer did the same meanwhile, that is fine."""
+    try:
+        client.execute(ddl)
+    except ServerException:
+        if not done():
+            raise
+
+
+def registered(client: Client, keyspace: str, name: str) -> tuple[Any, str] | None:
+    rows = client.execute(
+        "SELECT table_id, status FROM cdcfast.tables FINAL WHERE keyspace = %(k)s AND table = %(t)s",
+        {"k": keyspace, "t": name},
+    )
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+def register(client: Client, keyspace: str, name: str, table_id: Any, columns: list[str], status: str) -> None:
+    client.execute(
+        "INSERT INTO cdcfast.tables (keyspace, table, table_id, columns, status, updated_at, _version) VALUES",
+        [(keyspace, name, table_id, columns, status, int(time.time()), time.time_ns())],
+    )
+
+
+def move_aside(client: Client, keyspace: str, name: str, aside: str) -> None:
+    """Rename ``keyspace.name``'s tables to ``aside``; its view goes (made again for ``aside`` if
+    late mutations of the old table arrive)."""
+    client.execute(f"DROP TABLE IF EXISTS {_qualified(keyspace, name)}")  # the view
+    for suffix in TABLE_SUFFIXES:
+        if exists(client, keyspace, name + suffix):
+            _tolerant(
+                client,
+                f"RENAME TABLE {_qualified(keyspace, name + suffix)} TO {_qualified(keyspace, aside + suffix)}",
+                lambda suffix=suffix: exists(client, keyspace, aside + suffix),  # type: ignore[misc]
+            )
+    old = registered(client, keyspace, name)
+    if old is not None:
+        register(client, keyspace, aside, old[0], [], "replaced")
+
+
+def prepare_table(sink: ClickHouseSink, table: TableDef) -> TableWriter:
+    """Create or migrate the ClickHouse tables of ``table``; a writer for what they now hold."""
+    from cdcfast.sinks.clickhouse import TableWriter
+
+    client = sink.client
+    assert client is not None and sink.features is not None
+    log = get_logger("migrate", sink=sink.name)
+    ks = table.keyspace
+    original = original_name(table.name)
+    if original is not None:
+        before = registered(client, ks, original)
+        if before is not None and before[0] == table.id:
+            move_aside(client, ks, original, table.name)
+    mine = registered(client, ks, table.name)
+    there = exists(client, ks, table.name + "__rows")
+    if there and mine is not None and mine[0] != table.id:
+        aside = aside_name(table.name, mine[0])
+        move_aside(client, ks, table.name, aside)
+        log.warning(
+            "table re-created in Cassandra under the same name: the old warehouse tables renamed aside, "
+            "fresh ones created",
+            keyspace=ks,
+            table=table.name,
+            old_table_id=str(mine[0]),
+            table_id=str(table.id),
+            renamed_to=aside,
+        )
+        there, mine = False, None
+    stored = _migrate_columns(sink, table, log) if there else None
+    writer = TableWriter(table, sink.mappings, sink.features, stored)
+    if there:
+        want = [c.name for c in writer.key_columns + writer.data_columns]
+        view = columns_of(client, ks, table.name)
+        if view and view != want:  # the view's column list follows the table's
+            client.execute(f"DROP TABLE IF EXISTS {writer.view}")
+    for statement in writer.ddl():
+        client.execute(statement)
+    status = mine[1] if mine is not None and mine[0] == table.id else "live"
+    register(client, ks, table.name, table.id, registry_columns(table), status)
+    return writer
+
+
+def _migrate_columns(sink: ClickHouseSink, table: TableDef, log: Any) -> set[str] | None:
+    from cdcfast.sinks.clickhouse import TableWriter
+
+    client = sink.client
+    assert client is not None and sink.features is not None
+    ks, rows_table = table.keyspace, table.name + "__rows"
+    present = columns_of(client, ks, rows_table)
+    changes = column_changes(table, present)
+    if not changes:
+        return None
+    full = TableWriter(table, sink.mappings, sink.features)
+    relation = _qualified(ks, rows_table)
+    add = {
+        c.name: f"ALTER TABLE {relation} ADD COLUMN {_ident(c.name)} {full.sql_type(c)}, "
+        f"ADD COLUMN {_ident('_exp_' + c.name)} UInt32"
+        for c in changes.added
+    }
+    drop = {
+        name: f"ALTER TABLE {relation} DROP COLUMN {_ident(name)}, DROP COLUMN {_ident('_exp_' + name)}"
+        for name in changes.dropped
+    }
+    if sink.auto_migrate:
+        for name, ddl in add.items():
+            _tolerant(client, ddl, lambda name=name: name in columns_of(client, ks, rows_table))  # type: ignore[misc]
+            log.info("column added", keyspace=ks, table=table.name, column=name, ddl=ddl)
+        if sink.dropped_columns == "remove":
+            for name, ddl in drop.items():
+                _tolerant(client, ddl, lambda name=name: name not in columns_of(client, ks, rows_table))  # type: ignore[misc]
+                log.info("dropped column removed", keyspace=ks, table=table.name, column=name, ddl=ddl)
+        return None
+    for name, ddl in add.items():
+        sink.warn_once(
+            (ks, table.name, name, "add"),
+            add_column_warning(sink.name, table, name, ddl),
+            keyspace=ks,
+            table=table.name,
+            column=name,
+            ddl=ddl,
+        )
+    if sink.dropped_columns == "remove":
+        for name, ddl in drop.items():
+            sink.warn_once(
+                (ks, table.name, name, "drop"),
+                drop_column_warning(sink.name, table, name, ddl),
+                keyspace=ks,
+                table=table.name,
+                column=name,
+                ddl=ddl,
+            )
+    return set(present)
+
+
+def mark_gone(sink: ClickHouseSink, schema: Schema) -> None:
+    """As :func:`cdcfast.sinks.migrate_postgres.mark_gone`: tables no longer captured are kept and marked."""
+    from cdcfast.sinks.migrate_postgres import gone_warning
+
+    client = sink.client
+    assert client is not None
+    live = {t.id for t in schema.cdc_tables() if t.id not in schema.retired}
+    not_cdc = {t.id for t in schema.tables.values() if not t.cdc and t.id not in schema.retired}
+    rows = client.execute(
+        "SELECT keyspace, table, table_id, columns, status FROM cdcfast.tables FINAL "
+        "WHERE status IN ('live', 'cdc_off')"
+    )
+    for keyspace, name, table_id, columns, status in rows:
+        new = "live" if table_id in live else "cdc_off" if table_id in not_cdc else "dropped"
+        if new == status:
+            continue
+        register(client, keyspace, name, table_id, columns, new)
+        if new != "live":
+            sink.warn_once((keyspace, name, str(table_id), new), gone_warning(sink.name, keyspace, name, new))

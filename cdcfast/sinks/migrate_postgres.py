@@ -1,0 +1,243 @@
+"""Schema changes applied to PostgreSQL and TimescaleDB (see :mod:`cdcfast.sinks.migrate`).
+
+Everything for one table happens in one transaction under the table's advisory lock (the one
+:meth:`PostgresSink.prepare_table` always took), so two writers migrating at once serialize and
+the second finds the work done.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cdcfast.commitlog.schema import Schema, TableDef
+from cdcfast.log import get_logger
+from cdcfast.sinks.migrate import (
+    add_column_warning,
+    aside_name,
+    column_changes,
+    drop_column_warning,
+    original_name,
+    registry_columns,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from cdcfast.sinks.postgres import PostgresSink, TableWriter
+
+REGISTRY_DDL = """CREATE TABLE IF NOT EXISTS cdcfast.tables (
+  keyspace text NOT NULL, "table" text NOT NULL, table_id uuid NOT NULL, columns text[] NOT NULL,
+  status text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (keyspace, "table"))"""
+STATE_SUFFIXES = ("", "_changes", "__partitions", "__tombstones")
+INDEX_SUFFIXES = ("__by_partition", "__tombstones_by_partition")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _qualified(schema: str, name: str) -> str:
+    return f"{_ident(schema)}.{_ident(name)}"
+
+
+async def columns_of(conn: asyncpg.Connection, relation: str) -> list[str]:
+    """The columns a relation really has (pg_attribute), in order."""
+    rows = await conn.fetch(
+        "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
+        "ORDER BY attnum",
+        relation,
+    )
+    return [r[0] for r in rows]
+
+
+async def move_aside(conn: asyncpg.Connection, keyspace: str, name: str, aside: str) -> None:
+    """Rename the warehouse tables (and their indexes) of ``keyspace.name`` to ``aside``; the as-of
+    function and view go (their bodies name the tables; they are made again for ``aside`` if its
+    late mutations arrive)."""
+    await conn.execute(f"DROP VIEW IF EXISTS {_qualified(keyspace, name + '_live')}")
+    await conn.execute(f"DROP FUNCTION IF EXISTS {_qualified(keyspace, name + '_as_of')}(timestamptz)")
+    for suffix in STATE_SUFFIXES:
+        await conn.execute(
+            f"ALTER TABLE IF EXISTS {_qualified(keyspace, name + suffix)} RENAME TO {_ident(aside + suffix)}"
+        )
+    for suffix in INDEX_SUFFIXES:
+        await conn.execute(
+            f"ALTER INDEX IF EXISTS {_qualified(keyspace, name + suffix)} RENAME TO {_ident(aside + suffix)}"
+        )
+    await conn.execute('DELETE FROM cdcfast.tables WHERE keyspace = $1 AND "table" = $2', keyspace, aside)
+    await conn.execute(
+        """UPDATE cdcfast.tables SET "table" = $3, status = 'replaced', updated_at = now()
+           WHERE keyspace = $1 AND "table" = $2""",
+        keyspace,
+        name,
+        aside,
+    )
+
+
+async def prepare_table(sink: PostgresSink, table: TableDef) -> TableWriter:
+    """Create or migrate the warehouse tables of ``table``; a writer for what they now hold."""
+    from cdcfast.sinks.postgres import TableWriter, _literal
+
+    conn = sink.conn
+    assert conn is not None
+    log = get_logger("migrate", sink=sink.name)
+    ks = table.keyspace
+    original = original_name(table.name)
+    async with conn.transaction():
+        await conn.execute(f"SELECT pg_advisory_xact_lock(hashtext({_literal(f'{ks}.{original or table.name}')}))")
+        registered = await _registered(conn, ks, table.name)
+        if original is not None:
+            # Late mutations of a dropped table whose name a new one took: its tables may still
+            # be under the old name (the new table's first event not applied yet).
+            before = await _registered(conn, ks, original)
+            if before is not None and before == table.id:
+                await move_aside(conn, ks, original, table.name)
+                log.warning(
+                    "table re-created in Cassandra: old warehouse tables renamed",
+                    keyspace=ks,
+                    table=original,
+                    table_id=str(table.id),
+                    renamed_to=table.name,
+                )
+        state = _qualified(ks, table.name)
+        exists = await conn.fetchval("SELECT to_regclass($1)", state) is not None
+        if exists and registered is not None and registered != table.id:
+            aside = aside_name(table.name, registered)
+            await move_aside(conn, ks, table.name, aside)
+            log.warning(
+                "table re-created in Cassandra under the same name: the old warehouse tables renamed aside, "
+                "fresh ones created",
+                keyspace=ks,
+                table=table.name,
+                old_table_id=str(registered),
+                table_id=str(table.id),
+                renamed_to=aside,
+            )
+            exists = False
+        stored = None
+        if exists:
+            present = await columns_of(conn, state)
+            stored = await _migrate_columns(sink, table, state, present, log)
+        writer = TableWriter(table, sink.mappings, sink.timescale, sink.hypertables.get(table.qualified_name), stored)
+        if exists:
+            await _drop_stale_views(conn, writer)
+        for statement in writer.ddl():
+            await conn.execute(statement)
+        await conn.execute(
+            """INSERT INTO cdcfast.tables (keyspace, "table", table_id, columns, status) VALUES ($1, $2, $3, $4, 'live')
+               ON CONFLICT (keyspace, "table") DO UPDATE SET table_id = excluded.table_id, columns = excluded.columns,
+                 status = CASE WHEN cdcfast.tables.table_id = excluded.table_id THEN cdcfast.tables.status
+                          ELSE 'live' END, updated_at = now()""",
+            ks,
+            table.name,
+            table.id,
+            registry_columns(table),
+        )
+    return writer
+
+
+async def _registered(conn: asyncpg.Connection, keyspace: str, name: str):  # noqa: ANN202 - uuid.UUID | None
+    return await conn.fetchval(
+        'SELECT table_id FROM cdcfast.tables WHERE keyspace = $1 AND "table" = $2', keyspace, name
+    )
+
+
+async def _migrate_columns(sink: PostgresSink, table: TableDef, state: str, present: list[str], log) -> set[str] | None:  # noqa: ANN001
+    """ALTER the state table for the columns Cassandra added or dropped; with auto_migrate off,
+    warn instead and return the data columns the state table has."""
+    from cdcfast.sinks.postgres import TableWriter
+
+    conn = sink.conn
+    assert conn is not None
+    changes = column_changes(table, present)
+    if not changes:
+        return None
+    targets = TableWriter(table, sink.mappings, sink.timescale).targets
+    add = {
+        c.name: f"ALTER TABLE {state} ADD COLUMN IF NOT EXISTS {_ident(c.name)} {targets[c.name].sql}"
+        for c in changes.added
+    }
+    drop = {name: f"ALTER TABLE {state} DROP COLUMN IF EXISTS {_ident(name)}" for name in changes.dropped}
+    if sink.auto_migrate:
+        for name, ddl in add.items():
+            await conn.execute(ddl)
+            log.info("column added", keyspace=table.keyspace, table=table.name, column=name, ddl=ddl)
+        if sink.dropped_columns == "remove":
+            for name, ddl in drop.items():
+                await conn.execute(ddl)
+                log.info("dropped column removed", keyspace=table.keyspace, table=table.name, column=name, ddl=ddl)
+        return None
+    for name, ddl in add.items():
+        sink.warn_once(
+            (table.keyspace, table.name, name, "add"),
+            add_column_warning(sink.name, table, name, ddl),
+            keyspace=table.keyspace,
+            table=table.name,
+            column=name,
+            ddl=ddl,
+        )
+    if sink.dropped_columns == "remove":
+        for name, ddl in drop.items():
+            sink.warn_once(
+                (table.keyspace, table.name, name, "drop"),
+                drop_column_warning(sink.name, table, name, ddl),
+                keyspace=table.keyspace,
+                table=table.name,
+                column=name,
+                ddl=ddl,
+            )
+    return set(present)
+
+
+async def _drop_stale_views(conn: asyncpg.Connection, writer: TableWriter) -> None:
+    """The as-of function's result columns follow the table's: CREATE OR REPLACE cannot change a
+    function's result type, so a function (and the view on it) with other columns is dropped here,
+    in the transaction that makes them again."""
+    ks, name = writer.table.keyspace, writer.table.name
+    function = _qualified(ks, name + "_as_of")
+    names = await conn.fetchval(
+        "SELECT proargnames FROM pg_proc WHERE oid = to_regprocedure($1)", function + "(timestamptz)"
+    )
+    want = ["at"] + [c.name for c in writer.key_columns + writer.data_columns]
+    if names is not None and list(names) != want:
+        await conn.execute(f"DROP VIEW IF EXISTS {_qualified(ks, name + '_live')}")
+        await conn.execute(f"DROP FUNCTION {function}(timestamptz)")
+
+
+async def mark_gone(sink: PostgresSink, schema: Schema) -> None:
+    """Registry rows of tables no longer captured: ``dropped`` (gone from Cassandra, or kept only
+    for late mutations) or ``cdc_off``. Their warehouse data stays; each is logged once."""
+    conn = sink.conn
+    assert conn is not None
+    live = {t.id for t in schema.cdc_tables() if t.id not in schema.retired}
+    not_cdc = {t.id for t in schema.tables.values() if not t.cdc and t.id not in schema.retired}
+    rows = await conn.fetch(
+        "SELECT keyspace, \"table\", table_id, status FROM cdcfast.tables WHERE status IN ('live', 'cdc_off')"
+    )
+    for keyspace, name, table_id, status in rows:
+        if table_id in live:
+            if status != "live":
+                await _set_status(conn, keyspace, name, "live")
+            continue
+        new = "cdc_off" if table_id in not_cdc else "dropped"
+        if new == status:
+            continue
+        await _set_status(conn, keyspace, name, new)
+        sink.warn_once((keyspace, name, str(table_id), new), gone_warning(sink.name, keyspace, name, new))
+
+
+def gone_warning(sink: str, keyspace: str, name: str, status: str) -> str:
+    why = "dropped in Cassandra" if status == "dropped" else "no longer has cdc = true"
+    return (
+        f"sink {sink}: table {keyspace}.{name} {why}: its warehouse tables are kept as they are "
+        "(nothing is deleted; drop them yourself once no longer needed)"
+    )
+
+
+async def _set_status(conn: asyncpg.Connection, keyspace: str, name: str, status: str) -> None:
+    await conn.execute(
+        'UPDATE cdcfast.tables SET status = $3, updated_at = now() WHERE keyspace = $1 AND "table" = $2',
+        keyspace,
+        name,
+        status,
+    )

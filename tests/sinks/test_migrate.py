@@ -1,0 +1,351 @@
+"""Warehouses follow Cassandra schema changes (docs/schema-evolution.md), on real servers.
+
+The corpus c50-v8-lz4 added ``shop.users.loyalty_tier`` and dropped ``shop.users.phone`` during its
+workload: ``shop.users``' events before the ADD are written with the table as it was then
+(schema/014.json), the rest with the final definition; the state must equal Cassandra's final
+``SELECT`` (expected/) and every change be logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import uuid
+from dataclasses import replace
+
+import asyncpg
+import pytest
+import structlog.testing
+from clickhouse_driver import Client
+from conftest import CORPUS_ROOT, Corpus
+from support.expected import as_of, load_expected
+from support.services import ensure_services
+from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, postgres_state
+
+from cdcfast.commitlog import CommitLogReader, load_schema
+from cdcfast.commitlog.schema import Schema, TableDef
+from cdcfast.events import ChangeEvent, events_from_batch
+from cdcfast.sinks.clickhouse import ClickHouseSink
+from cdcfast.sinks.migrate import aside_name, retain_dropped
+from cdcfast.sinks.postgres import PostgresSink
+
+pytestmark = pytest.mark.services
+CORPUS = "c50-v8-lz4"
+FLAVOURS = ["postgres", "timescaledb", "clickhouse"]
+
+
+class History:
+    """shop.users' events around the ADD COLUMN, each part decoded with the schema of its time."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+        self.final = load_schema(corpus.schema_dir)
+        self.before_add = load_schema(corpus.schema_dir / "014.json")
+        self.old = self.before_add.by_name("shop", "users")
+        self.new = self.final.by_name("shop", "users")
+        assert "loyalty_tier" not in self.old.columns and "phone" in self.old.columns
+        assert "loyalty_tier" in self.new.columns and "phone" in self.new.dropped
+        final_events = self._users(self.final)
+        split = next(i for i, e in enumerate(final_events) if any(c.column == "loyalty_tier" for c in e.cells))
+        at = (final_events[split].segment_id, final_events[split].position)
+        # Before the ADD: as a reader with the schema of then decoded them (phone values included).
+        self.early = [e for e in self._users(self.before_add) if (e.segment_id, e.position) < at]
+        self.late = final_events[split:]
+        assert len({e.event_id for e in self.early} | {e.event_id for e in self.late}) == len(final_events)
+
+    def _users(self, schema: Schema) -> list[ChangeEvent]:
+        reader = CommitLogReader(schema)
+        return [
+            e
+            for b in reader.read_paths([self.corpus.cdc_raw])
+            for e in events_from_batch(b)
+            if (e.keyspace, e.table) == ("shop", "users")
+        ]
+
+
+@pytest.fixture(scope="module")
+def history(corpus_scratch) -> History:  # noqa: ANN001
+    if not (CORPUS_ROOT / CORPUS).exists():
+        pytest.skip("corpus missing")
+    return History(Corpus(CORPUS, corpus_scratch))
+
+
+def sync(coroutine):  # noqa: ANN001, ANN201
+    """Run a coroutine to its end, also from inside a running event loop (in its own thread)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def open_sink(flavour: str, **options) -> tuple[object, str]:  # noqa: ANN003
+    dsn = ensure_services([flavour])[flavour]
+    if flavour == "clickhouse":
+        fresh_clickhouse(dsn)
+        return ClickHouseSink(dsn, name=flavour, **options), dsn
+    db = asyncio.run(fresh_database(dsn))
+    return PostgresSink(db, name=flavour, timescale=flavour == "timescaledb", **options), db
+
+
+def reopen(sink, **options):  # noqa: ANN001, ANN003, ANN201
+    if isinstance(sink, ClickHouseSink):
+        return ClickHouseSink(sink.dsn, name=sink.name, **options)
+    return PostgresSink(sink.dsn, name=sink.name, timescale=sink.timescale, **options)
+
+
+async def apply(sink, table: TableDef, events: list[ChangeEvent], chunk: int = 700) -> None:  # noqa: ANN001
+    tables = {(table.keyspace, table.name): table}
+    for start in range(0, len(events), chunk):
+        part = events[start : start + chunk]
+        await sink.apply(part, tables, "node1", (part[-1].segment_id, part[-1].position))
+
+
+def columns(flavour: str, dsn: str, relation: str) -> list[str]:
+    keyspace, name = relation.split(".")
+    if flavour == "clickhouse":
+        client = Client.from_url(dsn)
+        rows = client.execute(
+            "SELECT name FROM system.columns WHERE database = %(d)s AND table = %(t)s", {"d": keyspace, "t": name}
+        )
+        return [r[0] for r in rows]
+
+    async def read() -> list[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+                keyspace,
+                name,
+            )
+        finally:
+            await conn.close()
+        return [r[0] for r in rows]
+
+    return sync(read())
+
+
+def count(flavour: str, dsn: str, relation: str) -> int:
+    keyspace, name = relation.split(".")
+    if flavour == "clickhouse":
+        final = " FINAL" if not name.endswith("_view") else ""
+        return Client.from_url(dsn).execute(f"SELECT count() FROM `{keyspace}`.`{name}`{final}")[0][0]
+
+    async def read() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval(f'SELECT count(*) FROM "{keyspace}"."{name}"')
+        finally:
+            await conn.close()
+
+    return sync(read())
+
+
+def registry(flavour: str, dsn: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """(keyspace, table) -> (table id, status), as the sink's registry has it."""
+    if flavour == "clickhouse":
+        rows = Client.from_url(dsn).execute("SELECT keyspace, table, table_id, status FROM cdcfast.tables FINAL")
+    else:
+
+        async def read() -> list:
+            conn = await asyncpg.connect(dsn)
+            try:
+                return await conn.fetch('SELECT keyspace, "table", table_id, status FROM cdcfast.tables')
+            finally:
+                await conn.close()
+
+        rows = sync(read())
+    return {(r[0], r[1]): (str(r[2]), r[3]) for r in rows}
+
+
+def state(flavour: str, dsn: str, table: TableDef, when: int) -> dict:
+    if flavour == "clickhouse":
+        return clickhouse_state(dsn, table, when)
+    return asyncio.run(postgres_state(dsn, table, when))
+
+
+def expected_users(history: History, flavour: str, table: TableDef) -> dict:
+    want = load_expected(history.corpus.root, table)
+    if flavour == "clickhouse":  # documented: an Array column cannot be NULL (null and empty are [])
+        for row in want.values():
+            for name in ("tags", "prefs"):
+                if name in row and row[name] in ((), frozenset()):
+                    row[name] = None
+    return want
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_add_and_drop_column_followed_live_dropped_column_kept(history: History, flavour: str) -> None:
+    """One sink, no restart: the first event with the new definition migrates the table first."""
+    sink, dsn = open_sink(flavour)
+
+    async def run() -> None:
+        await sink.connect()
+        await sink.prepare(history.before_add)
+        await apply(sink, history.old, history.early)
+        assert "loyalty_tier" not in columns(
+            flavour, dsn, "shop.users" if flavour != "clickhouse" else "shop.users__rows"
+        )
+        await apply(sink, history.new, history.late)
+        await sink.close()
+
+    asyncio.run(run())
+    relation = "shop.users" if flavour != "clickhouse" else "shop.users__rows"
+    have = columns(flavour, dsn, relation)
+    assert "loyalty_tier" in have
+    assert "phone" in have, "dropped_columns: keep (the default) keeps the warehouse column"
+    assert state(flavour, dsn, history.new, as_of(history.corpus.root)) == expected_users(history, flavour, history.new)
+    assert count(flavour, dsn, "shop.users_changes") == len(history.early) + len(history.late)
+    assert registry(flavour, dsn)[("shop", "users")] == (str(history.new.id), "live")
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_tables_made_by_an_older_schema_migrated_at_startup_dropped_column_removed(
+    history: History, flavour: str
+) -> None:
+    sink, dsn = open_sink(flavour)
+
+    async def before() -> None:
+        await sink.connect()
+        await sink.prepare(history.before_add)
+        await apply(sink, history.old, history.early)
+        await sink.close()
+
+    asyncio.run(before())
+    restarted = reopen(sink, dropped_columns="remove")
+
+    async def after() -> None:
+        await restarted.connect()
+        await restarted.prepare(history.final)  # start-up: before any event
+        relation = "shop.users" if flavour != "clickhouse" else "shop.users__rows"
+        have = columns(flavour, dsn, relation)
+        assert "loyalty_tier" in have and "phone" not in have
+        await apply(restarted, history.new, history.late)
+        await restarted.close()
+
+    asyncio.run(after())
+    assert state(flavour, dsn, history.new, as_of(history.corpus.root)) == expected_users(history, flavour, history.new)
+    assert count(flavour, dsn, "shop.users_changes") == len(history.early) + len(history.late)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_table_recreated_under_its_name_old_tables_set_aside(history: History, flavour: str) -> None:
+    """A new table id for shop.users: the old warehouse tables are renamed aside, the new table's
+    state holds only the new table's rows; late mutations of the old id reach the old tables."""
+    sink, dsn = open_sink(flavour)
+    recreated = replace(history.new, id=uuid.uuid4())
+    old_events, new_events = history.late[: len(history.late) // 2], history.late[len(history.late) // 2 :]
+    aside = aside_name("users", history.new.id)
+    # The writer's view once the schema shows the drop and re-creation: the old definition stays
+    # for late mutations, under the aside name.
+    both = retain_dropped(Schema({history.new.id: history.new}), Schema({recreated.id: recreated}))
+    old_there = both.tables[history.new.id]
+    assert old_there.name == aside
+
+    async def run() -> None:
+        await sink.connect()
+        await sink.prepare(Schema({history.new.id: history.new}))
+        await apply(sink, history.new, old_events)
+        await sink.prepare(both)
+        await apply(sink, recreated, new_events)
+        late = [msgspec_replace(e, table=aside) for e in old_events[:50]]
+        await apply(sink, old_there, late)  # replayed late: already there, nothing changes
+        await sink.close()
+
+    asyncio.run(run())
+    assert count(flavour, dsn, "shop.users_changes") == len(new_events)
+    assert count(flavour, dsn, f"shop.{aside}_changes") == len(old_events)
+    got = registry(flavour, dsn)
+    assert got[("shop", "users")] == (str(recreated.id), "live")
+    assert got[("shop", aside)] == (str(history.new.id), "replaced")
+    keys = {tuple(e.partition_key) for e in new_events if e.op != "partition_delete"}
+    state_rows = state(flavour, dsn, recreated, as_of(history.corpus.root))
+    assert len(state_rows) <= len(keys)
+    assert count(flavour, dsn, f"shop.{aside}" if flavour != "clickhouse" else f"shop.{aside}__rows") > 0
+
+
+def msgspec_replace(event: ChangeEvent, **changes) -> ChangeEvent:  # noqa: ANN003
+    import msgspec
+
+    return msgspec.structs.replace(event, **changes)
+
+
+@pytest.mark.parametrize("flavour", ["postgres", "clickhouse"])
+def test_dropped_table_kept_and_marked(history: History, flavour: str) -> None:
+    schema_with = load_schema(history.corpus.schema_dir / "019.json")
+    schema_without = load_schema(history.corpus.schema_dir / "020.json")
+    scratch = schema_with.by_name("shop", "scratch")
+    sink, dsn = open_sink(flavour)
+
+    async def run() -> None:
+        await sink.connect()
+        await sink.prepare(schema_with)
+        await sink.prepare(retain_dropped(schema_with, schema_without))
+        await sink.close()
+        restarted = reopen(sink)
+        await restarted.connect()
+        await restarted.prepare(schema_without)  # after a restart: the table is simply absent
+        await restarted.close()
+
+    asyncio.run(run())
+    assert registry(flavour, dsn)[("shop", "scratch")] == (str(scratch.id), "dropped")
+    relation = "shop.scratch" if flavour != "clickhouse" else "shop.scratch__rows"
+    assert columns(flavour, dsn, relation), "a dropped table's warehouse tables are kept"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_auto_migrate_off_warns_and_keeps_values_in_the_change_log(history: History, flavour: str) -> None:
+    sink, dsn = open_sink(flavour, auto_migrate=False)
+    relation = "shop.users" if flavour != "clickhouse" else "shop.users__rows"
+
+    async def run() -> None:
+        await sink.connect()
+        await sink.prepare(history.before_add)
+        await apply(sink, history.old, history.early)
+        await apply(sink, history.new, history.late)
+        await sink.close()
+
+    with structlog.testing.capture_logs() as logged_lines:
+        asyncio.run(run())
+    assert "loyalty_tier" not in columns(flavour, dsn, relation), "auto_migrate off: no DDL"
+    warnings = [
+        line for line in logged_lines if line["log_level"] == "warning" and line.get("column") == "loyalty_tier"
+    ]
+    assert len(warnings) == 1, logged_lines  # once per change, not per batch
+    assert warnings[0]["keyspace"] == "shop" and warnings[0]["table"] == "users"
+    assert f"sink {flavour}" in warnings[0]["event"] and "ADD COLUMN" in warnings[0]["ddl"]
+    # Every loyalty_tier value is in the change log.
+    tiers = sum(1 for e in history.late for c in e.cells if c.column == "loyalty_tier")
+    assert tiers > 0
+    if flavour == "clickhouse":
+        rows = Client.from_url(dsn).execute("SELECT cells FROM shop.users_changes FINAL WHERE cells IS NOT NULL")
+        logged = sum(1 for (cells,) in rows for c in json.loads(cells) if c["col"] == "loyalty_tier")
+    else:
+
+        async def read() -> int:
+            conn = await asyncpg.connect(dsn)
+            try:
+                return await conn.fetchval(
+                    "SELECT count(*) FROM shop.users_changes, jsonb_array_elements(cells) c "
+                    "WHERE c->>'col' = 'loyalty_tier'"
+                )
+            finally:
+                await conn.close()
+
+        logged = sync(read())
+    assert logged == tiers
+    # The rest of the state is Cassandra's.
+    shown = replace(history.new, columns={n: c for n, c in history.new.columns.items() if n != "loyalty_tier"})
+    want = {
+        k: {n: v for n, v in row.items() if n != "loyalty_tier"}
+        for k, row in expected_users(history, flavour, shown).items()
+    }
+    assert state(flavour, dsn, shown, as_of(history.corpus.root)) == want
+    # Switched on: the column is added at the next start.
+    restarted = reopen(sink)
+
+    async def again() -> None:
+        await restarted.connect()
+        await restarted.prepare(history.final)
+        await restarted.close()
+
+    asyncio.run(again())
+    assert "loyalty_tier" in columns(flavour, dsn, relation)
