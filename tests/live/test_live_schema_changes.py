@@ -24,7 +24,9 @@ What is asserted once the writer stopped and cdcfast is idle (lag 0 on every sin
 nothing written for a while):
 
 * every sink's state of every CDC table equals Cassandra's ``SELECT *``, compared on Cassandra's
-  current columns (a dropped column is absent from ``SELECT *``; a sink may keep it or not);
+  current columns (a dropped column is absent from ``SELECT *``; a sink may keep it or not). So a
+  row whose only live cell was in the dropped column (``UPDATE items SET b = ...`` and nothing
+  else: no row marker) is gone from ``SELECT *`` after the DROP, and must be gone from the sinks;
 * every write made while its table had cdc = true (of the table as it is now: the re-created
   ``reborn``'s) is in the sink's change log exactly once; no change-log row is there twice; no row
   is there that no client write made; nothing of the non-CDC ``plain``;
@@ -39,7 +41,9 @@ nothing written for a while):
   "restarting"; no sink went down and nothing went to a dead-letter queue.
 
 Every wait has a deadline and names what it waited for (table, sink). Failures are collected and
-reported together (states, change logs, restarts, the sinks' last errors, the log's warnings).
+reported together (states, change logs, dead letters, restarts, the sinks' last errors, the log's
+warnings), with each DDL's client-clock interval (to place a write's ``ts`` before or after it);
+every write (CQL, ts, tag) is in ``writes.jsonl`` in the test's folder.
 
 Ports: ``CDCFAST_LIVE_*_PORT`` plus 200 (19242, 17200, 17399), clear of the other live tests.
 Run with ``python -m pytest tests/live/test_live_schema_changes.py -m slow`` (about three minutes
@@ -48,6 +52,7 @@ on 2 cores); the node and cdcfast are stopped (killed if need be) whatever happe
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -541,6 +546,13 @@ def test_cdcfast_follows_live_schema_changes_without_a_restart(tmp_path: Path) -
         session = node.session
         for statement in initial_ddl(ks):
             session.execute(statement, timeout=60)
+        timeline: list[str] = []  # each DDL with the client clock (write timestamps) around it
+
+        def ddl(statement: str) -> None:
+            before = time.time_ns() // 1000
+            session.execute(statement, timeout=60)
+            timeline.append(f"{before}..{time.time_ns() // 1000} {' '.join(statement.split())}")
+
         uri = f"cassandra://{node.address}:{node.port}"
         pipe = Pipeline(node.cdc_raw, uri, sinks.dsns, tmp_path / "state", node=f"{ks}-node1")
         writer = Writer(session, seed=int(ks[4:], 16))
@@ -557,34 +569,31 @@ def test_cdcfast_follows_live_schema_changes_without_a_restart(tmp_path: Path) -
                 writer.wait_for("items")
 
                 # 1. ADD column, then writes setting it
-                session.execute(f"ALTER TABLE {ks}.items ADD c text", timeout=60)
+                ddl(f"ALTER TABLE {ks}.items ADD c text")
                 writer.set("items", items_stream(ks, ("a", "b", "c")))
                 writer.wait_for("items.c")
                 lap("1. items ADD c")
 
                 # 2. DROP column (once nothing in flight names it), then writes without it
                 writer.set("items", items_stream(ks, ("a", "c")))
-                session.execute(f"ALTER TABLE {ks}.items DROP b", timeout=60)
+                ddl(f"ALTER TABLE {ks}.items DROP b")
                 writer.wait_for("items.no_b")
                 lap("2. items DROP b")
 
                 # 3. CREATE TYPE + a table with a non-frozen UDT column; ALTER TYPE ADD field
-                session.execute(f"CREATE TYPE {ks}.addr (street text, zip int)", timeout=60)
-                session.execute(
-                    f"CREATE TABLE {ks}.people (id int PRIMARY KEY, name text, home addr) WITH cdc = true", timeout=60
-                )
+                ddl(f"CREATE TYPE {ks}.addr (street text, zip int)")
+                ddl(f"CREATE TABLE {ks}.people (id int PRIMARY KEY, name text, home addr) WITH cdc = true")
                 writer.set("people", people_stream(ks, country=False))
                 writer.wait_for("people")
-                session.execute(f"ALTER TYPE {ks}.addr ADD country text", timeout=60)
+                ddl(f"ALTER TYPE {ks}.addr ADD country text")
                 writer.set("people", people_stream(ks, country=True))
                 writer.wait_for("people.country")
                 lap("3. people created; addr ADD country")
 
                 # 4. a new CDC table
-                session.execute(
+                ddl(
                     f"CREATE TABLE {ks}.late (id int, k text, score double, tags set<text>, attrs map<text, int>, "
                     "PRIMARY KEY (id, k)) WITH cdc = true",
-                    timeout=60,
                 )
                 writer.set("late", late_stream(ks))
                 writer.wait_for("late")
@@ -592,22 +601,21 @@ def test_cdcfast_follows_live_schema_changes_without_a_restart(tmp_path: Path) -
 
                 # 5. cdc off (writes to keys of their own), then on again
                 writer.remove("toggled")
-                session.execute(f"ALTER TABLE {ks}.toggled WITH cdc = false", timeout=60)
+                ddl(f"ALTER TABLE {ks}.toggled WITH cdc = false")
                 writer.set("toggled", toggled_stream(ks, off=True))
                 writer.wait_for("toggled.off")
                 writer.remove("toggled")
-                session.execute(f"ALTER TABLE {ks}.toggled WITH cdc = true", timeout=60)
+                ddl(f"ALTER TABLE {ks}.toggled WITH cdc = true")
                 writer.set("toggled", toggled_on_again(ks))
                 writer.wait_for("toggled.on_again")
                 lap("5. toggled cdc off and on")
 
                 # 6. DROP TABLE and CREATE TABLE under the same name, other columns
                 writer.remove("reborn")
-                session.execute(f"DROP TABLE {ks}.reborn", timeout=60)
-                session.execute(
+                ddl(f"DROP TABLE {ks}.reborn")
+                ddl(
                     f"CREATE TABLE {ks}.reborn (k text, n int, w double, note text, PRIMARY KEY (k, n)) "
                     "WITH cdc = true",
-                    timeout=60,
                 )
                 writer.set("reborn", reborn_new_stream(ks))
                 writer.wait_for("reborn.new")
@@ -618,6 +626,8 @@ def test_cdcfast_follows_live_schema_changes_without_a_restart(tmp_path: Path) -
             finally:
                 writer.stop()
             writer.check()
+            history = tmp_path / "writes.jsonl"  # for a failure's post-mortem: which write, when
+            history.write_text("".join(json.dumps(w.__dict__) + "\n" for w in writer.writes))
             lap(f"writes done: {len(writer.writes)} to CDC tables ({dict(writer.tags)}), {writer.retried} retried")
 
             # what each change log must hold, and may hold
@@ -661,7 +671,9 @@ def test_cdcfast_follows_live_schema_changes_without_a_restart(tmp_path: Path) -
             lap("compared")
             assert not failures, (
                 f"{len(failures)} failures:\n" + "\n".join(failures)
-                + f"\n\ntimings: {marks}\n\ncdcfast's warnings and errors:\n{log_digest(pipe)}"
+                + f"\n\ntimings: {marks}\n\nDDL (client clock, microseconds):\n" + "\n".join(timeline)
+                + f"\n\nevery write: {history}; cdcfast's log: {pipe.log_path}"
+                + f"\n\ncdcfast's warnings and errors:\n{log_digest(pipe)}"
             )  # fmt: skip
             assert pipe.stop() == 0, f"cdcfast did not stop cleanly:\n{pipe.log()}"
     sinks.drop()
