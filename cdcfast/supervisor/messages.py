@@ -35,6 +35,7 @@ class EventBatch(msgspec.Struct, array_like=True):
     events: list[ChangeEvent]
     trace: str = ""  # the parser's batch span (W3C traceparent) when tracing is on
     schema: str = ""  # fingerprint of the schema the parser decoded with (a writer with another reloads)
+    table_ids: dict[str, str] = {}  # "keyspace.table" -> id of the definition its events were decoded with
 
 
 def schema_fingerprint(schema: Schema) -> str:
@@ -44,6 +45,34 @@ def schema_fingerprint(schema: Schema) -> str:
         for t in schema.tables.values()
     )
     return hashlib.blake2b(repr(tables).encode(), digest_size=8).hexdigest()
+
+
+def decoded_table_ids(events: list[ChangeEvent], schema: Schema) -> dict[str, str]:
+    """The table id behind each table name of ``events``, in the schema they were decoded with."""
+    ids = {(t.keyspace, t.name): str(t.id) for t in schema.tables.values()}
+    named = {(e.keyspace, e.table) for e in events}
+    return {f"{ks}.{name}": ids[(ks, name)] for ks, name in named if (ks, name) in ids}
+
+
+def as_decoded(events: list[ChangeEvent], table_ids: dict[str, str], schema: Schema) -> list[ChangeEvent]:
+    """``events`` named as ``schema`` names the definitions they were decoded with. A writer may have
+    read the schema after a table was dropped and re-created under its name, while the parser that
+    decoded these events had not: the old table's changes then go to its tables set aside
+    (``schema`` keeps it under another name), never into the new table's."""
+    names = {str(t.id): t.name for t in schema.tables.values()}
+    renamed = {
+        qualified: names[table_id]
+        for qualified, table_id in table_ids.items()
+        if table_id in names and qualified.split(".", 1)[1] != names[table_id]
+    }
+    if not renamed:
+        return events
+    return [
+        msgspec.structs.replace(e, table=renamed[f"{e.keyspace}.{e.table}"])
+        if f"{e.keyspace}.{e.table}" in renamed
+        else e
+        for e in events
+    ]
 
 
 BATCH_ENCODER = msgspec.msgpack.Encoder()

@@ -19,7 +19,14 @@ from cdcfast.events import TRUNCATE, ChangeEvent, events_from_batch
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
 from cdcfast.sinks.migrate import retain_dropped
-from cdcfast.supervisor.messages import BATCH_ENCODER, WHOLE_SEGMENT, EventBatch, WorkItem, schema_fingerprint
+from cdcfast.supervisor.messages import (
+    BATCH_ENCODER,
+    WHOLE_SEGMENT,
+    EventBatch,
+    WorkItem,
+    decoded_table_ids,
+    schema_fingerprint,
+)
 from cdcfast.supervisor.ring import Ring
 from cdcfast.supervisor.schema_watch import SchemaWatcher
 from cdcfast.supervisor.signals import become_child_process
@@ -47,12 +54,22 @@ class Parser:
         self.unknown_checked: dict[str, float] = {}  # unknown table id -> when the schema was last read for it
         self.watcher = SchemaWatcher(self.source.schema)
         self.watched_at = time.monotonic()
+        # Tables whose cdc was seen switched off: when it was noticed (µs). Their changes written
+        # before that were made while cdc may still have been on, and are still captured.
+        self.cdc_off_since: dict[tuple[str, str], int] = {}
 
     def reload_schema(self) -> None:
         """Read the schema again; tables it no longer has stay known (their late mutations decode)."""
+        before = {(t.keyspace, t.name) for t in self.schema.cdc_tables()}
         self.schema = retain_dropped(self.schema, load_schema(self.source.schema))
         self.fingerprint = schema_fingerprint(self.schema)
         self.cdc_tables = None
+        now = {(t.keyspace, t.name) for t in self.schema.cdc_tables()}
+        noticed = int(time.time() * 1_000_000)
+        for table in before - now:
+            self.cdc_off_since.setdefault(table, noticed)
+        for table in now:
+            self.cdc_off_since.pop(table, None)
 
     def follow_schema(self) -> None:
         """A cheap look at the schema source now and then: changes that bring no unknown id (cdc
@@ -74,8 +91,8 @@ class Parser:
                     event
                     for batch in reader.read_segment(segment, ReadRange(item.after, item.limit))
                     for event in events_from_batch(batch)
-                    if self._is_cdc(event)
                 ]
+                events = self._captured(events)
                 read.set(events=len(events), bytes=reader.stats.mutation_bytes)
             if attempt or not self._schema_may_be_stale(reader):
                 break
@@ -190,10 +207,26 @@ class Parser:
             self.masker.audit_log(self.log, reset=True)
         self.audited_at = time.monotonic()
 
+    def _captured(self, events: list[ChangeEvent]) -> list[ChangeEvent]:
+        """The changes of CDC tables. Changes of a user table without cdc make the parser look at the
+        schema source first: ``cdc = true`` may have come since its last look, and the writes right
+        after it must not be lost waiting for the next poll."""
+        kept = [e for e in events if self._is_cdc(e)]
+        if len(kept) < len(events) and any(not e.keyspace.startswith("system") for e in events if not self._is_cdc(e)):
+            if self.watcher.changed():
+                self.log.info("schema source changed: reading it again")
+                self.reload_schema()
+                kept = [e for e in events if self._is_cdc(e)]
+        return kept
+
     def _is_cdc(self, event: ChangeEvent) -> bool:
         if self.cdc_tables is None:
             self.cdc_tables = {(t.keyspace, t.name) for t in self.schema.cdc_tables()}
-        return (event.keyspace, event.table) in self.cdc_tables
+        table = (event.keyspace, event.table)
+        if table in self.cdc_tables:
+            return True
+        off_since = self.cdc_off_since.get(table)
+        return off_since is not None and event.ts < off_since
 
     def batches(self, item: WorkItem) -> list[EventBatch]:
         with tracing.span("cdcfast.batch", seq=item.seq, segment=item.segment_id, after=item.after) as span:
@@ -206,7 +239,9 @@ class Parser:
         for number, part in enumerate(parts):
             final = number == len(parts) - 1
             position = end if final else part[-1].position
-            out.append(EventBatch(item.seq, number, final, item.segment_id, position, part, trace, self.fingerprint))
+            ids = decoded_table_ids(part, self.schema)
+            batch = EventBatch(item.seq, number, final, item.segment_id, position, part, trace, self.fingerprint, ids)
+            out.append(batch)
         return out
 
 

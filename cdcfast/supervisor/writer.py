@@ -26,7 +26,7 @@ from cdcfast.observe import metrics, tracing
 from cdcfast.sinks import open_sink
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import reload_schema
-from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch, schema_fingerprint
+from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch, as_decoded, schema_fingerprint
 from cdcfast.supervisor.ring import Ring, RingClosed
 from cdcfast.supervisor.signals import become_child_process
 
@@ -138,6 +138,7 @@ class Writer:
             self.fingerprints |= {batch.schema, schema_fingerprint(self.schema)}
             tables = self.tables()
             await self.sink.prepare(self.schema)
+        events = as_decoded(events, batch.table_ids, self.schema)
         position = (batch.segment_id, batch.position)
         if position > done:
             started = time.monotonic()

@@ -178,3 +178,51 @@ def test_a_dropped_table_stays_known_to_a_parser_that_read_it(
 
     assert got == want
     assert "scratch" not in {t.name for t in load_schema(schema_dir).tables.values()}, "the file's schema is unchanged"
+
+
+def _users_cdc(document: dict, on: bool) -> dict:
+    document = json.loads(json.dumps(document))
+    for table in document["tables"]:
+        if table["table_name"] == "users":
+            table["cdc"] = on
+    return document
+
+
+def test_cdc_switched_on_is_noticed_by_the_first_work_item_with_the_tables_changes(
+    corpus_scratch: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes made right after ``cdc = true`` are not lost while the parser waits for its next poll:
+    a work item holding changes of a non-CDC table makes it look at the schema source first."""
+    import cdcfast.supervisor.parser as parser_module
+
+    monkeypatch.setattr(parser_module, "SCHEMA_POLL", 1e9)  # never by polling
+    final_file = sorted((CORPUS_ROOT / CORPUS / "schema").glob("*.json"))[-1]
+    final = json.loads(final_file.read_text())
+    corpus, schema_dir, parser = _parser_on(corpus_scratch, tmp_path, _users_cdc(final, False))
+    item = _items(corpus)[0]
+    assert not any(e.table == "users" for e in parser.events(item))
+    shutil.copy(final_file, schema_dir / "002.json")  # ALTER TABLE shop.users WITH cdc = true
+
+    assert any(e.table == "users" for e in parser.events(item))
+
+
+def test_cdc_switched_off_keeps_the_changes_written_before_it_was_noticed(
+    corpus_scratch: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parser notices ``cdc = false`` some time after it happened, and reads the mutations written
+    before it later still: those written (timestamp) before the change was noticed stay captured."""
+    import cdcfast.supervisor.parser as parser_module
+
+    monkeypatch.setattr(parser_module, "SCHEMA_POLL", 0.0)
+    final_file = sorted((CORPUS_ROOT / CORPUS / "schema").glob("*.json"))[-1]
+    final = json.loads(final_file.read_text())
+    corpus, schema_dir, parser = _parser_on(corpus_scratch, tmp_path, final)
+    items = _items(corpus)
+    users = sorted(e.ts for item in items for e in parser.events(item) if e.table == "users")
+    noticed = users[len(users) // 2]  # the change is noticed half way through the table's writes
+    (schema_dir / "002.json").write_text(json.dumps(_users_cdc(final, False)))
+    monkeypatch.setattr(parser_module.time, "time", lambda: noticed / 1e6)
+
+    kept = sorted(e.ts for item in items for e in parser.events(item) if e.table == "users")
+
+    assert kept == [ts for ts in users if ts < noticed]
