@@ -331,6 +331,11 @@ class ClickHouseSink:
             ],
         )
 
+    async def store_dead_letters(self, dead: list[DeadLetter], source: str) -> None:
+        """Keep changes refused at apply time (cdcfast.supervisor.isolate); stored again, a letter
+        replaces itself (ReplacingMergeTree by sink and event id)."""
+        self._dead_letters(dead, source, replayed=0)
+
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter of this sink, oldest first (``cdcfast dlq list``)."""
         assert self.client is not None

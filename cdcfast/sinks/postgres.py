@@ -374,6 +374,10 @@ class PostgresSink:
             ],
         )
 
+    async def store_dead_letters(self, dead: list[DeadLetter], source: str) -> None:
+        """Keep changes refused at apply time (cdcfast.supervisor.isolate); a letter stored before is kept as it is."""
+        await self._dead_letters(dead, source)
+
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter of this sink, oldest first (``cdcfast dlq list``)."""
         assert self.conn is not None
