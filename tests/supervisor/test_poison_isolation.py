@@ -33,7 +33,7 @@ from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, po
 
 from cdcfast.config import ClickHouseSink, PipelineConfig, PostgresSink, SourceConfig
 from cdcfast.events import TOMBSTONE, ChangeEvent
-from cdcfast.sinks.poison import EVENT_DECODER
+from cdcfast.sinks.poison import EVENT_DECODER, replay_dead_letters
 from cdcfast.supervisor.messages import EventBatch, schema_fingerprint
 from cdcfast.supervisor.writer import Writer
 
@@ -153,6 +153,8 @@ class Run:
             assert self.writer.down is None, self.messages()
         self.letters = await self.writer.sink.dead_letters()
         self.checkpoint = await self.writer.sink.checkpoint("n1")
+        # Replayed while the server still refuses them: they stay, counted as unstorable.
+        self.replay = await replay_dead_letters(self.writer.sink, self.writer.tables())
         await self.writer.disconnect()
 
     def messages(self) -> list[tuple]:
@@ -191,6 +193,7 @@ def test_poison_the_server_refuses_is_isolated_and_the_sink_stays_up(kind: str, 
     assert not [m for m in run.messages() if m[0] in ("down", "error")]
     assert run.checkpoint == (stream[-1].segment_id, stream[-1].position)
     assert {d["event_id"].bytes for d in run.letters} == set(planted)  # exactly the planted changes
+    assert (run.replay.waiting, run.replay.unstorable, run.replay.replayed) == (len(planted), len(planted), [])
     for letter in run.letters:
         event = planted[letter["event_id"].bytes]
         assert EVENT_DECODER.decode(letter["event"]) == event
