@@ -36,6 +36,7 @@ from cdcfast.log import get_logger
 from cdcfast.sinks import migrate_clickhouse
 from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
+from cdcfast.sinks.migrate import RefusedColumns
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import state_work
@@ -207,6 +208,7 @@ class ClickHouseSink:
         self.dropped_columns = dropped_columns
         self.auto_migrate = auto_migrate
         self.warned: set[tuple[str, ...]] = set()
+        self.refused = RefusedColumns(name)
 
     def warn_once(self, change: tuple[str, ...], message: str, **context: Any) -> None:
         """A schema change this sink does not follow (or follows loudly), logged once per change."""
@@ -252,8 +254,10 @@ class ClickHouseSink:
         assert self.client is not None and self.features is not None
         key = (table.keyspace, table.name)
         writer = self.writers.get(key)
-        if writer is None or (writer.table is not table and writer.table != table):
-            # New, or its definition changed in Cassandra: create or migrate its tables first.
+        if writer is None or (writer.table is not table and writer.table != table) or self.refused.due(key):
+            # New, or its definition changed in Cassandra (or a column it refused may be fixed by
+            # now): create or migrate its tables first.
+            self.refused.forget(key)
             writer = migrate_clickhouse.prepare_table(self, table)
             self._view_with_truncations(writer)
             self.writers[key] = writer
@@ -331,6 +335,11 @@ class ClickHouseSink:
             ],
         )
 
+    async def store_dead_letters(self, dead: list[DeadLetter], source: str) -> None:
+        """Keep changes refused at apply time (cdcfast.supervisor.isolate); stored again, a letter
+        replaces itself (ReplacingMergeTree by sink and event id)."""
+        self._dead_letters(dead, source, replayed=0)
+
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter of this sink, oldest first (``cdcfast dlq list``)."""
         assert self.client is not None
@@ -401,9 +410,14 @@ class ClickHouseSink:
         """Write ``events``, then move the checkpoint to ``position`` (data first: see the module doc)."""
         assert self.client is not None
         groups = by_table(events)
+        for key in groups:
+            self.prepare_table(tables[key])
+        unfollowed = self.refused.set_aside(groups)  # changes with a column the warehouse refused to add
+        if unfollowed:
+            self._dead_letters(unfollowed, source, replayed=0)
         with collector_paused():
             for key, table_events in groups.items():
-                self._apply_table(self.prepare_table(tables[key]), table_events, source)
+                self._apply_table(self.writers[key], table_events, source)
         if position is None:  # a dead-letter replay moves no checkpoint
             return
         # The stored checkpoint is read once per source; after that this writer is the one moving it.

@@ -5,8 +5,11 @@
   applied again, which is safe because every write is idempotent.
 - PERMANENT: the sink cannot be written until an operator acts (authentication, privileges, a missing
   database, or anything not understood). The sink stops with the reason; other sinks go on.
-- POISON: one value cannot be stored (out of range for the column, a constraint). Such events belong
-  in the dead-letter queue; the rest of the batch can go on.
+- POISON: one value cannot be stored (out of range for the column, a constraint, too big for an index
+  row, beyond what the driver can send). Such events belong in the dead-letter queue; the rest of the
+  batch can go on: the writer finds them by applying parts of the batch (docs/failures.md).
+  Only errors about the data itself are poison: an authentication, privilege or missing-object error
+  fails every event alike, so it stays PERMANENT and stops the sink instead of filling its queue.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ _PG_POISON_CLASSES = {
     "23",  # integrity constraint violation
 }
 _PG_TRANSIENT_CODES = {"55P03"}  # lock not available
+# program_limit_exceeded as such: "index row requires 30040 bytes, maximum size is 8191" (a key too
+# big for the state table's btree index). Its siblings (too many columns, statement too complex)
+# are about the table or the statement, not one value: they stay permanent.
+_PG_POISON_CODES = {"54000"}
 
 _CH = ch_errors.ErrorCodes
 _CH_TRANSIENT_CODES = {
@@ -75,7 +82,7 @@ def classify(exc: BaseException) -> ErrorClass:
         code = str(getattr(exc, "sqlstate", "") or "")
         if code[:2] in _PG_TRANSIENT_CLASSES or code in _PG_TRANSIENT_CODES:
             return ErrorClass.TRANSIENT
-        if code[:2] in _PG_POISON_CLASSES:
+        if code[:2] in _PG_POISON_CLASSES or code in _PG_POISON_CODES:
             return ErrorClass.POISON
         return ErrorClass.PERMANENT
     if isinstance(exc, asyncpg.InternalClientError):
@@ -92,6 +99,10 @@ def classify(exc: BaseException) -> ErrorClass:
         return ErrorClass.PERMANENT
     if isinstance(exc, _CH_CONNECTION_ERRORS):
         return ErrorClass.TRANSIENT
+    if isinstance(exc, (ch_errors.TypeMismatchError, OverflowError)):
+        # Raised by the drivers while sending a value its column cannot take (clickhouse-driver
+        # packing 2^62 into a DateTime; asyncpg or datetime overflowing on a timestamp far past 9999).
+        return ErrorClass.POISON
     if isinstance(exc, (OSError, TimeoutError, EOFError, ConnectionError)):
         return ErrorClass.TRANSIENT
     return ErrorClass.PERMANENT

@@ -24,12 +24,16 @@ This module holds what both warehouses share; the SQL of each is in :mod:`.migra
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
+from cdcfast.events import ChangeEvent
+from cdcfast.log import get_logger
+from cdcfast.sinks.poison import DeadLetter
 
 ASIDE = re.compile(r"^(?P<name>.+)__dropped_(?P<id>[0-9a-f]{8})$")
 
@@ -74,6 +78,67 @@ def shown_table(table: TableDef, stored: Iterable[str] | None) -> TableDef:
         return table
     have = set(stored)
     return replace(table, columns={n: c for n, c in table.columns.items() if n in have})
+
+
+REFUSED_RETRY_SECONDS = 60.0  # a refused column is tried again this long after (the operator may have fixed it)
+
+
+def short_error(exc: BaseException) -> str:
+    """An error's first lines, without the server's stack trace (ClickHouse sends one)."""
+    return f"{type(exc).__name__}: {str(exc).split('Stack trace:', 1)[0].strip()}"
+
+
+class RefusedColumns:
+    """Columns Cassandra added that a warehouse refused to add (a type it lacks, a refused ALTER),
+    per table. The table is written without them, and each change carrying one of their cells goes
+    to the dead-letter queue with the refusal as reason, until the column is added (tried again at
+    every start, schema change, and :data:`REFUSED_RETRY_SECONDS` after a refusal); ``cdcfast dlq
+    replay`` applies those changes then. Everything else of the table keeps flowing."""
+
+    def __init__(self, sink: str) -> None:
+        self.sink = sink
+        self.reasons: dict[tuple[str, str], dict[str, str]] = {}
+        self.since: dict[tuple[str, str], float] = {}
+
+    def refuse(self, table: TableDef, column: ColumnDef, ddl: str, exc: BaseException) -> None:
+        reason = (
+            f"sink {self.sink}: column {column.name} ({column.type.cql()}) added to {table.keyspace}.{table.name} "
+            f"in Cassandra cannot be added to the warehouse: {ddl} was refused: {short_error(exc)}; "
+            "changes with its values wait in the dead-letter queue until it is added (then: cdcfast dlq replay)"
+        )
+        key = (table.keyspace, table.name)
+        self.reasons.setdefault(key, {})[column.name] = reason
+        self.since[key] = time.monotonic()
+        get_logger("migrate", sink=self.sink).error(
+            "column cannot be added", keyspace=table.keyspace, table=table.name, column=column.name, reason=reason
+        )
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """Before the table is prepared again: its columns are tried again."""
+        self.reasons.pop(key, None)
+        self.since.pop(key, None)
+
+    def due(self, key: tuple[str, str]) -> bool:
+        """Time to try the table's refused columns again."""
+        return key in self.since and time.monotonic() - self.since[key] >= REFUSED_RETRY_SECONDS
+
+    def set_aside(self, groups: dict[tuple[str, str], list[ChangeEvent]]) -> list[DeadLetter]:
+        """Take the changes carrying a refused column's cell out of ``groups`` (per table, in place);
+        their dead letters."""
+        dead: list[DeadLetter] = []
+        for key in [k for k in groups if k in self.reasons]:
+            refused, kept = self.reasons[key], []
+            for event in groups[key]:
+                column = next((c.column for c in event.cells if c.column in refused), None)
+                if column is None:
+                    kept.append(event)
+                else:
+                    dead.append(DeadLetter(event, refused[column]))
+            if kept:
+                groups[key] = kept
+            else:
+                del groups[key]
+        return dead
 
 
 def retain_dropped(previous: Schema | None, current: Schema) -> Schema:

@@ -15,6 +15,7 @@ from clickhouse_driver.errors import ServerException
 
 from cdcfast.commitlog.schema import Schema, TableDef
 from cdcfast.log import get_logger
+from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import (
     add_column_warning,
     aside_name,
@@ -164,13 +165,20 @@ def _migrate_columns(sink: ClickHouseSink, table: TableDef, log: Any) -> set[str
     }
     if sink.auto_migrate:
         for name, ddl in add.items():
-            _tolerant(client, ddl, lambda name=name: name in columns_of(client, ks, rows_table))  # type: ignore[misc]
+            try:
+                _tolerant(client, ddl, lambda name=name: name in columns_of(client, ks, rows_table))  # type: ignore[misc]
+            except ServerException as exc:  # refused (e.g. a type this server lacks): the rest goes on
+                if classify(exc) is ErrorClass.TRANSIENT:
+                    raise
+                sink.refused.refuse(table, table.columns[name], ddl, exc)
+                continue
             log.info("column added", keyspace=ks, table=table.name, column=name, ddl=ddl)
         if sink.dropped_columns == "remove":
             for name, ddl in drop.items():
                 _tolerant(client, ddl, lambda name=name: name not in columns_of(client, ks, rows_table))  # type: ignore[misc]
                 log.info("dropped column removed", keyspace=ks, table=table.name, column=name, ddl=ddl)
-        return None
+        refused = sink.refused.reasons.get((ks, table.name))
+        return set(present) | (set(add) - set(refused)) if refused else None
     for name, ddl in add.items():
         sink.warn_once(
             (ks, table.name, name, "add"),

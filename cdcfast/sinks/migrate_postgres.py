@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from cdcfast.commitlog.schema import Schema, TableDef
 from cdcfast.log import get_logger
+from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import (
     add_column_warning,
     aside_name,
@@ -160,13 +161,21 @@ async def _migrate_columns(sink: PostgresSink, table: TableDef, state: str, pres
     drop = {name: f"ALTER TABLE {state} DROP COLUMN IF EXISTS {_ident(name)}" for name in changes.dropped}
     if sink.auto_migrate:
         for name, ddl in add.items():
-            await conn.execute(ddl)
+            try:
+                async with conn.transaction():  # a savepoint: a refused ALTER leaves the rest going
+                    await conn.execute(ddl)
+            except Exception as exc:  # noqa: BLE001 - classified: a lost connection is retried as ever
+                if classify(exc) is ErrorClass.TRANSIENT:
+                    raise
+                sink.refused.refuse(table, table.columns[name], ddl, exc)
+                continue
             log.info("column added", keyspace=table.keyspace, table=table.name, column=name, ddl=ddl)
         if sink.dropped_columns == "remove":
             for name, ddl in drop.items():
                 await conn.execute(ddl)
                 log.info("dropped column removed", keyspace=table.keyspace, table=table.name, column=name, ddl=ddl)
-        return None
+        refused = sink.refused.reasons.get((table.keyspace, table.name))
+        return set(present) | (set(add) - set(refused)) if refused else None
     for name, ddl in add.items():
         sink.warn_once(
             (table.keyspace, table.name, name, "add"),

@@ -79,6 +79,7 @@ async def replay_dead_letters(sink: Any, tables: dict[tuple[str, str], TableDef]
     """Apply again the dead letters never replayed, and mark those applied. A letter at or before a
     later truncation of its table from the same source is skipped: applying it would resurrect a
     truncated row (docs/truncate.md). Letters of tables the schema does not have stay waiting."""
+    from cdcfast.sinks.errors import ErrorClass, classify
     from cdcfast.sinks.truncation import covered_by
 
     report = ReplayReport()
@@ -106,10 +107,19 @@ async def replay_dead_letters(sink: Any, tables: dict[tuple[str, str], TableDef]
             )
             continue
         good, _ = screen(table, [event], writer.convert_value, source)
-        if good:
-            await sink.apply(good, tables, source, None)
-            report.replayed.append(event.event_id)
-        else:
+        refused = getattr(sink, "refused", None)  # a column the warehouse still refuses to add
+        if refused is not None and refused.set_aside({(event.keyspace, event.table): [event]}):
+            good = []
+        if not good:
             report.unstorable += 1
+            continue
+        try:
+            await sink.apply(good, tables, source, None)
+        except Exception as exc:  # noqa: BLE001 - classified: only a refused value is this letter's own
+            if classify(exc) is not ErrorClass.POISON:
+                raise
+            report.unstorable += 1  # the warehouse still refuses it (docs/failures.md): it stays
+            continue
+        report.replayed.append(event.event_id)
     await sink.mark_replayed(report.replayed)
     return report

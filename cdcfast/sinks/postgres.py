@@ -38,6 +38,7 @@ from cdcfast.log import get_logger
 from cdcfast.sinks import migrate_postgres
 from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
+from cdcfast.sinks.migrate import RefusedColumns
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import StateWork, state_work
@@ -287,6 +288,7 @@ class PostgresSink:
         self.dropped_columns = dropped_columns
         self.auto_migrate = auto_migrate
         self.warned: set[tuple[str, ...]] = set()
+        self.refused = RefusedColumns(name)
 
     def warn_once(self, change: tuple[str, ...], message: str, **context: Any) -> None:
         """A schema change this sink does not follow (or follows loudly), logged once per change."""
@@ -347,8 +349,10 @@ class PostgresSink:
         assert self.conn is not None
         key = (table.keyspace, table.name)
         writer = self.writers.get(key)
-        if writer is None or (writer.table is not table and writer.table != table):
-            # New, or its definition changed in Cassandra: create or migrate its tables first.
+        if writer is None or (writer.table is not table and writer.table != table) or self.refused.due(key):
+            # New, or its definition changed in Cassandra (or a column it refused may be fixed by
+            # now): create or migrate its tables first.
+            self.refused.forget(key)
             writer = await migrate_postgres.prepare_table(self, table)
             self.writers[key] = writer
         return writer
@@ -373,6 +377,10 @@ class PostgresSink:
                 for d in dead
             ],
         )
+
+    async def store_dead_letters(self, dead: list[DeadLetter], source: str) -> None:
+        """Keep changes refused at apply time (cdcfast.supervisor.isolate); a letter stored before is kept as it is."""
+        await self._dead_letters(dead, source)
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter of this sink, oldest first (``cdcfast dlq list``)."""
@@ -418,6 +426,9 @@ class PostgresSink:
         groups = by_table(events)
         for key in groups:
             await self.prepare_table(tables[key])
+        unfollowed = self.refused.set_aside(groups)  # changes with a column the warehouse refused to add
+        if unfollowed:
+            await self._dead_letters(unfollowed, source)
         with collector_paused():
             await self._apply(groups, source, position)
 

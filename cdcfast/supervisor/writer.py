@@ -3,7 +3,9 @@ with its checkpoint, reporting progress to the supervisor.
 
 Sink failures are classified (:mod:`cdcfast.sinks.errors`). A transient error retries the batch
 with full-jitter backoff, reconnecting (re-reading the checkpoint, so a commit whose reply was lost
-is not applied twice). If the retries run out, or the error is permanent, the sink is *down*: the
+is not applied twice). A poison error (a change the warehouse refused) is isolated: the refused
+changes go to the dead-letter queue and the rest of the batch is applied (:mod:`.isolate`). If the
+retries run out, or the error is permanent, the sink is *down*: the
 writer tells the supervisor, keeps draining its rings without applying (so the other sinks keep
 flowing and memory stays flat; the sink's checkpoint holds and cdc_raw keeps the data), and probes
 the sink with growing delays. When a probe gets through, it reports "recovered" and the supervisor
@@ -26,6 +28,7 @@ from cdcfast.observe import metrics, tracing
 from cdcfast.sinks import open_sink
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import reload_schema
+from cdcfast.supervisor.isolate import apply_isolating
 from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch, as_decoded, schema_fingerprint
 from cdcfast.supervisor.ring import Ring, RingClosed
 from cdcfast.supervisor.signals import become_child_process
@@ -143,7 +146,13 @@ class Writer:
         if position > done:
             started = time.monotonic()
             with tracing.span("cdcfast.write", parent=batch.trace, sink=self.name, events=len(events)):
-                await self.sink.apply(events, tables, self.node, position)  # with its checkpoint
+                try:
+                    await self.sink.apply(events, tables, self.node, position)  # with its checkpoint
+                except Exception as exc:  # noqa: BLE001 - classified; only poison is handled here
+                    if classify(exc) is not ErrorClass.POISON:
+                        raise
+                    # A change the warehouse itself refused: find it, dead-letter it, apply the rest.
+                    await apply_isolating(self.sink, events, tables, self.node, position, exc, self.log)
             self.checkpoint = position
             metrics.record_write(self.name, metrics.events_by_table(events), 0, time.monotonic() - started)
             self.log.debug(

@@ -108,3 +108,40 @@ def test_the_protocol_confusion_a_cut_leaves_behind_is_transient() -> None:
 def test_anything_else_is_permanent_for_the_sink() -> None:
     assert classify(RuntimeError("a bug")) is ErrorClass.PERMANENT
     assert classify(TimeoutError()) is ErrorClass.TRANSIENT
+
+
+def test_values_only_the_write_refuses_are_poison_and_privileges_stop_the_sink() -> None:
+    """Raised for real: a key too big for a btree index, a value the drivers cannot send; while a
+    missing privilege, which fails every event alike, stays permanent for the sink."""
+    dsn = ensure_services(["postgres"])["postgres"]
+
+    async def run(*sql: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("CREATE TEMP TABLE k (k bytea PRIMARY KEY)")
+            for statement in sql:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    random_key = "SELECT decode(string_agg(md5(i::text), ''), 'hex') FROM generate_series(1, 900) i"  # 14 kB
+    too_wide = raised(run(f"INSERT INTO k {random_key}"))
+    assert getattr(too_wide, "sqlstate", None) == "54000" and classify(too_wide) is ErrorClass.POISON
+    denied = raised(run("SET ROLE pg_read_all_data", "INSERT INTO k VALUES ('x')"))
+    assert getattr(denied, "sqlstate", None) == "42501" and classify(denied) is ErrorClass.PERMANENT
+
+    async def far_future() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("CREATE TEMP TABLE t (t int)")
+            await conn.copy_records_to_table("t", records=[(2**40,)])
+        finally:
+            await conn.close()
+
+    assert classify(raised(far_future())) is ErrorClass.POISON  # OverflowError, from asyncpg's encoder
+    client = Client.from_url(ensure_services(["clickhouse"])["clickhouse"])
+    client.execute("CREATE TABLE IF NOT EXISTS default.poison_probe (t DateTime) ENGINE = Memory")
+    with pytest.raises(Exception) as caught:
+        client.execute("INSERT INTO default.poison_probe (t) VALUES", [(2**40,)])
+    assert classify(caught.value) is ErrorClass.POISON  # clickhouse-driver: TypeMismatchError
+    assert client.execute("SELECT 1") == [(1,)]  # the client reconnects after it

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import json
 import uuid
 from dataclasses import replace
@@ -24,11 +25,14 @@ from support.services import ensure_services
 from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, postgres_state
 
 from cdcfast.commitlog import CommitLogReader, load_schema
-from cdcfast.commitlog.schema import Schema, TableDef
-from cdcfast.events import ChangeEvent, events_from_batch
+from cdcfast.commitlog.cqltypes import parse_cql_type
+from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
+from cdcfast.events import SET, Cell, ChangeEvent, events_from_batch
 from cdcfast.sinks.clickhouse import ClickHouseSink
 from cdcfast.sinks.migrate import aside_name, retain_dropped
+from cdcfast.sinks.poison import ReplayReport, replay_dead_letters
 from cdcfast.sinks.postgres import PostgresSink
+from cdcfast.transform.typemap import PACKAGE_MAPPINGS, TypeMappings, load_mappings
 
 pytestmark = pytest.mark.services
 CORPUS = "c50-v8-lz4"
@@ -349,3 +353,105 @@ def test_auto_migrate_off_warns_and_keeps_values_in_the_change_log(history: Hist
 
     asyncio.run(again())
     assert "loyalty_tier" in columns(flavour, dsn, relation)
+
+
+# A type mapping a warehouse cannot follow: written for servers that have the type, run against one
+# that has not (PostgreSQL without the ip4r extension; ClickHouse 18.16, before IPv6 columns).
+UNFOLLOWABLE_INET = {
+    "postgres": (
+        '  inet: {sql: inet, convert: same, lossless: true, note: "IPv4 and IPv4-mapped IPv6 stay apart"}',
+        "  inet: {sql: ip4r, convert: inet_text, lossless: true}",
+    ),
+    "clickhouse": ("      requires: [ipv6]\n", ""),
+}
+
+
+def unfollowable_mappings(tmp_path) -> TypeMappings:  # noqa: ANN001
+    text = PACKAGE_MAPPINGS.read_text()
+    for old, new in UNFOLLOWABLE_INET.values():
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = tmp_path / "mappings.yaml"
+    path.write_text(text)
+    return load_mappings(path)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_column_the_warehouse_cannot_add_sends_its_changes_to_the_dlq_until_fixed(
+    history: History, flavour: str, tmp_path
+) -> None:  # noqa: ANN001
+    """Cassandra adds ``shop.users.loyalty_tier text`` and ``last_ip inet``; the warehouse refuses
+    the ALTER for ``last_ip``. The changes carrying a ``last_ip`` go to the dead-letter queue with
+    that reason, everything else keeps flowing (``loyalty_tier`` is added and filled), the sink
+    stays up. After the operator fixed the mapping, ``dlq replay`` adds the column and applies them,
+    once."""
+    inet = parse_cql_type("inet")
+    with_ip = replace(
+        history.new, columns={**history.new.columns, "last_ip": ColumnDef("last_ip", "regular", -1, inet, "inet")}
+    )
+    newest = max(e.ts for e in history.early + history.late)
+    keys = sorted({tuple(e.partition_key) for e in history.late if e.op == "update"})
+    want = expected_users(history, flavour, history.new)
+    shown = [k for k in keys if (uuid.UUID(bytes=k[0]),) in want][:5]
+    assert len(shown) == 5
+    addresses = {k: bytes([10, 9, 0, n + 1]) for n, k in enumerate(shown)}
+    template = next(e for e in history.late if e.op == "update")
+    planted = [
+        msgspec_replace(
+            template,
+            partition_key=list(k),
+            ts=newest + 1,
+            cells=[Cell("last_ip", SET, newest + 1, value)],
+            liveness_ts=None,
+        ).with_content_id()
+        for k, value in addresses.items()
+    ]
+    late = list(history.late)
+    for n, event in enumerate(planted):  # spread over the late changes, each at a neighbour's position
+        at = (n + 1) * len(late) // (len(planted) + 1)
+        late.insert(at, msgspec_replace(event, segment_id=late[at].segment_id, position=late[at].position))
+    sink, dsn = open_sink(flavour, mappings=unfollowable_mappings(tmp_path))
+    relation = "shop.users" if flavour != "clickhouse" else "shop.users__rows"
+
+    async def run() -> list[dict]:
+        await sink.connect()
+        await sink.prepare(Schema({history.old.id: history.old}))  # shop.users alone: all_types has an inet
+        await apply(sink, history.old, history.early)
+        await sink.prepare(Schema({with_ip.id: with_ip}))
+        await apply(sink, with_ip, late)
+        letters = await sink.dead_letters()
+        await sink.close()
+        return letters
+
+    letters = asyncio.run(run())
+    assert {d["event_id"].bytes for d in letters} == {e.event_id for e in planted}
+    for letter in letters:
+        assert f"sink {flavour}" in letter["reason"] and "shop.users" in letter["reason"], letter["reason"]
+        assert "last_ip" in letter["reason"] and ("ip4r" in letter["reason"] or "IPv6" in letter["reason"])
+    have = columns(flavour, dsn, relation)
+    assert "loyalty_tier" in have and "last_ip" not in have
+    assert state(flavour, dsn, history.new, as_of(history.corpus.root)) == want
+    assert count(flavour, dsn, "shop.users_changes") == len(history.early) + len(history.late)
+
+    # The operator fixed the mapping (the shipped one); the replay adds the column and applies them.
+    fixed = reopen(sink)
+
+    async def replay() -> tuple[ReplayReport, ReplayReport]:
+        await fixed.connect()
+        try:
+            first = await replay_dead_letters(fixed, {("shop", "users"): with_ip})
+            again = await replay_dead_letters(fixed, {("shop", "users"): with_ip})
+        finally:
+            await fixed.close()
+        return first, again
+
+    first, again = asyncio.run(replay())
+    assert set(first.replayed) == {e.event_id for e in planted} and first.unstorable == 0
+    assert again.waiting == 0 and not again.replayed
+    assert "last_ip" in columns(flavour, dsn, relation)
+    after = state(flavour, dsn, with_ip, as_of(history.corpus.root))
+    stored_ip = {k: row.pop("last_ip") for k, row in after.items()}
+    assert after == want  # nothing else changed
+    shown_ids = {(uuid.UUID(bytes=k[0]),): ipaddress.ip_address(v) for k, v in addresses.items()}
+    assert {k: v for k, v in stored_ip.items() if v is not None} == shown_ids
+    assert count(flavour, dsn, "shop.users_changes") == len(history.early) + len(history.late) + len(planted)

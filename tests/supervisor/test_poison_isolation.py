@@ -1,0 +1,222 @@
+"""Poison that only the warehouse finds, at apply time: the writer isolates it (docs/failures.md).
+
+Values that get past the screen (``cdcfast.sinks.poison``) and are refused by the write itself,
+each tried for real first:
+
+* PostgreSQL: U+0000 in a range deletion's clustering bound or in a set element removed (both only
+  rendered into the change log's jsonb: ``22P05 unsupported Unicode escape sequence``); a clustering
+  value too big for the state table's btree index (``54000 index row requires ... bytes``);
+* both: a write timestamp (``USING TIMESTAMP``) of 2^62 microseconds, far past what the change
+  log's ``change_time`` can hold (Python's datetime in PostgreSQL's COPY, ClickHouse's DateTime).
+
+They are planted as extra changes into the corpus' ``types`` and ``shop.returns`` stream, which the
+writer applies batch by batch. Exactly the planted changes must end in the dead-letter table with
+the server's error, the sink must stay up with its checkpoint at the end, and the tables must equal
+Cassandra's ``SELECT`` (expected/): the planted changes, had any been applied, would show there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import random
+import string
+from pathlib import Path
+
+import msgspec
+import pytest
+from conftest import CORPUS_ROOT, Corpus
+from support.expected import as_of, differences, load_expected
+from support.replay import cdc_events
+from support.services import ensure_services
+from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, postgres_state
+
+from cdcfast.config import ClickHouseSink, PipelineConfig, PostgresSink, SourceConfig
+from cdcfast.events import TOMBSTONE, ChangeEvent
+from cdcfast.sinks.poison import EVENT_DECODER, replay_dead_letters
+from cdcfast.supervisor.messages import EventBatch, schema_fingerprint
+from cdcfast.supervisor.writer import Writer
+
+pytestmark = pytest.mark.services
+CORPUS = "c50-v7-plain"
+TABLES = {("types", "all_types"), ("shop", "returns")}
+FAR_FUTURE = 2**62  # microseconds: year ~146 000
+
+
+def replaced(event: ChangeEvent, **changes) -> ChangeEvent:  # noqa: ANN003
+    return msgspec.structs.replace(event, **changes).with_content_id()
+
+
+def huge_timestamp(event: ChangeEvent, partition: int) -> ChangeEvent:
+    """``event`` re-keyed to a partition of its own and written ``USING TIMESTAMP 2^62``."""
+    return replaced(
+        event,
+        partition_key=[partition.to_bytes(4, "big", signed=True)],
+        ts=FAR_FUTURE,
+        liveness_ts=FAR_FUTURE if event.liveness_ts is not None else None,
+        cells=[msgspec.structs.replace(c, ts=FAR_FUTURE) for c in event.cells],
+    )
+
+
+Poison = tuple[int, ChangeEvent, str, bool]
+
+
+def postgres_poison(events: list[ChangeEvent]) -> list[Poison]:
+    """(index to plant at, the change, what the server says, in the mutation of the change there):
+    values the screen lets pass."""
+    inserts = [i for i, e in enumerate(events) if e.table == "all_types" and e.op == "insert"]
+    ranges = [i for i, e in enumerate(events) if e.table == "all_types" and e.op == "range_delete"]
+    rng = random.Random(9)
+    wide = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(30_000)).encode()
+    insert = events[inserts[10]]
+    s_text = next(c for e in events if e.table == "all_types" for c in e.cells if c.column == "s_text" and c.path)
+    removal = replaced(
+        insert,
+        op="update",
+        liveness_ts=None,
+        partition_key=[(7_000_001).to_bytes(4, "big", signed=True)],
+        cells=[msgspec.structs.replace(s_text, value=None, path=b"gift\x00wrap", kind=TOMBSTONE, ts=insert.ts)],
+    )
+    rng_event = events[ranges[3]]
+    bound = [b"be\x00fore"] + list((rng_event.range_start or [None])[1:])
+    too_wide = replaced(
+        insert, partition_key=[(7_000_002).to_bytes(4, "big", signed=True)], clustering=[wide, insert.clustering[1]]
+    )
+    return [
+        (ranges[3], replaced(rng_event, range_start=bound), "Unicode", False),
+        (inserts[40], removal, "Unicode", True),
+        (inserts[80], too_wide, "index row", False),
+        (inserts[120], huge_timestamp(insert, 7_000_003), "out of range", False),
+    ]
+
+
+def clickhouse_poison(events: list[ChangeEvent]) -> list[Poison]:
+    inserts = [i for i, e in enumerate(events) if e.table == "all_types" and e.op == "insert"]
+    insert = events[inserts[10]]
+    return [
+        (inserts[40], huge_timestamp(insert, 7_000_001), "change_time", True),
+        (inserts[120], huge_timestamp(insert, 7_000_002), "change_time", False),
+    ]
+
+
+def plant(events: list[ChangeEvent], poison: list[Poison]) -> list[ChangeEvent]:
+    """The stream with each poison change placed before the change at its index: at that change's
+    position (one mutation with it), or just before it (a mutation of its own)."""
+    out = list(events)
+    for index, event, _, same_mutation in sorted(poison, key=lambda p: p[0], reverse=True):
+        after = events[index]
+        position = after.position if same_mutation else after.position - 1
+        assert same_mutation or all((e.segment_id, e.position) != (after.segment_id, position) for e in events)
+        out.insert(index, msgspec.structs.replace(event, segment_id=after.segment_id, position=position))
+    return out
+
+
+def flood_of(template: ChangeEvent, count: int, last: ChangeEvent) -> list[ChangeEvent]:
+    """``count`` poison changes, each a mutation of its own after ``last``."""
+    return [
+        msgspec.structs.replace(
+            huge_timestamp(template, 8_000_000 + n), segment_id=last.segment_id, position=last.position + 1 + n
+        )
+        for n in range(count)
+    ]
+
+
+def batches(events: list[ChangeEvent], size: int) -> list[list[ChangeEvent]]:
+    """About ``size`` changes each, cut between mutations as a parser cuts them (a batch's position
+    covers every change at it)."""
+    out: list[list[ChangeEvent]] = [[]]
+    for event in events:
+        last = out[-1]
+        if len(last) >= size and (last[-1].segment_id, last[-1].position) != (event.segment_id, event.position):
+            out.append([])
+        out[-1].append(event)
+    return out
+
+
+class Run:
+    def __init__(self, kind: str, dsn: str, schema_dir: Path, tmp_path: Path) -> None:
+        spec = PostgresSink(name="pg", dsn=dsn) if kind == "postgresql" else ClickHouseSink(name="ch", dsn=dsn)
+        config = PipelineConfig(
+            sources=[SourceConfig(node="n1", cdc_raw=str(tmp_path), schema=str(schema_dir))],
+            sinks=[spec],
+            state_dir=str(tmp_path / "state"),
+        )
+        self.status: queue.Queue = queue.Queue()
+        self.writer = Writer(config, 0, self.status)  # type: ignore[arg-type]
+
+    async def apply(self, events: list[ChangeEvent], size: int) -> None:
+        await self.writer.start()
+        fingerprint = schema_fingerprint(self.writer.schema)
+        for seq, part in enumerate(batches(events, size)):
+            batch = EventBatch(seq, 0, True, part[-1].segment_id, part[-1].position, part, schema=fingerprint)
+            await self.writer.apply_with_retries(batch)
+            assert self.writer.down is None, self.messages()
+        self.letters = await self.writer.sink.dead_letters()
+        self.checkpoint = await self.writer.sink.checkpoint("n1")
+        # Replayed while the server still refuses them: they stay, counted as unstorable.
+        self.replay = await replay_dead_letters(self.writer.sink, self.writer.tables())
+        await self.writer.disconnect()
+
+    def messages(self) -> list[tuple]:
+        out = []
+        while not self.status.empty():
+            out.append(self.status.get())
+        return out
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "clickhouse"])
+def test_poison_the_server_refuses_is_isolated_and_the_sink_stays_up(kind: str, corpus_scratch, tmp_path) -> None:  # noqa: ANN001
+    if not (CORPUS_ROOT / CORPUS).exists():
+        pytest.skip("corpus missing")
+    corpus = Corpus(CORPUS, corpus_scratch)
+    schema, events = cdc_events(corpus)
+    events = [e for e in events if (e.keyspace, e.table) in TABLES]
+    poison = postgres_poison(events) if kind == "postgresql" else clickhouse_poison(events)
+    stream = plant(events, poison)
+    template = events[[i for i, e in enumerate(events) if e.op == "insert" and e.table == "all_types"][10]]
+    flood = flood_of(template, 40, stream[-1])
+    stream += flood
+    planted = {
+        e.event_id: e for e in stream if e.event_id in {p[1].event_id for p in poison} | {f.event_id for f in flood}
+    }
+    assert len(planted) == len(poison) + len(flood)
+    said = {p[1].event_id: p[2] for p in poison} | {e.event_id: poison[-1][2] for e in flood}
+
+    if kind == "clickhouse":
+        dsn = ensure_services(["clickhouse"])["clickhouse"]
+        fresh_clickhouse(dsn)
+    else:
+        dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
+    run = Run(kind, dsn, corpus.schema_dir, tmp_path)
+    asyncio.run(run.apply(stream, 400))
+
+    assert not [m for m in run.messages() if m[0] in ("down", "error")]
+    assert run.checkpoint == (stream[-1].segment_id, stream[-1].position)
+    assert {d["event_id"].bytes for d in run.letters} == set(planted)  # exactly the planted changes
+    assert (run.replay.waiting, run.replay.unstorable, run.replay.replayed) == (len(planted), len(planted), [])
+    for letter in run.letters:
+        event = planted[letter["event_id"].bytes]
+        assert EVENT_DECODER.decode(letter["event"]) == event
+        assert (letter["keyspace"], letter["table"]) == ("types", "all_types")
+        assert (letter["segment_id"], letter["position"]) == (event.segment_id, event.position)
+        assert said[event.event_id] in letter["reason"] and "types.all_types" in letter["reason"], letter["reason"]
+
+    when = as_of(corpus.root)
+    failures = []
+    for table in (schema.by_name(ks, name) for ks, name in sorted(TABLES)):
+        want = load_expected(corpus.root, table)
+        if kind == "clickhouse":
+            got = clickhouse_state(dsn, table, when)
+            writer = run.writer.sink.writers[(table.keyspace, table.name)]
+            arrays = [
+                c.name for c in writer.key_columns + writer.data_columns if writer.sql_type(c).startswith("Array")
+            ]
+            for row in want.values():  # documented: an Array column cannot be NULL (null and empty are [])
+                for name in arrays:
+                    if row[name] in ((), frozenset()):
+                        row[name] = None
+        else:
+            got = asyncio.run(postgres_state(dsn, table, when))
+        if got != want:
+            failures.append(differences(table, got, want))
+    assert not failures, "\n\n".join(failures)
