@@ -351,11 +351,12 @@ def record_write(sink: str, events_by_table: Mapping[str, int], nbytes: int, sec
     _histogram("cdcfast_write_latency_seconds").labels(sink=sink).observe(seconds)
 
 
-def record_error(sink: str, error_class: str) -> None:
-    """Writer: an error writing to ``sink``; ``error_class`` is one of :data:`ERROR_CLASSES`."""
+def record_error(sink: str, error_class: str, count: int = 1) -> None:
+    """Writer: ``count`` errors writing to ``sink``; ``error_class`` is one of :data:`ERROR_CLASSES`
+    (poison: one per change sent to the dead letter queue)."""
     if error_class not in ERROR_CLASSES:
         raise ValueError(f"error class {error_class!r}: expected one of {', '.join(ERROR_CLASSES)}")
-    _counter("cdcfast_errors_total").labels(sink, error_class).inc()
+    _counter("cdcfast_errors_total").labels(sink, error_class).inc(count)
 
 
 def record_retry(sink: str, count: int = 1) -> None:

@@ -204,6 +204,7 @@ class ClickHouseSink:
         self.client: Client | None = None
         self.features: ClickHouseFeatures | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
+        self.dead_lettered: list[DeadLetter] = []  # stored since the writer last looked (logs, metrics)
         self.checkpoints: dict[str, tuple[int, int] | None] = {}  # per source, as last read or written
         self.dropped_columns = dropped_columns
         self.auto_migrate = auto_migrate
@@ -312,6 +313,8 @@ class ClickHouseSink:
 
     def _dead_letters(self, dead: list[DeadLetter], source: str, replayed: int) -> None:
         assert self.client is not None
+        if not replayed:
+            self.dead_lettered += dead
         now = int(time.time())
         self.client.execute(
             "INSERT INTO cdcfast.dead_letters (event_id, sink, source, keyspace, table, segment_id, position, "
@@ -339,6 +342,12 @@ class ClickHouseSink:
         """Keep changes refused at apply time (cdcfast.supervisor.isolate); stored again, a letter
         replaces itself (ReplacingMergeTree by sink and event id)."""
         self._dead_letters(dead, source, replayed=0)
+
+    async def dlq_depth(self) -> int:
+        """Dead letters of this sink not replayed yet."""
+        assert self.client is not None
+        query = "SELECT count() FROM cdcfast.dead_letters FINAL WHERE sink = %(sink)s AND replayed = 0"
+        return int(self.client.execute(query, {"sink": self.name})[0][0])
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter of this sink, oldest first (``cdcfast dlq list``)."""

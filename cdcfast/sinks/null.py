@@ -109,6 +109,9 @@ class NullSink:
         self.connected = False
 
     # -- the sink interface -------------------------------------------------------------------------
+
+    async def dlq_depth(self) -> int:
+        return 0  # stores no change, so refuses none
     async def connect(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.sources = {}

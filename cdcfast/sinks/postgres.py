@@ -285,6 +285,7 @@ class PostgresSink:
         self.mappings = mappings or load_mappings()
         self.conn: asyncpg.Connection | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
+        self.dead_lettered: list[DeadLetter] = []  # stored since the writer last looked (logs, metrics)
         self.dropped_columns = dropped_columns
         self.auto_migrate = auto_migrate
         self.warned: set[tuple[str, ...]] = set()
@@ -359,6 +360,7 @@ class PostgresSink:
 
     async def _dead_letters(self, dead: list[DeadLetter], source: str) -> None:
         assert self.conn is not None
+        self.dead_lettered += dead
         await self.conn.executemany(
             """INSERT INTO cdcfast.dead_letters (event_id, sink, source, keyspace, "table", segment_id, position,
                  reason, event) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING""",
@@ -381,6 +383,12 @@ class PostgresSink:
     async def store_dead_letters(self, dead: list[DeadLetter], source: str) -> None:
         """Keep changes refused at apply time (cdcfast.supervisor.isolate); a letter stored before is kept as it is."""
         await self._dead_letters(dead, source)
+
+    async def dlq_depth(self) -> int:
+        """Dead letters of this sink not replayed yet."""
+        assert self.conn is not None
+        query = "SELECT count(*) FROM cdcfast.dead_letters WHERE sink = $1 AND replayed_at IS NULL"
+        return int(await self.conn.fetchval(query, self.name))
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter of this sink, oldest first (``cdcfast dlq list``)."""

@@ -32,7 +32,6 @@ from typing import Any
 
 from cdcfast.commitlog.schema import TableDef
 from cdcfast.events import ChangeEvent
-from cdcfast.observe import metrics
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.poison import DeadLetter
 
@@ -91,8 +90,7 @@ async def apply_isolating(
     async def bury(event: ChangeEvent, exc: BaseException) -> None:
         nonlocal settled
         letter = DeadLetter(event, refusal(sink.name, event, exc))
-        await sink.store_dead_letters([letter], source)
-        metrics.record_error(sink.name, ErrorClass.POISON.value)
+        await sink.store_dead_letters([letter], source)  # counted by the writer with the screened ones
         dead.append(letter)
         settled += 1
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from cdcfast.commitlog import load_schema
 from cdcfast.config import PipelineConfig
+from cdcfast.events import ChangeEvent
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
 from cdcfast.sinks import open_sink
@@ -77,6 +78,7 @@ class Writer:
         self.connected = True
         await self.sink.prepare(self.schema)
         self.checkpoint = await self.sink.checkpoint(self.node)
+        metrics.set_dlq_depth(self.name, await self.sink.dlq_depth())
 
     async def disconnect(self) -> None:
         if self.connected:
@@ -145,6 +147,7 @@ class Writer:
         position = (batch.segment_id, batch.position)
         if position > done:
             started = time.monotonic()
+            self.sink.dead_lettered = []  # what an earlier, failed attempt stored was rolled back or is kept again
             with tracing.span("cdcfast.write", parent=batch.trace, sink=self.name, events=len(events)):
                 try:
                     await self.sink.apply(events, tables, self.node, position)  # with its checkpoint
@@ -154,7 +157,8 @@ class Writer:
                     # A change the warehouse itself refused: find it, dead-letter it, apply the rest.
                     await apply_isolating(self.sink, events, tables, self.node, position, exc, self.log)
             self.checkpoint = position
-            metrics.record_write(self.name, metrics.events_by_table(events), 0, time.monotonic() - started)
+            written = await self._count_dead_letters(events, batch)
+            metrics.record_write(self.name, metrics.events_by_table(written), 0, time.monotonic() - started)
             self.log.debug(
                 "batch applied",
                 events=len(events),
@@ -162,9 +166,31 @@ class Writer:
                 segment=batch.segment_id,
                 position=batch.position,
             )
-        self.item_events += len(events)
+            self.item_events += len(written)
         if batch.final:
             self.status.put(("applied", self.name, batch.seq, position, self.item_events))
+            self.item_events = 0
+
+    async def _count_dead_letters(self, events: list[ChangeEvent], batch: EventBatch) -> list[ChangeEvent]:
+        """Report the changes this batch sent to the dead letter queue (a warning, the poison error
+        count, the queue's depth); the others, which were written."""
+        # By event id: parts rolled back while poison was isolated may have stored some twice.
+        letters = list({d.event.event_id: d for d in self.sink.dead_lettered}.values())
+        if not letters:
+            return events
+        self.sink.dead_lettered = []
+        metrics.record_error(self.name, ErrorClass.POISON.value, len(letters))
+        metrics.set_dlq_depth(self.name, await self.sink.dlq_depth())
+        self.log.warning(
+            "changes sent to the dead letter queue (cdcfast dlq list)",
+            count=len(letters),
+            tables=sorted({f"{d.event.keyspace}.{d.event.table}" for d in letters}),
+            reason=letters[0].reason,
+            segment=batch.segment_id,
+            position=batch.position,
+        )
+        dead = {d.event.event_id for d in letters}
+        return [e for e in events if e.event_id not in dead]
 
     async def apply_with_retries(self, batch: EventBatch) -> None:
         """Apply, retrying transient failures; if they persist (or the failure is not transient), the
@@ -219,7 +245,7 @@ class Writer:
                 # else: dropped here, kept in cdc_raw: the sink's checkpoint is still before it
                 if batch.final:
                     next_seq += 1
-                    self.item_events = 0
+                    self.item_events = 0  # also when dropped while the sink is down
                 progressed = True
             if self.down is not None:
                 await self.probe()

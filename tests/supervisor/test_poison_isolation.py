@@ -26,6 +26,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from conftest import CORPUS_ROOT, Corpus
+from prometheus_client.parser import text_string_to_metric_families
 from support.expected import as_of, differences, load_expected
 from support.replay import cdc_events
 from support.services import ensure_services
@@ -33,6 +34,7 @@ from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, po
 
 from cdcfast.config import ClickHouseSink, PipelineConfig, PostgresSink, SourceConfig
 from cdcfast.events import TOMBSTONE, ChangeEvent
+from cdcfast.observe import metrics
 from cdcfast.sinks.poison import EVENT_DECODER, replay_dead_letters
 from cdcfast.supervisor.messages import EventBatch, schema_fingerprint
 from cdcfast.supervisor.writer import Writer
@@ -187,10 +189,24 @@ def test_poison_the_server_refuses_is_isolated_and_the_sink_stays_up(kind: str, 
         fresh_clickhouse(dsn)
     else:
         dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
-    run = Run(kind, dsn, corpus.schema_dir, tmp_path)
-    asyncio.run(run.apply(stream, 400))
+    folder = metrics.setup_multiprocess(tmp_path / "metrics")
+    try:
+        run = Run(kind, dsn, corpus.schema_dir, tmp_path)
+        asyncio.run(run.apply(stream, 400))
+        exported = {
+            (s.name, s.labels.get("class")): s.value
+            for family in text_string_to_metric_families(metrics.render_metrics(folder).decode())
+            for s in family.samples
+            if s.labels.get("sink") == run.writer.name
+        }
+    finally:
+        metrics.shutdown_multiprocess()
 
-    assert not [m for m in run.messages() if m[0] in ("down", "error")]
+    messages = run.messages()
+    assert not [m for m in messages if m[0] in ("down", "error")]
+    assert sum(m[4] for m in messages if m[0] == "applied") == len(stream) - len(planted)  # written, not DLQ'd
+    assert exported[("cdcfast_errors_total", "poison")] == len(planted)
+    assert exported[("cdcfast_dlq_depth", None)] == len(planted)
     assert run.checkpoint == (stream[-1].segment_id, stream[-1].position)
     assert {d["event_id"].bytes for d in run.letters} == set(planted)  # exactly the planted changes
     assert (run.replay.waiting, run.replay.unstorable, run.replay.replayed) == (len(planted), len(planted), [])
