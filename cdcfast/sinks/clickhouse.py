@@ -204,6 +204,7 @@ class ClickHouseSink:
         self.client: Client | None = None
         self.features: ClickHouseFeatures | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
+        self.retired: set[uuid.UUID] = set()  # the last schema's dropped tables (the registry says so)
         self.dead_lettered: list[DeadLetter] = []  # stored since the writer last looked (logs, metrics)
         self.checkpoints: dict[str, tuple[int, int] | None] = {}  # per source, as last read or written
         self.dropped_columns = dropped_columns
@@ -243,6 +244,7 @@ class ClickHouseSink:
             self.client = None
 
     async def prepare(self, schema: Schema) -> None:
+        self.retired = set(schema.retired)
         for table in schema.cdc_tables():
             if table.id not in schema.retired:  # a dropped table's: made when late mutations need them
                 self.prepare_table(table)

@@ -162,6 +162,14 @@ def retain_dropped(previous: Schema | None, current: Schema) -> Schema:
     return replace(current, tables=tables, retired=retired)
 
 
+def first_status(table: TableDef, retired: set[uuid.UUID]) -> str:
+    """The registry status of a table registered for the first time: a table the sink first meets
+    through its late mutations may already be dropped, or replaced by a new table of its name."""
+    if original_name(table.name) is not None:
+        return "replaced"
+    return "dropped" if table.id in retired else "live"
+
+
 def registry_columns(table: TableDef) -> list[str]:
     return [c.name for c in table.partition_key + table.clustering + list(table.columns.values())]
 

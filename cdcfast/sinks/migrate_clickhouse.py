@@ -21,6 +21,7 @@ from cdcfast.sinks.migrate import (
     aside_name,
     column_changes,
     drop_column_warning,
+    first_status,
     original_name,
     registry_columns,
 )
@@ -137,7 +138,7 @@ def prepare_table(sink: ClickHouseSink, table: TableDef) -> TableWriter:
             client.execute(f"DROP TABLE IF EXISTS {writer.view}")
     for statement in writer.ddl():
         client.execute(statement)
-    status = mine[1] if mine is not None and mine[0] == table.id else "live"
+    status = mine[1] if mine is not None and mine[0] == table.id else first_status(table, sink.retired)
     register(client, ks, table.name, table.id, registry_columns(table), status)
     return writer
 

@@ -17,6 +17,7 @@ from cdcfast.sinks.migrate import (
     aside_name,
     column_changes,
     drop_column_warning,
+    first_status,
     original_name,
     registry_columns,
 )
@@ -125,14 +126,15 @@ async def prepare_table(sink: PostgresSink, table: TableDef) -> TableWriter:
         for statement in writer.ddl():
             await conn.execute(statement)
         await conn.execute(
-            """INSERT INTO cdcfast.tables (keyspace, "table", table_id, columns, status) VALUES ($1, $2, $3, $4, 'live')
+            """INSERT INTO cdcfast.tables (keyspace, "table", table_id, columns, status) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (keyspace, "table") DO UPDATE SET table_id = excluded.table_id, columns = excluded.columns,
                  status = CASE WHEN cdcfast.tables.table_id = excluded.table_id THEN cdcfast.tables.status
-                          ELSE 'live' END, updated_at = now()""",
+                          ELSE excluded.status END, updated_at = now()""",
             ks,
             table.name,
             table.id,
             registry_columns(table),
+            first_status(table, sink.retired),
         )
     return writer
 

@@ -285,6 +285,7 @@ class PostgresSink:
         self.mappings = mappings or load_mappings()
         self.conn: asyncpg.Connection | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
+        self.retired: set[uuid.UUID] = set()  # the last schema's dropped tables (the registry says so)
         self.dead_lettered: list[DeadLetter] = []  # stored since the writer last looked (logs, metrics)
         self.dropped_columns = dropped_columns
         self.auto_migrate = auto_migrate
@@ -338,6 +339,7 @@ class PostgresSink:
     async def prepare(self, schema: Schema) -> None:
         """Create (if missing) the tables of every CDC table in ``schema``."""
         assert self.conn is not None
+        self.retired = set(schema.retired)
         for table in schema.cdc_tables():
             if table.id not in schema.retired:  # a dropped table's: made when late mutations need them
                 await self.prepare_table(table)

@@ -295,6 +295,34 @@ def test_dropped_table_kept_and_marked(history: History, flavour: str) -> None:
     assert columns(flavour, dsn, relation), "a dropped table's warehouse tables are kept"
 
 
+@pytest.mark.parametrize("flavour", ["postgres", "clickhouse"])
+def test_a_dropped_table_first_met_through_its_late_changes_is_registered_dropped(
+    history: History, flavour: str
+) -> None:
+    """A writer that learns of shop.scratch only after its drop (created and dropped between two of
+    its schema reads) still stores its late changes, and the registry says the table is dropped."""
+    schema_with = load_schema(history.corpus.schema_dir / "019.json")
+    scratch = schema_with.by_name("shop", "scratch")
+    late = [
+        e
+        for b in CommitLogReader(schema_with).read_paths([history.corpus.cdc_raw])
+        for e in events_from_batch(b)
+        if e.table == "scratch"
+    ]
+    assert late, "the corpus writes shop.scratch"
+    sink, dsn = open_sink(flavour)
+
+    async def run() -> None:
+        await sink.connect()
+        await sink.prepare(retain_dropped(schema_with, load_schema(history.corpus.schema_dir / "020.json")))
+        await apply(sink, scratch, late)
+        await sink.close()
+
+    asyncio.run(run())
+    assert registry(flavour, dsn)[("shop", "scratch")] == (str(scratch.id), "dropped")
+    assert count(flavour, dsn, "shop.scratch_changes") == len(late)
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_auto_migrate_off_warns_and_keeps_values_in_the_change_log(history: History, flavour: str) -> None:
     sink, dsn = open_sink(flavour, auto_migrate=False)

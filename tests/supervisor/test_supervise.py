@@ -191,13 +191,14 @@ def test_status_counts_every_event_of_split_work_items_and_children_log_at_the_c
 
     corpus = Corpus("c50-v8-lz4", corpus_scratch)
     _, events = cdc_events(corpus)
-    state = tmp_path / "state"
+    state, cdc_raw = tmp_path / "state", tmp_path / "cdc_raw"
+    shutil.copytree(corpus.cdc_raw, cdc_raw)  # delivered segments are deleted: never the shared copy
     config = tmp_path / "pipeline.yaml"
     config.write_text(
         f"""
 sources:
   - node: n1
-    cdc_raw: {corpus.cdc_raw}
+    cdc_raw: {cdc_raw}
     schema: {CORPUS_ROOT / "c50-v8-lz4" / "schema"}
 sinks:
   - {{kind: "null", name: "null", dsn: "null://"}}
