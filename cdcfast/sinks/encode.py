@@ -456,12 +456,13 @@ def replace_frozen(ctype: CqlType) -> CqlType:
 
 
 class Converted:
-    """Target values converted while screening, per column: serialized bytes -> value."""
+    """Target values converted in a batch, per column: serialized bytes (a non-frozen column's: the
+    tuple of its elements) -> value."""
 
     __slots__ = ("values",)
 
     def __init__(self, names: list[str]) -> None:
-        self.values: dict[str, dict[bytes, Any]] = {name: {} for name in names}
+        self.values: dict[str, dict[Any, Any]] = {name: {} for name in names}
 
 
 class Screening:
@@ -719,7 +720,14 @@ class TableCodec:
             elif c.counter:
                 out.append(shown)  # the counter's total, already summed over shards
             elif c.complex:
-                out.append(c.elements_target(shown))
+                # Converted once per batch: a partition's static change rewrites each of its rows, and
+                # with them the same elements again.
+                elements = tuple(shown)
+                seen = memo[c.name]
+                value = seen.get(elements, _MISSING)
+                if value is _MISSING:
+                    value = seen[elements] = c.elements_target(shown)
+                out.append(value)
             else:
                 value = memo[c.name].get(shown, _MISSING)
                 out.append(value if value is not _MISSING else self.target(converted, c, shown))
