@@ -1,4 +1,5 @@
-"""Builds the Cython commit log decoder (cdcfast/_commitlog.pyx) on `pip install -e .`."""
+"""Builds the Cython modules on `pip install -e .`: the commit log decoder (cdcfast/_commitlog.pyx) and
+the writers' binary COPY rows (cdcfast/sinks/_pgcopy.pyx)."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -10,6 +11,7 @@ extensions = [
         include_dirs=["cdcfast"],
         extra_compile_args=["-O3"],
     ),
+    Extension("cdcfast.sinks._pgcopy", ["cdcfast/sinks/_pgcopy.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

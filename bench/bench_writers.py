@@ -12,9 +12,10 @@ Needs the throwaway servers (scripts/services.sh start). For each sink, ``--roun
    ClickHouse), by binary COPY resp. one columnar native insert per batch.
 
 Each side's best round counts (the machines are shared and noisy), and their ratio is printed (the
-target: the writer at 70% or more of the bare rate). The CPU seconds of this process and of the
-server (PostgreSQL: the connection's backend; ClickHouse: the server process, merges included),
-read from /proc when the server runs here, are recorded too: where each side's time goes.
+target: the writer at 70% or more of the bare rate), next to the ratio of each side's median round.
+The CPU seconds of this process and of the server (PostgreSQL: the connection's backend;
+ClickHouse: the server process, merges included), read from /proc when the server runs here, are
+recorded too: where each side's time goes.
 
 The corpus is decoded into events before anything is timed and kept out of the garbage collector's
 sight (``gc.freeze``): a writer process holds one batch at a time, not a whole corpus.
@@ -183,9 +184,13 @@ def bare_clickhouse_run(dsn: str, records: list[tuple]) -> dict[str, Any]:
 
 
 def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best round, with every round's rate and their median (the median round's CPU seconds too)."""
     top = max(runs, key=lambda r: r["per_s"])
+    middle = sorted(runs, key=lambda r: r["per_s"])[len(runs) // 2]
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in top.items()} | {
-        "rounds_per_s": [round(r["per_s"]) for r in runs]
+        "rounds_per_s": [round(r["per_s"]) for r in runs],
+        "median_per_s": round(middle["per_s"]),
+        "median_round": {k: round(v, 3) for k, v in middle.items()},
     }
 
 
@@ -223,10 +228,16 @@ def main() -> int:
                 bare = bare_postgres_run(asyncio.run(fresh_postgres(dsn)), pg_records, kind == "timescaledb")
                 bare_runs.append(asyncio.run(bare))
         writer, bare = best(writer_runs), best(bare_runs)
-        results[kind] = {"writer": writer, "bare": bare, "ratio": round(writer["per_s"] / bare["per_s"], 3)}
+        results[kind] = {
+            "writer": writer,
+            "bare": bare,
+            "ratio": round(writer["per_s"] / bare["per_s"], 3),
+            "median_ratio": round(writer["median_per_s"] / bare["median_per_s"], 3),
+        }
         print(
             f"{kind}: writer {writer['per_s']:,.0f} events/s {writer['rounds_per_s']}, "
-            f"bare {bare['per_s']:,.0f} rows/s {bare['rounds_per_s']}, ratio {results[kind]['ratio']:.1%}",
+            f"bare {bare['per_s']:,.0f} rows/s {bare['rounds_per_s']}, ratio {results[kind]['ratio']:.1%} "
+            f"(medians: {results[kind]['median_ratio']:.1%}; load average {os.getloadavg()[0]:.1f})",
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ from cdcfast.errors import CdcfastError
 from cdcfast.events import COUNTER, SET, TRUNCATE, Cell, ChangeEvent
 from cdcfast.sinks.changelog import CELL_KINDS, ChangeRow, element_key_type
 from cdcfast.sinks.poison import DeadLetter, screen
-from cdcfast.sinks.state import VisibleRow, frozen_bytes
+from cdcfast.sinks.state import VisibleRow, frozen_bytes, ordered_elements
 from cdcfast.sinks.truncation import record_json
 from cdcfast.transform.typemap import JSON_SAFE_INTEGER, TargetType, ValueMappingError, json_value
 from cdcfast.values import EMPTY, ValueDecodeError, decode, decode_cell_path, decode_cell_value, udt_field_index
@@ -303,7 +303,18 @@ def fast_target(target: TargetType, ctype: CqlType) -> Callable[[bytes], Any]:
 class ColumnCodec:
     """One column's encoders: change-log JSON (whole value, cell path, cell value) and target value."""
 
-    __slots__ = ("name", "ctype", "complex", "counter", "json", "path_json", "value_json", "to_target", "null")
+    __slots__ = (
+        "name",
+        "ctype",
+        "complex",
+        "counter",
+        "json",
+        "path_json",
+        "value_json",
+        "to_target",
+        "elements_target",
+        "null",
+    )
 
     def __init__(self, table: TableDef, column: ColumnDef, target: TargetType) -> None:
         ctype = column.type
@@ -327,6 +338,70 @@ class ColumnCodec:
                 raise exc.located(keyspace, name, column.name) from exc
 
         self.to_target = to_target
+        self.elements_target: Callable[[list[tuple[bytes, bytes]]], Any] = (
+            _elements_target(ctype, to_target, target.from_value, partial(_locate, keyspace, name, column.name))
+            if self.complex
+            else _no_elements
+        )
+
+
+def _locate(keyspace: str, table: str, column: str, exc: ValueMappingError) -> ValueMappingError:
+    return exc.located(keyspace, table, column)
+
+
+def _no_elements(elements: list[tuple[bytes, bytes]]) -> Any:
+    raise TypeError("only non-frozen collection and UDT columns have elements")
+
+
+def _elements_target(
+    ctype: CqlType,
+    to_target: Callable[[bytes], Any],
+    from_value: Callable[[Any], Any],
+    locate: Callable[[ValueMappingError], ValueMappingError],
+) -> Callable[[list[tuple[bytes, bytes]]], Any]:
+    """``to_target(frozen_bytes(ctype, elements))``: a non-frozen column's elements (path, value) as
+    the column stores them, without serializing them into the frozen value and decoding that again.
+
+    The value is built with the very element decoders the frozen value's decoder uses
+    (:func:`_composite_decoder`), so it is the value that decoder would give; anything irregular
+    (an element its decoder refuses, a UDT field path that is not 2 bytes) takes the frozen bytes'
+    own path, which decides and raises as before."""
+    kind = ctype.kind
+    items = [fast_decoder(p) for p in ctype.params]
+    names = ctype.field_names
+
+    def build(elements: list[tuple[bytes, bytes]]) -> Any:
+        if kind == "list":
+            (element,) = items
+            return [element(value) for _, value in ordered_elements(ctype, elements)]
+        if kind == "set":
+            (element,) = items
+            return [element(path) for path, _ in ordered_elements(ctype, elements)]
+        if kind == "map":
+            key, item = items
+            return [(key(path), item(value)) for path, value in ordered_elements(ctype, elements)]
+        if not names:  # an empty frozen UDT value is decoded by the generic decoder
+            raise ValueError
+        fields: list[Any] = [None] * len(names)
+        for path, value in elements:
+            if len(path) != 2:
+                raise ValueError
+            index = _from_bytes(path, "big", signed=True)
+            if 0 <= index < len(fields):
+                fields[index] = items[index](value)
+        return dict(zip(names, fields))
+
+    def convert(elements: list[tuple[bytes, bytes]]) -> Any:
+        try:
+            value = build(elements)
+        except Exception:  # noqa: BLE001 - irregular elements: the frozen value's own path decides
+            return to_target(frozen_bytes(ctype, elements))
+        try:
+            return from_value(value)
+        except ValueMappingError as exc:
+            raise locate(exc) from exc
+
+    return convert
 
 
 def _element_json(
@@ -381,12 +456,13 @@ def replace_frozen(ctype: CqlType) -> CqlType:
 
 
 class Converted:
-    """Target values converted while screening, per column: serialized bytes -> value."""
+    """Target values converted in a batch, per column: serialized bytes (a non-frozen column's: the
+    tuple of its elements) -> value."""
 
     __slots__ = ("values",)
 
     def __init__(self, names: list[str]) -> None:
-        self.values: dict[str, dict[bytes, Any]] = {name: {} for name in names}
+        self.values: dict[str, dict[Any, Any]] = {name: {} for name in names}
 
 
 class Screening:
@@ -399,18 +475,19 @@ class Screening:
     The split is the one :func:`cdcfast.sinks.poison.screen` makes: an event whose change-log row,
     key values or written cell values cannot be converted is a dead letter, with the same reason.
     ``record(event_id, op, ts, segment_id, position, source, key, cells, deletion_ts, range)``
-    makes each change-log row (default: a :class:`ChangeRow`, JSON as UTF-8 bytes)."""
+    makes each change-log row (default: a :class:`ChangeRow`, JSON as UTF-8 bytes; PostgreSQL: the row in
+    binary COPY form)."""
 
     def __init__(
-        self, codec: TableCodec, events: list[ChangeEvent], source: str, record: Callable[..., tuple] = ChangeRow
+        self, codec: TableCodec, events: list[ChangeEvent], source: str, record: Callable[..., Any] = ChangeRow
     ) -> None:
         self.good: list[ChangeEvent] = []
-        self.rows: list[tuple] = []
+        self.rows: list[Any] = []
         self.dead: list[DeadLetter] = []
         self.converted = Converted(list(codec.columns))
         self._pending = codec._screen(events, source, record, self)
 
-    def __iter__(self) -> Iterator[tuple]:
+    def __iter__(self) -> Iterator[Any]:
         return self._pending
 
     def finish(self) -> Screening:
@@ -505,8 +582,8 @@ class TableCodec:
 
     # -- screening --------------------------------------------------------------------------------
     def screen(
-        self, events: list[ChangeEvent], source: str, record: Callable[..., tuple] = ChangeRow
-    ) -> tuple[list[ChangeEvent], list[tuple], list[DeadLetter], Converted]:
+        self, events: list[ChangeEvent], source: str, record: Callable[..., Any] = ChangeRow
+    ) -> tuple[list[ChangeEvent], list[Any], list[DeadLetter], Converted]:
         """Storable events with their change-log rows, dead letters, and the values converted on the way
         (:class:`Screening`, all at once)."""
         screening = Screening(self, events, source, record)
@@ -514,8 +591,8 @@ class TableCodec:
         return screening.good, screening.rows, screening.dead, screening.converted
 
     def _screen(
-        self, events: list[ChangeEvent], source: str, record: Callable[..., tuple], out: Screening
-    ) -> Iterator[tuple]:
+        self, events: list[ChangeEvent], source: str, record: Callable[..., Any], out: Screening
+    ) -> Iterator[Any]:
         good, rows, dead, converted = out.good, out.rows, out.dead, out.converted
         memo = converted.values
         pk_codecs, ck_codecs, columns = self.partition_key, self.clustering, self.columns
@@ -613,7 +690,7 @@ class TableCodec:
             else:
                 entry["value"] = column.json(cell.value)
             if column.complex and cell.kind in (SET, COUNTER):
-                column.to_target(frozen_bytes(column.ctype, [(cell.path or b"", cell.value)]))
+                column.elements_target([(cell.path or b"", cell.value)])
             elif cell.kind == SET:
                 column.to_target(cell.value)
         return entry
@@ -643,7 +720,14 @@ class TableCodec:
             elif c.counter:
                 out.append(shown)  # the counter's total, already summed over shards
             elif c.complex:
-                out.append(c.to_target(frozen_bytes(c.ctype, shown)))
+                # Converted once per batch: a partition's static change rewrites each of its rows, and
+                # with them the same elements again.
+                elements = tuple(shown)
+                seen = memo[c.name]
+                value = seen.get(elements, _MISSING)
+                if value is _MISSING:
+                    value = seen[elements] = c.elements_target(shown)
+                out.append(value)
             else:
                 value = memo[c.name].get(shown, _MISSING)
                 out.append(value if value is not _MISSING else self.target(converted, c, shown))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +36,7 @@ from cdcfast.errors import ConfigError
 from cdcfast.events import ChangeEvent
 from cdcfast.log import get_logger
 from cdcfast.sinks import migrate_postgres
+from cdcfast.sinks._pgcopy import COPY_HEADER, COPY_TRAILER, change_row_copy
 from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
 from cdcfast.sinks.migrate import RefusedColumns
@@ -46,6 +47,7 @@ from cdcfast.transform.typemap import TypeMappings, convert_cell, load_mappings
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 STAGED_BATCHES = 8  # after an event id found in the change log: batches written through staging
+COPY_CHUNK = 1 << 18  # bytes of change-log rows per COPY data message
 CHANGE_COLUMNS = (
     "event_id",
     "op",
@@ -217,9 +219,25 @@ def change_record(
     deletion_ts: int | None,
     range_: bytes | None,
 ) -> tuple:
-    """A change-log row for binary COPY (``CHANGE_COLUMNS``)."""
+    """A change-log row as asyncpg's ``copy_records_to_table`` takes it (``CHANGE_COLUMNS``). The writer
+    sends :func:`cdcfast.sinks._pgcopy.change_row_copy`'s bytes instead: the same values, stored alike."""
     change_time = EPOCH + dt.timedelta(microseconds=ts)
     return (UUID(event_id), op, ts, change_time, segment_id, position, source, key, cells, deletion_ts, range_)
+
+
+async def binary_copy(rows: Iterable[bytes]) -> AsyncIterator[bytes]:
+    """Rows in binary COPY form (:func:`cdcfast.sinks._pgcopy.change_row_copy`), framed for
+    ``copy_to_table(..., format="binary")`` and sent in chunks as they come (the server stores rows
+    while later ones are still being rendered)."""
+    chunk, size = [COPY_HEADER], 0
+    for row in rows:
+        chunk.append(row)
+        size += len(row)
+        if size >= COPY_CHUNK:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+    chunk.append(COPY_TRAILER)
+    yield b"".join(chunk)
 
 
 def _jsonb(text: str | bytes) -> bytes:
@@ -478,7 +496,7 @@ class PostgresSink:
         conn = self.conn
         assert conn is not None
         # The change log is sent while it is rendered (the server stores rows as later ones are made).
-        screening = Screening(writer.codec, events, source, change_record)
+        screening = Screening(writer.codec, events, source, change_row_copy)
         await self._write_changes(writer, screening)
         events, converted = screening.good, screening.converted
         if screening.dead:
@@ -568,7 +586,7 @@ class PostgresSink:
         await self.conn.execute(
             f"DELETE FROM {writer.state}; DELETE FROM {writer.tombstones}; DELETE FROM {writer.partitions}"
         )
-        return writer.codec.screen(work.events, source, change_record)[0]
+        return writer.codec.screen(work.events, source, change_row_copy)[0]
 
     async def _write_changes(self, writer: TableWriter, screening: Screening) -> None:
         """The change-log rows, each once. Straight into the table by COPY, rows sent as they are
@@ -579,11 +597,12 @@ class PostgresSink:
         conn = self.conn
         assert conn is not None
         if not writer.staged:
-            await conn.copy_records_to_table(
+            await conn.copy_to_table(
                 f"{writer.table.name}_changes",
                 schema_name=writer.table.keyspace,
-                records=screening,
+                source=binary_copy(screening),
                 columns=CHANGE_COLUMNS,
+                format="binary",
             )
             return
         rows = screening.finish().rows
@@ -592,7 +611,7 @@ class PostgresSink:
         await conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS _cdc_changes (LIKE {writer.changes}) ON COMMIT DELETE ROWS"
         )
-        await conn.copy_records_to_table("_cdc_changes", records=rows, columns=CHANGE_COLUMNS)
+        await conn.copy_to_table("_cdc_changes", source=binary_copy(rows), columns=CHANGE_COLUMNS, format="binary")
         status = await conn.execute(f"INSERT INTO {writer.changes} SELECT * FROM _cdc_changes ON CONFLICT DO NOTHING")
         await conn.execute("TRUNCATE _cdc_changes")
         inserted = int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
