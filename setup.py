@@ -1,4 +1,5 @@
-"""Builds the Cython commit log decoder (cdcfast/_commitlog.pyx) on `pip install -e .`."""
+"""Builds the Cython commit log decoder (cdcfast/_commitlog.pyx) and change-event builder
+(cdcfast/_events.pyx) on `pip install -e .`."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -7,6 +8,12 @@ extensions = [
     Extension(
         "cdcfast._commitlog",
         ["cdcfast/_commitlog.pyx"],
+        include_dirs=["cdcfast"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "cdcfast._events",
+        ["cdcfast/_events.pyx"],
         include_dirs=["cdcfast"],
         extra_compile_args=["-O3"],
     ),
