@@ -473,6 +473,8 @@ cdef class EventBuilder:
         cdef int kind
         cdef bytes op_packed
         cdef int32_t value_len
+        cdef int64_t last_ts = INT64_MIN
+        ts = None  # the Python int of last_ts: a row's cells nearly always share one timestamp
         cdef tuple names = t.column_names, packed_names = t.column_names_packed
         if r.first_cell < 0 or n < 0 or r.first_cell + n > n_cells_total:
             raise IndexError(f"row record {row_index}: cells out of range")
@@ -501,6 +503,9 @@ cdef class EventBuilder:
             name = names[c.column]
             if c.ts > newest:
                 newest = c.ts
+            if ts is None or c.ts != last_ts:
+                last_ts = c.ts
+                ts = c.ts
             put_byte(&self.out, 0x96)  # (column, kind, ts, value, path, ttl)
             put_encoded(&self.out, <bytes>packed_names[c.column])
             if c.flags & C_COMPLEX_DELETION:
@@ -509,7 +514,7 @@ cdef class EventBuilder:
                 put_byte(&self.out, NIL)
                 put_byte(&self.out, NIL)
                 put_int(&self.out, 0)
-                cell = self.cell_type(name, KIND_CLEAR, c.ts)
+                cell = self.cell_type(name, KIND_CLEAR, ts)
             else:
                 if c.flags & C_HAS_PATH:
                     check_range(c.path_off, c.path_len, arena_len, "cell path")
@@ -522,7 +527,7 @@ cdef class EventBuilder:
                     put_byte(&self.out, NIL)
                     put_path(&self.out, c, base)
                     put_int(&self.out, 0)
-                    cell = self.cell_type(name, KIND_TOMBSTONE, c.ts, None, path)
+                    cell = self.cell_type(name, KIND_TOMBSTONE, ts, None, path)
                 else:
                     kind = KIND_COUNTER if c.flags & C_COUNTER else KIND_SET
                     value_len = c.value_len if c.value_len > 0 else 0  # the Python path's slice of a -1
@@ -533,7 +538,7 @@ cdef class EventBuilder:
                     put_path(&self.out, c, base)
                     put_int(&self.out, c.ttl)
                     value = PyBytes_FromStringAndSize(<const char*>base + c.value_off, value_len)
-                    cell = self.cell_type(name, kind, c.ts, value, path, c.ttl, c.ldt if c.ttl else 0)
+                    cell = self.cell_type(name, kind, ts, value, path, c.ttl, c.ldt if c.ttl else 0)
             Py_INCREF(cell)
             PyList_SET_ITEM(cell_list, k, cell)
 
@@ -541,8 +546,10 @@ cdef class EventBuilder:
             newest = r.live_ts
         if deleted and r.del_ts > newest:
             newest = r.del_ts
+        if ts is None or newest != last_ts:
+            ts = newest
         return self.event_type(
-            self.digest(), t.keyspace, t.name, op, key, [] if static else clustering, newest, cell_list, static,
+            self.digest(), t.keyspace, t.name, op, key, [] if static else clustering, ts, cell_list, static,
             r.del_ts if deleted else None, r.del_ldt if deleted else None,
             r.live_ts if live else None, live_ttl, r.live_ldt if expiring else 0,
             None, True, None, True, segment_id, position)
