@@ -43,6 +43,7 @@ import numpy
 cdef extern from "Python.h":
     int PyGC_Enable()
     int PyGC_Disable()
+    void PyObject_GC_UnTrack(object)
 
 cdef extern from "_blake2b.h" nogil:
     void cdcfast_blake2b_16(const uint8_t* data, size_t n, uint8_t* out)
@@ -367,7 +368,7 @@ cdef class EventBuilder:
                 self.out_tail_no_range(False, 0, 0)
                 put_array(&self.out, 0)  # cells
                 events.append(self.event_type(
-                    self.digest(), t.keyspace, t.name, self.op_partition_delete, key, [], p.pdel_ts, [], False,
+                    self.digest(), t.keyspace, t.name, self.op_partition_delete, key, untracked_list(), p.pdel_ts, untracked_list(), False,
                     p.pdel_ts, p.pdel_ldt, None, 0, 0, None, True, None, True, segment_id, position))
 
             open_clustering = None
@@ -396,7 +397,7 @@ cdef class EventBuilder:
                         put_byte(&self.out, TRUE if END_INCLUSIVE[bound] else FALSE)
                         put_array(&self.out, 0)  # cells
                         events.append(self.event_type(
-                            self.digest(), t.keyspace, t.name, self.op_range_delete, key, [], r.del_ts, [], False,
+                            self.digest(), t.keyspace, t.name, self.op_range_delete, key, untracked_list(), r.del_ts, untracked_list(), False,
                             r.del_ts, r.del_ldt, None, 0, 0, open_clustering, bool(open_inclusive), clustering,
                             bool(END_INCLUSIVE[bound]), segment_id, position))
                         open_clustering = None
@@ -420,8 +421,11 @@ cdef class EventBuilder:
         if t.n_key_parts <= 1:
             put_array(&self.key_out, 1)
             put_bin(&self.key_out, key, length)
-            return [PyBytes_FromStringAndSize(<const char*>key, length)]
+            parts = [PyBytes_FromStringAndSize(<const char*>key, length)]
+            PyObject_GC_UnTrack(parts)
+            return parts
         parts = []
+        PyObject_GC_UnTrack(parts)
         put_array(&self.key_out, t.n_key_parts)
         for k in range(t.n_key_parts):
             if offset + 2 > length:
@@ -495,6 +499,7 @@ cdef class EventBuilder:
 
         put_array(&self.out, n)
         cell_list = PyList_New(n)
+        PyObject_GC_UnTrack(cell_list)
         for k in range(n):
             c = &cells[r.first_cell + k]
             if c.column < 0 or c.column >= t.n_columns:
@@ -549,10 +554,16 @@ cdef class EventBuilder:
         if ts is None or newest != last_ts:
             ts = newest
         return self.event_type(
-            self.digest(), t.keyspace, t.name, op, key, [] if static else clustering, ts, cell_list, static,
+            self.digest(), t.keyspace, t.name, op, key, untracked_list() if static else clustering, ts, cell_list, static,
             r.del_ts if deleted else None, r.del_ldt if deleted else None,
             r.live_ts if live else None, live_ttl, r.live_ldt if expiring else 0,
             None, True, None, True, segment_id, position)
+
+
+cdef inline list untracked_list():
+    cdef list out = []
+    PyObject_GC_UnTrack(out)
+    return out
 
 
 cdef inline int check_range(int64_t off, int64_t length, Py_ssize_t arena_len, str what) except -1:
@@ -570,6 +581,7 @@ cdef inline int put_path(Out* o, const CellRec* c, const uint8_t* base) except -
 cdef list clustering_values(const ValueRec* v, Py_ssize_t n, const uint8_t* base, Py_ssize_t arena_len):
     cdef list out = PyList_New(n)
     cdef Py_ssize_t k
+    PyObject_GC_UnTrack(out)
     for k in range(n):
         if v[k].len < 0:
             item = None

@@ -9,6 +9,7 @@ against msgspec's encoder.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 from pathlib import Path
@@ -110,3 +111,15 @@ def test_identity_bytes_are_packed_as_msgspec_packs_them(length: int) -> None:
 @pytest.mark.parametrize("length", [0, 15, 16, 65535, 65536])
 def test_identity_array_headers_are_packed_as_msgspec_packs_them(length: int) -> None:
     assert _events.msgpack_array_header(length) == msgspec.msgpack.encode([None] * length)[: -length or None]
+
+
+def test_event_lists_are_left_to_reference_counting(corpus: Corpus) -> None:
+    """Key, clustering and cell lists hold only bytes, None and cells (which msgspec leaves
+    untracked): no cycle can run through them, so the cyclic collector is not made to rescan them
+    (events are never changed in place: masking builds new lists)."""
+    batch = next(iter(CommitLogReader(load_schema(corpus.schema_dir)).read_paths([corpus.cdc_raw])))
+    events = list(events_from_batch(batch))
+    fields = ("partition_key", "clustering", "cells", "range_start", "range_end")
+    lists = [getattr(e, f) for e in events for f in fields]
+    assert not any(gc.is_tracked(x) for x in lists if x is not None)
+    assert not any(gc.is_tracked(c) for e in events for c in e.cells)
