@@ -1,5 +1,6 @@
-"""Builds the Cython modules on `pip install -e .`: the commit log decoder (cdcfast/_commitlog.pyx) and
-the writers' binary COPY rows (cdcfast/sinks/_pgcopy.pyx)."""
+"""Builds the Cython modules on `pip install -e .`: the commit log decoder (cdcfast/_commitlog.pyx),
+the change-event builder (cdcfast/_events.pyx) and the writers' binary COPY rows
+(cdcfast/sinks/_pgcopy.pyx)."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -8,6 +9,12 @@ extensions = [
     Extension(
         "cdcfast._commitlog",
         ["cdcfast/_commitlog.pyx"],
+        include_dirs=["cdcfast"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "cdcfast._events",
+        ["cdcfast/_events.pyx"],
         include_dirs=["cdcfast"],
         extra_compile_args=["-O3"],
     ),

@@ -1,6 +1,23 @@
-# The decoder's output records. cdcfast/commitlog/batch.py mirrors each struct as a numpy dtype,
+# The decoder's output records, read by _commitlog.pyx (writes them) and _events.pyx (turns them
+# into change events). cdcfast/commitlog/batch.py mirrors each struct as a numpy dtype,
 # field for field (any drift breaks the corpus equality tests at once).
 from libc.stdint cimport int32_t, int64_t, uint8_t
+
+# Record kinds and flags, the same numbers as in cdcfast/commitlog/batch.py.
+cdef enum:
+    K_ROW = 0
+    K_STATIC_ROW = 1
+    K_RT_BOUND = 2
+    K_RT_BOUNDARY = 3
+    R_HAS_LIVENESS = 1
+    R_EXPIRING = 2
+    R_DELETED = 4
+    R_SHADOWABLE = 8
+    C_TOMBSTONE = 1
+    C_EXPIRING = 2
+    C_COUNTER = 4
+    C_COMPLEX_DELETION = 8
+    C_HAS_PATH = 16
 
 cdef packed struct PartitionRec:
     int64_t segment_id

@@ -49,22 +49,7 @@ cdef enum:
     CF_USE_ROW_TIMESTAMP = 0x08
     CF_USE_ROW_TTL = 0x10
 
-# Record kinds and flags shared with cdcfast/commitlog/batch.py (C constants for the hot loop).
-cdef enum:
-    K_ROW = 0
-    K_STATIC_ROW = 1
-    K_RT_BOUND = 2
-    K_RT_BOUNDARY = 3
-    R_HAS_LIVENESS = 1
-    R_EXPIRING = 2
-    R_DELETED = 4
-    R_SHADOWABLE = 8
-    C_TOMBSTONE = 1
-    C_EXPIRING = 2
-    C_COUNTER = 4
-    C_COMPLEX_DELETION = 8
-    C_HAS_PATH = 16
-
+# Record kinds and flags (K_*, R_*, C_*): declared in _commitlog.pxd, shared with _events.pyx.
 ROW, STATIC_ROW, RT_BOUND, RT_BOUNDARY = K_ROW, K_STATIC_ROW, K_RT_BOUND, K_RT_BOUNDARY
 
 # Decode error codes -> messages (the Python side adds file, segment, position and table).

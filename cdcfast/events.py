@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import msgspec
 
+from cdcfast._events import EventBuilder
 from cdcfast.commitlog.batch import (
     CELL_COMPLEX_DELETION,
     CELL_COUNTER,
@@ -209,9 +210,22 @@ def _truncations(batch: Batch, table_index: int, first_row: int, n_rows: int, co
 
 def events_from_batch(batch: Batch) -> Iterator[ChangeEvent]:
     """Every change in ``batch``, in commit log order, each with its content id: system.local gives
-    only the truncations of CDC tables it records."""
+    only the truncations of CDC tables it records.
+
+    Built by the compiled builder (cdcfast/_events.pyx), which makes exactly the events of
+    :func:`events_from_batch_python`, ids included, about ten times faster."""
+    return iter(_BUILDER.build(batch, _system_local_index(batch)))
+
+
+def _system_local_index(batch: Batch) -> int:
+    return next((i for i, t in enumerate(batch.tables) if t.id == SYSTEM_LOCAL_ID), -1)
+
+
+def events_from_batch_python(batch: Batch) -> Iterator[ChangeEvent]:
+    """:func:`events_from_batch` in plain Python: the definition the compiled builder is held to
+    (tests/events/test_compiled_events.py), and the baseline of bench/bench_events.py."""
     rows = batch.rows
-    local = next((i for i, t in enumerate(batch.tables) if t.id == SYSTEM_LOCAL_ID), -1)
+    local = _system_local_index(batch)
     for p in batch.partitions.tolist():
         segment_id, position, _size, table_index = p[0], p[1], p[2], p[3]
         pk_off, pk_len, pdel_ts, pdel_ldt, static_row, first_row, n_rows = p[4:11]
@@ -290,3 +304,6 @@ def _row_event(batch: Batch, r, table_index: int, clustering, static: bool, comm
     return ChangeEvent(
         b"", op=op, clustering=[] if static else clustering, ts=newest, cells=cells, static=static, **fields, **common
     ).with_content_id()
+
+
+_BUILDER = EventBuilder(ChangeEvent, Cell, (INSERT, UPDATE, DELETE, PARTITION_DELETE, RANGE_DELETE), _truncations)

@@ -1,0 +1,19 @@
+"""Typed surface of the compiled change-event builder (cdcfast/_events.pyx)."""
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+def blake2b_16(data: bytes) -> bytes: ...
+def msgpack_int(x: int) -> bytes: ...
+def msgpack_bytes(data: bytes) -> bytes: ...
+def msgpack_array_header(n: int) -> bytes: ...
+
+class EventBuilder:
+    def __init__(
+        self,
+        event_type: type,
+        cell_type: type,
+        ops: tuple[str, str, str, str, str],
+        truncations: Callable[..., Iterable[Any]],
+    ) -> None: ...
+    def build(self, batch: Any, local: int) -> list[Any]: ...
