@@ -554,11 +554,16 @@ def change_log_report(table: str, sink: str, got: Counter, want: Counter) -> str
 
 
 def compare_states(
-    sinks: Sinks, table: TableDef, want: dict, optional: Callable[[tuple], bool] | None = None
+    sinks: Sinks,
+    table: TableDef,
+    want: dict,
+    optional: Callable[[tuple], bool] | None = None,
+    ignored: Callable[[tuple], bool] | None = None,
 ) -> list[str]:
     """Each sink's state of ``table`` against ``want`` (Cassandra's ``SELECT *``, canonical). A row
-    whose key is ``optional`` may be missing from a sink, but if it is there it must equal Cassandra's.
-    A sink whose state cannot be read (no such table or column) is a failure naming it."""
+    whose key is ``optional`` may be missing from a sink, but if it is there it must equal Cassandra's;
+    rows whose key is ``ignored`` are not compared. A sink whose state cannot be read (no such table
+    or column) is a failure naming it."""
     failures = []
     for sink in SINK_NAMES:
         try:
@@ -576,6 +581,9 @@ def compare_states(
                         row[c.name] = None
         if optional is not None:
             expected = {k: row for k, row in expected.items() if not optional(k) or k in got}
+        if ignored is not None:
+            expected = {k: row for k, row in expected.items() if not ignored(k)}
+            got = {k: row for k, row in got.items() if not ignored(k)}
         if got != expected:
             failures.append(f"[{sink}] " + differences(table, got, expected))
     return failures
