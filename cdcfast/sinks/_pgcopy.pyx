@@ -103,7 +103,7 @@ def change_row_copy(
     if PyBytes_GET_SIZE(event_id) != 16:
         raise ValueError(f"an event id has 16 bytes, not {PyBytes_GET_SIZE(event_id)}")
     if ts_c < DATETIME_MIN_US or ts_c > DATETIME_MAX_US:
-        raise OverflowError(f"change time {ts} microseconds since the epoch is outside datetime's range")
+        raise OverflowError(f"change time {ts} microseconds since the epoch: date value out of range")
     change_time = ts_c - PG_EPOCH_US
     if ts_c == DATETIME_MAX_US:
         change_time = INT64_MAX  # infinity, as asyncpg writes datetime.max

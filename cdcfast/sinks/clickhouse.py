@@ -32,11 +32,10 @@ from clickhouse_driver import Client
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
-from cdcfast.log import get_logger
 from cdcfast.sinks import migrate_clickhouse
+from cdcfast.sinks.base import WarehouseSink
 from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
-from cdcfast.sinks.migrate import RefusedColumns
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import state_work
@@ -184,7 +183,7 @@ class TableWriter:
         return self.codec.row_values(row, converted) + [expires(c.name, 0) for c in self.data_columns]
 
 
-class ClickHouseSink:
+class ClickHouseSink(WarehouseSink):
     """Applies batches of change events to one ClickHouse server."""
 
     kind = "clickhouse"
@@ -198,25 +197,13 @@ class ClickHouseSink:
         auto_migrate: bool = True,
     ) -> None:
         """``dropped_columns`` (keep|remove) and ``auto_migrate``: docs/schema-evolution.md."""
+        super().__init__(name, dropped_columns, auto_migrate)
         self.dsn = dsn
-        self.name = name
         self.mappings = mappings or load_mappings()
         self.client: Client | None = None
         self.features: ClickHouseFeatures | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
-        self.retired: set[uuid.UUID] = set()  # the last schema's dropped tables (the registry says so)
-        self.dead_lettered: list[DeadLetter] = []  # stored since the writer last looked (logs, metrics)
         self.checkpoints: dict[str, tuple[int, int] | None] = {}  # per source, as last read or written
-        self.dropped_columns = dropped_columns
-        self.auto_migrate = auto_migrate
-        self.warned: set[tuple[str, ...]] = set()
-        self.refused = RefusedColumns(name)
-
-    def warn_once(self, change: tuple[str, ...], message: str, **context: Any) -> None:
-        """A schema change this sink does not follow (or follows loudly), logged once per change."""
-        if change not in self.warned:
-            self.warned.add(change)
-            get_logger("migrate", sink=self.name).warning(message, **context)
 
     async def connect(self) -> None:
         self.checkpoints.clear()

@@ -34,12 +34,11 @@ from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.config import Hypertable
 from cdcfast.errors import ConfigError
 from cdcfast.events import ChangeEvent
-from cdcfast.log import get_logger
 from cdcfast.sinks import migrate_postgres
 from cdcfast.sinks._pgcopy import COPY_HEADER, COPY_TRAILER, change_row_copy
+from cdcfast.sinks.base import WarehouseSink
 from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
-from cdcfast.sinks.migrate import RefusedColumns
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import StateWork, state_work
@@ -277,7 +276,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class PostgresSink:
+class PostgresSink(WarehouseSink):
     """Applies batches of change events to one PostgreSQL (or TimescaleDB) database."""
 
     kind = "postgresql"
@@ -294,8 +293,8 @@ class PostgresSink:
     ) -> None:
         """``hypertables`` (TimescaleDB): ``keyspace.table`` -> the state table's hypertable settings.
         ``dropped_columns`` (keep|remove) and ``auto_migrate``: docs/schema-evolution.md."""
+        super().__init__(name, dropped_columns, auto_migrate)
         self.dsn = dsn
-        self.name = name
         self.timescale = timescale
         self.hypertables = dict(hypertables or {})
         if self.hypertables and not timescale:
@@ -303,18 +302,6 @@ class PostgresSink:
         self.mappings = mappings or load_mappings()
         self.conn: asyncpg.Connection | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
-        self.retired: set[uuid.UUID] = set()  # the last schema's dropped tables (the registry says so)
-        self.dead_lettered: list[DeadLetter] = []  # stored since the writer last looked (logs, metrics)
-        self.dropped_columns = dropped_columns
-        self.auto_migrate = auto_migrate
-        self.warned: set[tuple[str, ...]] = set()
-        self.refused = RefusedColumns(name)
-
-    def warn_once(self, change: tuple[str, ...], message: str, **context: Any) -> None:
-        """A schema change this sink does not follow (or follows loudly), logged once per change."""
-        if change not in self.warned:
-            self.warned.add(change)
-            get_logger("migrate", sink=self.name).warning(message, **context)
 
     async def connect(self) -> None:
         self.conn = await asyncpg.connect(self.dsn)

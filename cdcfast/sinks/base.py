@@ -1,0 +1,30 @@
+"""What every warehouse sink keeps besides its connection: its table writers, how it follows schema
+changes (docs/schema-evolution.md) and the dead letters it stored since the writer last looked."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from cdcfast.log import get_logger
+from cdcfast.sinks.migrate import RefusedColumns
+from cdcfast.sinks.poison import DeadLetter
+
+
+class WarehouseSink:
+    def __init__(self, name: str, dropped_columns: str, auto_migrate: bool) -> None:
+        """``dropped_columns`` (keep|remove) and ``auto_migrate``: docs/schema-evolution.md."""
+        self.name = name
+        self.writers: dict[tuple[str, str], Any] = {}  # (keyspace, table) -> its table writer
+        self.retired: set[uuid.UUID] = set()  # the last schema's dropped tables (the registry says so)
+        self.dead_lettered: list[DeadLetter] = []  # stored since the writer last looked (logs, metrics)
+        self.dropped_columns = dropped_columns
+        self.auto_migrate = auto_migrate
+        self.warned: set[tuple[str, ...]] = set()
+        self.refused = RefusedColumns(name)
+
+    def warn_once(self, change: tuple[str, ...], message: str, **context: Any) -> None:
+        """A schema change this sink does not follow (or follows loudly), logged once per change."""
+        if change not in self.warned:
+            self.warned.add(change)
+            get_logger("migrate", sink=self.name).warning(message, **context)
