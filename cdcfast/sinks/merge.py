@@ -255,3 +255,32 @@ def _new_row(
     row_expires = NEVER if NEVER in keeps else max(keeps)
     row = VisibleRow(pk, tuple(event.clustering), values, expires, row_expires)
     return key, row, encode_new_row(liveness, cells)
+
+
+def reevaluate(table: TableDef, stored: dict[tuple[bytes, ...], StoredPartition]) -> list[PartitionPlan]:
+    """Stored visible rows judged again with ``table``, after a column was dropped in Cassandra: a row
+    whose only live cells were in the dropped column is no row any more (``SELECT *`` skips it), so
+    it is planned as a tombstone (its state kept: a later write merges with it). For a table with
+    static columns ``stored`` must hold every visible row of each partition: the static-only row
+    appears when none is left."""
+    model = TableState(table)
+    plans = []
+    for pk, known in stored.items():
+        merged = _stored_state(known)
+        for key, (blob, _) in known.rows.items():
+            _, clustering = split_row_key(key)
+            if blob and clustering is not None:
+                merged.rows[clustering] = decode_row(blob)
+        static = model.static_view(merged)
+        p = PartitionPlan(pk, partition_key_bytes(pk), None, [], [], [])
+        for key, (blob, shown) in known.rows.items():
+            _, clustering = split_row_key(key)
+            if not shown or not blob or clustering is None:
+                continue
+            if model.visible_row(pk, merged, clustering, merged.rows[clustering], static) is None:
+                p.tombstones.append((key, blob))
+        if p.tombstones:
+            if model.static_columns:
+                _static_only_row(model, pk, p, known, merged)
+            plans.append(p)
+    return plans

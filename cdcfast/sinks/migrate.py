@@ -71,6 +71,19 @@ def column_changes(table: TableDef, present: Iterable[str]) -> ColumnChanges:
     )
 
 
+def newly_dropped(table: TableDef, registered_columns: Iterable[str] | None) -> list[str]:
+    """Columns dropped in Cassandra since the definition last prepared (the registry's ``columns``):
+    the warehouse's rows kept alive only by their values are judged again once (see
+    :func:`cdcfast.sinks.merge.reevaluate`). None (no registry row): nothing to judge again."""
+    if registered_columns is None:
+        return []
+    had = set(registered_columns)
+    return [name for name in table.dropped if name in had and name not in table.columns]
+
+
+REEVALUATE_CHUNK = 2000  # stored rows judged again per round trip after a column drop
+
+
 def shown_table(table: TableDef, stored: Iterable[str] | None) -> TableDef:
     """``table`` restricted to the data columns its warehouse state table has (``stored``; None: all):
     what is written there while an operator has not run the DDL (auto_migrate off)."""

@@ -17,11 +17,13 @@ from cdcfast.commitlog.schema import Schema, TableDef
 from cdcfast.log import get_logger
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import (
+    REEVALUATE_CHUNK,
     add_column_warning,
     aside_name,
     column_changes,
     drop_column_warning,
     first_status,
+    newly_dropped,
     original_name,
     registry_columns,
 )
@@ -78,6 +80,98 @@ def registered(client: Client, keyspace: str, name: str) -> tuple[Any, str] | No
     return (rows[0][0], rows[0][1]) if rows else None
 
 
+def registered_columns(client: Client, keyspace: str, name: str, table_id: Any) -> list[str] | None:
+    """The Cassandra columns the registry last recorded for ``table_id`` under ``keyspace.name``."""
+    rows = client.execute(
+        "SELECT table_id, columns FROM cdcfast.tables FINAL WHERE keyspace = %(k)s AND table = %(t)s",
+        {"k": keyspace, "t": name},
+    )
+    return list(rows[0][1]) if rows and rows[0][0] == table_id else None
+
+
+def hide_rows_of_dropped_columns(sink: ClickHouseSink, writer: TableWriter, dropped: list[str], log: Any) -> None:
+    """As :func:`cdcfast.sinks.migrate_postgres.hide_rows_of_dropped_columns`: rows only ``dropped``'s
+    cells kept alive are superseded by an invisible version (``_visible = 0``, their state kept), in
+    chunks of :data:`REEVALUATE_CHUNK` keys. Idempotent: a crash before the registry records the
+    drop judges them again at the next start."""
+    from cdcfast.sinks.clickhouse import key_table
+    from cdcfast.sinks.encode import Converted
+    from cdcfast.sinks.merge import StoredPartition, reevaluate, split_row_key
+
+    client = sink.client
+    assert client is not None
+    table = writer.table
+    nothing = []
+    for c in writer.data_columns:
+        if c.kind != "regular":
+            continue
+        target = writer.targets[c.name]
+        array = target.nullable_sql == target.sql and target.sql.startswith("Array")
+        nothing.append(f"{'empty' if array else 'isNull'}({_ident(c.name)})")
+    all_null = " AND ".join(nothing) or "1"
+    whole = any(c.kind == "static" for c in table.columns.values())  # the static-only row may appear
+    generation = sink._generation(writer)
+    empty = sink._empty_row(writer)
+    hidden, last = 0, b""
+    while True:
+        candidates = client.execute(
+            f"SELECT _pk, _key, _state FROM {writer.rows} FINAL WHERE _visible = 1 AND _version > {generation} "
+            f"AND {all_null} AND _key > unhex(%(last)s) ORDER BY _key LIMIT {REEVALUATE_CHUNK}",
+            {"last": last.hex()},
+            settings={"strings_as_bytes": True},
+        )
+        if not candidates:
+            break
+        last = candidates[-1][1]
+        pks = list(dict.fromkeys(r[0] for r in candidates))
+        partitions = key_table("_partitions", pks)
+        stored = {
+            pk_raw: StoredPartition(blob or None)
+            for pk_raw, blob in client.execute(
+                f"SELECT _pk, _state FROM {writer.partitions} FINAL WHERE _pk IN _partitions "
+                f"AND _version > {generation}",
+                settings={"strings_as_bytes": True},
+                external_tables=[partitions],
+            )
+        }
+        rows = candidates
+        if whole:
+            rows = client.execute(
+                f"SELECT _pk, _key, _state FROM {writer.rows} FINAL WHERE _pk IN _partitions AND _visible = 1 "
+                f"AND _version > {generation}",
+                settings={"strings_as_bytes": True},
+                external_tables=[partitions],
+            )
+        for pk_raw, key, blob in rows:
+            stored.setdefault(pk_raw, StoredPartition(None)).rows[key] = (blob, True)
+        plans = reevaluate(table, {split_row_key(next(iter(s.rows)))[0]: s for s in stored.values() if s.rows})
+        if not plans:
+            continue
+        version = max(time.time_ns(), generation + 1)
+        converted = Converted(list(writer.codec.columns))
+        out: list[tuple] = []
+        for p in plans:
+            out += [(*empty, key, p.pk_bytes, 0, 0, blob, version) for key, blob in p.tombstones]
+            out += [(*empty, key, p.pk_bytes, 0, 0, b"", version) for key in p.gone]
+            out += [
+                (*writer.state_values(row, converted), key, p.pk_bytes, 1, row.row_expires, blob, version)
+                for key, row, blob in p.visible
+            ]
+        client.execute(
+            f"INSERT INTO {writer.rows} ({', '.join(_ident(c) for c in writer.row_columns)}) VALUES",
+            list(map(list, zip(*out))),
+            columnar=True,
+        )
+        hidden += sum(len(p.tombstones) for p in plans)
+    log.info(
+        "rows kept alive only by dropped columns hidden",
+        keyspace=table.keyspace,
+        table=table.name,
+        columns=dropped,
+        rows=hidden,
+    )
+
+
 def register(client: Client, keyspace: str, name: str, table_id: Any, columns: list[str], status: str) -> None:
     client.execute(
         "INSERT INTO cdcfast.tables (keyspace, table, table_id, columns, status, updated_at, _version) VALUES",
@@ -129,6 +223,7 @@ def prepare_table(sink: ClickHouseSink, table: TableDef) -> TableWriter:
             renamed_to=aside,
         )
         there, mine = False, None
+    had = registered_columns(client, ks, table.name, table.id) if there else None
     stored = _migrate_columns(sink, table, log) if there else None
     writer = TableWriter(table, sink.mappings, sink.features, stored)
     if there:
@@ -138,6 +233,9 @@ def prepare_table(sink: ClickHouseSink, table: TableDef) -> TableWriter:
             client.execute(f"DROP TABLE IF EXISTS {writer.view}")
     for statement in writer.ddl():
         client.execute(statement)
+    dropped = newly_dropped(table, had)
+    if dropped:  # before the registry records the new columns: a crash in between judges again
+        hide_rows_of_dropped_columns(sink, writer, dropped, log)
     status = mine[1] if mine is not None and mine[0] == table.id else first_status(table, sink.retired)
     register(client, ks, table.name, table.id, registry_columns(table), status)
     return writer

@@ -13,11 +13,13 @@ from cdcfast.commitlog.schema import Schema, TableDef
 from cdcfast.log import get_logger
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import (
+    REEVALUATE_CHUNK,
     add_column_warning,
     aside_name,
     column_changes,
     drop_column_warning,
     first_status,
+    newly_dropped,
     original_name,
     registry_columns,
 )
@@ -117,7 +119,14 @@ async def prepare_table(sink: PostgresSink, table: TableDef) -> TableWriter:
             )
             exists = False
         stored = None
+        had = None  # the Cassandra columns the registry last recorded for this table id
         if exists:
+            had = await conn.fetchval(
+                'SELECT columns FROM cdcfast.tables WHERE keyspace = $1 AND "table" = $2 AND table_id = $3',
+                ks,
+                table.name,
+                table.id,
+            )
             present = await columns_of(conn, state)
             stored = await _migrate_columns(sink, table, state, present, log)
         writer = TableWriter(table, sink.mappings, sink.timescale, sink.hypertables.get(table.qualified_name), stored)
@@ -125,6 +134,9 @@ async def prepare_table(sink: PostgresSink, table: TableDef) -> TableWriter:
             await _drop_stale_views(conn, writer)
         for statement in writer.ddl():
             await conn.execute(statement)
+        dropped = newly_dropped(table, had)
+        if dropped:
+            await hide_rows_of_dropped_columns(conn, writer, dropped, log)
         await conn.execute(
             """INSERT INTO cdcfast.tables (keyspace, "table", table_id, columns, status) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (keyspace, "table") DO UPDATE SET table_id = excluded.table_id, columns = excluded.columns,
@@ -137,6 +149,70 @@ async def prepare_table(sink: PostgresSink, table: TableDef) -> TableWriter:
             first_status(table, sink.retired),
         )
     return writer
+
+
+async def hide_rows_of_dropped_columns(conn: asyncpg.Connection, writer: TableWriter, dropped: list[str], log) -> None:  # noqa: ANN001
+    """After ``dropped`` left the table in Cassandra: rows that only their cells kept alive leave the
+    state table for the tombstone table (in the migration's transaction), as Cassandra's ``SELECT *``
+    no longer shows them. Only rows whose remaining regular columns are all NULL can be such rows;
+    they are judged with their stored state, in chunks of :data:`REEVALUATE_CHUNK` keys."""
+    from cdcfast.sinks.encode import Converted
+    from cdcfast.sinks.merge import StoredPartition, reevaluate, split_row_key
+
+    table = writer.table
+    regular = [c for c in writer.data_columns if c.kind == "regular"]
+    all_null = " AND ".join(f"{_ident(c.name)} IS NULL" for c in regular) or "true"
+    whole = any(c.kind == "static" for c in table.columns.values())  # the static-only row may appear
+    hidden, last = 0, b""
+    while True:
+        candidates = await conn.fetch(
+            f"SELECT _pk, _key, _state FROM {writer.state} WHERE {all_null} AND _key > $1 "
+            f"ORDER BY _key LIMIT {REEVALUATE_CHUNK}",
+            last,
+        )
+        if not candidates:
+            break
+        last = candidates[-1][1]
+        pks = list(dict.fromkeys(r[0] for r in candidates))
+        stored = {
+            pk_raw: StoredPartition(blob)
+            for pk_raw, blob in await conn.fetch(
+                f"SELECT _pk, _state FROM {writer.partitions} WHERE _pk = ANY($1)", pks
+            )
+        }
+        rows = candidates
+        if whole:
+            rows = await conn.fetch(f"SELECT _pk, _key, _state FROM {writer.state} WHERE _pk = ANY($1)", pks)
+        for pk_raw, key, blob in rows:
+            stored.setdefault(pk_raw, StoredPartition(None)).rows[key] = (blob, True)
+        plans = reevaluate(table, {split_row_key(next(iter(s.rows)))[0]: s for s in stored.values() if s.rows})
+        if not plans:
+            continue
+        gone = [key for p in plans for key, _ in p.tombstones] + [key for p in plans for key in p.gone]
+        await conn.execute(f"DELETE FROM {writer.state} WHERE _key = ANY($1)", gone)
+        await conn.copy_records_to_table(
+            f"{table.name}__tombstones",
+            schema_name=table.keyspace,
+            records=[(key, p.pk_bytes, blob) for p in plans for key, blob in p.tombstones],
+            columns=("_key", "_pk", "_state"),
+        )
+        shown = [(key, row, p.pk_bytes, blob) for p in plans for key, row, blob in p.visible]
+        if shown:  # static-only rows of partitions left without a row
+            converted = Converted(list(writer.codec.columns))
+            await conn.copy_records_to_table(
+                table.name,
+                schema_name=table.keyspace,
+                records=[writer.state_record(row, key, pk, blob, converted) for key, row, pk, blob in shown],
+                columns=writer.state_columns,
+            )
+        hidden += sum(len(p.tombstones) for p in plans)
+    log.info(
+        "rows kept alive only by dropped columns hidden",
+        keyspace=table.keyspace,
+        table=table.name,
+        columns=dropped,
+        rows=hidden,
+    )
 
 
 async def _registered(conn: asyncpg.Connection, keyspace: str, name: str):  # noqa: ANN202 - uuid.UUID | None

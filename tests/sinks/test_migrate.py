@@ -483,3 +483,90 @@ def test_a_column_the_warehouse_cannot_add_sends_its_changes_to_the_dlq_until_fi
     shown_ids = {(uuid.UUID(bytes=k[0]),): ipaddress.ip_address(v) for k, v in addresses.items()}
     assert {k: v for k, v in stored_ip.items() if v is not None} == shown_ids
     assert count(flavour, dsn, "shop.users_changes") == len(history.early) + len(history.late) + len(planted)
+
+
+# -- a row kept alive only by a dropped column (issue #9) ---------------------------------------
+def _items(dropped: bool) -> TableDef:
+    """dv.items (id int, c int, a text, b text, PRIMARY KEY (id, c)), before or after DROP b."""
+    text, integer = parse_cql_type("text"), parse_cql_type("int")
+    a = ColumnDef("a", "regular", -1, text, "text")
+    b = ColumnDef("b", "regular", -1, text, "text", dropped_at_us=5_000 if dropped else None)
+    return TableDef(
+        uuid.UUID("5a1e0000-0000-4000-8000-000000000009"),
+        "dv",
+        "items",
+        True,
+        [ColumnDef("id", "partition_key", 0, integer, "int")],
+        [ColumnDef("c", "clustering", 0, integer, "int")],
+        {"a": a} if dropped else {"a": a, "b": b},
+        {"b": b} if dropped else {},
+    )
+
+
+def _item_event(n: int, row: int, ts: int, cells: dict[str, str], insert: bool) -> ChangeEvent:
+    """INSERT (a primary-key liveness) or UPDATE (cells only) of dv.items (row, 0)."""
+    return ChangeEvent(
+        event_id=uuid.UUID(int=n).bytes,
+        keyspace="dv",
+        table="items",
+        op="insert" if insert else "update",
+        partition_key=[row.to_bytes(4, "big", signed=True)],
+        clustering=[(0).to_bytes(4, "big")],
+        ts=ts,
+        cells=[Cell(name, SET, ts, value.encode()) for name, value in cells.items()],
+        liveness_ts=ts if insert else None,
+        segment_id=1,
+        position=n,
+    )
+
+
+@pytest.mark.parametrize("policy", ["keep", "remove"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_rows_kept_alive_only_by_a_dropped_column_vanish(flavour: str, policy: str) -> None:
+    """Cassandra: after ``ALTER TABLE dv.items DROP b``, ``SELECT *`` no longer shows the rows that
+    only ``UPDATE ... SET b`` made (no primary-key liveness, no other live cell); INSERTed rows stay,
+    also with every remaining column null. keep: the drop is met live (a batch with the new
+    definition); remove: at a restart, before any event. A later write brings a vanished row back."""
+    before, after = _items(dropped=False), _items(dropped=True)
+    events = [
+        _item_event(1, 1, 1_000, {"a": "x"}, insert=True),  # stays: liveness and a
+        _item_event(2, 2, 1_000, {}, insert=True),  # stays: liveness alone, every column null
+        _item_event(3, 3, 1_000, {"b": "only-b"}, insert=False),  # vanishes
+        _item_event(4, 4, 1_000, {"a": "z", "b": "w"}, insert=False),  # stays: a is live
+        _item_event(5, 5, 1_000, {"b": "only-b"}, insert=False),  # vanishes, then comes back
+        _item_event(6, 6, 1_000, {"b": "b-too"}, insert=True),  # stays: liveness
+    ]
+    late = [_item_event(7, 5, 9_000, {"a": "back"}, insert=False)]
+    sink, dsn = open_sink(flavour, dropped_columns=policy)
+    if flavour == "clickhouse":
+        Client.from_url(dsn).execute("DROP DATABASE IF EXISTS dv")
+
+    async def run() -> None:
+        nonlocal sink
+        await sink.connect()
+        await sink.prepare(Schema({before.id: before}))
+        await apply(sink, before, events)
+        if policy == "remove":
+            await sink.close()
+            sink = reopen(sink, dropped_columns=policy)
+            await sink.connect()
+            await sink.prepare(Schema({after.id: after}))  # start-up migration
+        else:
+            # the first batch with the new definition migrates the table
+            await apply(sink, after, [_item_event(8, 1, 2_000, {"a": "x"}, insert=True)])
+        await sink.close()
+
+    asyncio.run(run())
+    want = {(1, 0): "x", (2, 0): None, (4, 0): "z", (6, 0): None}
+    got = {key: row["a"] for key, row in state(flavour, dsn, after, 10**9).items()}
+    assert got == want
+
+    async def later() -> None:
+        restarted = reopen(sink, dropped_columns=policy)
+        await restarted.connect()
+        await apply(restarted, after, late)
+        await restarted.close()
+
+    asyncio.run(later())
+    got = {key: row["a"] for key, row in state(flavour, dsn, after, 10**9).items()}
+    assert got == {**want, (5, 0): "back"}
