@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
@@ -185,6 +186,23 @@ def first_status(table: TableDef, retired: set[uuid.UUID]) -> str:
 
 def registry_columns(table: TableDef) -> list[str]:
     return [c.name for c in table.partition_key + table.clustering + list(table.columns.values())]
+
+
+def warn_unapplied(sink: Any, table: TableDef, added: dict[str, str], dropped: dict[str, str]) -> None:
+    """With ``auto_migrate`` off: one warning per column change the warehouse did not get, naming
+    the DDL an operator should run (``added``/``dropped``: column -> DDL)."""
+    changes = [(name, ddl, "add", add_column_warning) for name, ddl in added.items()]
+    if sink.dropped_columns == "remove":
+        changes += [(name, ddl, "drop", drop_column_warning) for name, ddl in dropped.items()]
+    for name, ddl, kind, warning in changes:
+        sink.warn_once(
+            (table.keyspace, table.name, name, kind),
+            warning(sink.name, table, name, ddl),
+            keyspace=table.keyspace,
+            table=table.name,
+            column=name,
+            ddl=ddl,
+        )
 
 
 def add_column_warning(sink: str, table: TableDef, column: str, ddl: str) -> str:

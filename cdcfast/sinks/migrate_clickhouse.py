@@ -18,14 +18,13 @@ from cdcfast.log import get_logger
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import (
     REEVALUATE_CHUNK,
-    add_column_warning,
     aside_name,
     column_changes,
-    drop_column_warning,
     first_status,
     newly_dropped,
     original_name,
     registry_columns,
+    warn_unapplied,
 )
 
 if TYPE_CHECKING:
@@ -278,25 +277,7 @@ def _migrate_columns(sink: ClickHouseSink, table: TableDef, log: Any) -> set[str
                 log.info("dropped column removed", keyspace=ks, table=table.name, column=name, ddl=ddl)
         refused = sink.refused.reasons.get((ks, table.name))
         return set(present) | (set(add) - set(refused)) if refused else None
-    for name, ddl in add.items():
-        sink.warn_once(
-            (ks, table.name, name, "add"),
-            add_column_warning(sink.name, table, name, ddl),
-            keyspace=ks,
-            table=table.name,
-            column=name,
-            ddl=ddl,
-        )
-    if sink.dropped_columns == "remove":
-        for name, ddl in drop.items():
-            sink.warn_once(
-                (ks, table.name, name, "drop"),
-                drop_column_warning(sink.name, table, name, ddl),
-                keyspace=ks,
-                table=table.name,
-                column=name,
-                ddl=ddl,
-            )
+    warn_unapplied(sink, table, add, drop)
     return set(present)
 
 

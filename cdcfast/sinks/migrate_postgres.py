@@ -14,14 +14,13 @@ from cdcfast.log import get_logger
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import (
     REEVALUATE_CHUNK,
-    add_column_warning,
     aside_name,
     column_changes,
-    drop_column_warning,
     first_status,
     newly_dropped,
     original_name,
     registry_columns,
+    warn_unapplied,
 )
 
 if TYPE_CHECKING:
@@ -254,25 +253,7 @@ async def _migrate_columns(sink: PostgresSink, table: TableDef, state: str, pres
                 log.info("dropped column removed", keyspace=table.keyspace, table=table.name, column=name, ddl=ddl)
         refused = sink.refused.reasons.get((table.keyspace, table.name))
         return set(present) | (set(add) - set(refused)) if refused else None
-    for name, ddl in add.items():
-        sink.warn_once(
-            (table.keyspace, table.name, name, "add"),
-            add_column_warning(sink.name, table, name, ddl),
-            keyspace=table.keyspace,
-            table=table.name,
-            column=name,
-            ddl=ddl,
-        )
-    if sink.dropped_columns == "remove":
-        for name, ddl in drop.items():
-            sink.warn_once(
-                (table.keyspace, table.name, name, "drop"),
-                drop_column_warning(sink.name, table, name, ddl),
-                keyspace=table.keyspace,
-                table=table.name,
-                column=name,
-                ddl=ddl,
-            )
+    warn_unapplied(sink, table, add, drop)
     return set(present)
 
 

@@ -28,6 +28,7 @@ from cdcfast.commitlog import CommitLogReader, load_schema
 from cdcfast.commitlog.cqltypes import parse_cql_type
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import SET, Cell, ChangeEvent, events_from_batch
+from cdcfast.log import get_logger
 from cdcfast.sinks.clickhouse import ClickHouseSink
 from cdcfast.sinks.migrate import aside_name, retain_dropped
 from cdcfast.sinks.poison import ReplayReport, replay_dead_letters
@@ -335,6 +336,7 @@ def test_auto_migrate_off_warns_and_keeps_values_in_the_change_log(history: Hist
         await apply(sink, history.new, history.late)
         await sink.close()
 
+    get_logger("test")  # logging set up first: set up inside capture_logs, it would replace the capture
     with structlog.testing.capture_logs() as logged_lines:
         asyncio.run(run())
     assert "loyalty_tier" not in columns(flavour, dsn, relation), "auto_migrate off: no DDL"
