@@ -59,6 +59,8 @@ def as_decoded(events: list[ChangeEvent], table_ids: dict[str, str], schema: Sch
     read the schema after a table was dropped and re-created under its name, while the parser that
     decoded these events had not: the old table's changes then go to its tables set aside
     (``schema`` keeps it under another name), never into the new table's."""
+    if not schema.retired:  # only a table kept after its drop can have been given another name
+        return events
     names = {str(t.id): t.name for t in schema.tables.values()}
     renamed = {
         qualified: names[table_id]

@@ -18,7 +18,6 @@ from cdcfast.config import PipelineConfig
 from cdcfast.events import TRUNCATE, ChangeEvent, events_from_batch
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
-from cdcfast.sinks.migrate import retain_dropped
 from cdcfast.supervisor.messages import (
     BATCH_ENCODER,
     WHOLE_SEGMENT,
@@ -61,7 +60,7 @@ class Parser:
     def reload_schema(self) -> None:
         """Read the schema again; tables it no longer has stay known (their late mutations decode)."""
         before = {(t.keyspace, t.name) for t in self.schema.cdc_tables()}
-        self.schema = retain_dropped(self.schema, load_schema(self.source.schema))
+        self.schema = self.watcher.reload(self.schema)
         self.fingerprint = schema_fingerprint(self.schema)
         self.cdc_tables = None
         now = {(t.keyspace, t.name) for t in self.schema.cdc_tables()}
