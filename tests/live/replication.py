@@ -37,11 +37,10 @@ from clickhouse_driver import Client
 from support.expected import canonical_rows, differences, from_cassandra_json
 from support.pipeline import supervise_command, timescale_dsn
 from support.services import ensure_services
-from support.sinks import clickhouse_state, fresh_database, postgres_state
+from support.sinks import as_clickhouse_holds, clickhouse_state, fresh_database, postgres_state
 
 from cdcfast.commitlog.schema import TableDef
-from cdcfast.sinks.clickhouse import TableWriter as ClickHouseTable
-from cdcfast.transform.typemap import ClickHouseFeatures, load_mappings
+from cdcfast.transform.typemap import ClickHouseFeatures
 
 TABLES = ("events", "profiles")
 SINK_NAMES = ("postgresql", "timescaledb", "clickhouse")
@@ -572,13 +571,8 @@ def compare_states(
             failures.append(f"[{sink}] {table.qualified_name}: state not readable: {type(exc).__name__}: {exc}")
             continue
         expected = want
-        if sink == "clickhouse":  # documented: a null collection is [] in ClickHouse, read back as None
-            writer = ClickHouseTable(table, load_mappings(), sinks.features)
-            expected = {k: dict(row) for k, row in want.items()}
-            for row in expected.values():
-                for c in table.columns.values():
-                    if writer.sql_type(c).startswith("Array") and row[c.name] in ((), frozenset()):
-                        row[c.name] = None
+        if sink == "clickhouse":
+            expected = as_clickhouse_holds(table, want, sinks.features)
         if optional is not None:
             expected = {k: row for k, row in expected.items() if not optional(k) or k in got}
         if ignored is not None:
