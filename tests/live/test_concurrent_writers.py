@@ -27,6 +27,7 @@ import uuid
 import pytest
 from clickhouse_driver import Client
 from support.services import ensure_services
+from support.throwaway import made_clickhouse_database
 
 from cdcfast.commitlog.schema import schema_from_rows
 from cdcfast.events import UPDATE, Cell, ChangeEvent
@@ -98,6 +99,7 @@ def test_two_writers_lose_no_update() -> None:
         await sink.prepare(schema)
         return sink
 
+    made_clickhouse_database(dsn, keyspace)
     a, b = asyncio.run(connect()), asyncio.run(connect())
 
     def interleave(first: ClickHouseSink, first_event, second: ClickHouseSink, second_event) -> None:
@@ -125,13 +127,10 @@ def test_two_writers_lose_no_update() -> None:
         if errors:
             raise errors[0]
 
-    try:
-        interleave(a, e1, b, e2)  # b stores e2; a's merge of e1 (read before b's insert) replaces it
-        asyncio.run(b.apply([e1], tables, "node-b", (1, 2)))  # nothing changes: not written
-        interleave(b, e3, a, e2)  # a stores e1 + e2; b's merge of e3 (read before) replaces it
-        asyncio.run(a.apply([e3], tables, "node-a", (1, 3)))  # nothing changes: not written
-        # each writer has applied e1, e2 and e3; Cassandra's row has a, b and c set
-        state = Client.from_url(dsn).execute(f"SELECT id, seq, a, b, c FROM `{keyspace}`.t")
-        assert state == [(1, 1, "a set", "b set", "c set")], f"an update is lost: {state}"
-    finally:
-        Client.from_url(dsn).execute(f"DROP DATABASE IF EXISTS `{keyspace}`")
+    interleave(a, e1, b, e2)  # b stores e2; a's merge of e1 (read before b's insert) replaces it
+    asyncio.run(b.apply([e1], tables, "node-b", (1, 2)))  # nothing changes: not written
+    interleave(b, e3, a, e2)  # a stores e1 + e2; b's merge of e3 (read before) replaces it
+    asyncio.run(a.apply([e3], tables, "node-a", (1, 3)))  # nothing changes: not written
+    # each writer has applied e1, e2 and e3; Cassandra's row has a, b and c set
+    state = Client.from_url(dsn).execute(f"SELECT id, seq, a, b, c FROM `{keyspace}`.t")
+    assert state == [(1, 1, "a set", "b set", "c set")], f"an update is lost: {state}"

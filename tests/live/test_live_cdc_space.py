@@ -141,7 +141,6 @@ def test_small_cdc_total_space_never_refuses_a_write(tmp_path: Path) -> None:
         assert not failures, "\n\n".join(failures)
         compared = time.monotonic()
     stopped = time.monotonic()
-    sinks.drop()
     print(
         f"\ncdc_total_space {LIMIT_MIB} MiB: {result.total} writes, {result.bytes / MIB:.1f} MiB of payload, "
         f"{passed / MIB:.0f} MiB of segments through cdc_raw, peak {monitor.peak / MIB:.2f} MiB, "
