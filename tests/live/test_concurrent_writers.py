@@ -22,6 +22,7 @@ import uuid
 import pytest
 from clickhouse_driver import Client
 from support.services import ensure_services
+from support.throwaway import made_clickhouse_database
 
 from cdcfast.commitlog.schema import schema_from_rows
 from cdcfast.events import PARTITION_DELETE, UPDATE, Cell, ChangeEvent
@@ -102,6 +103,7 @@ class Race:
         self.keyspace = "race_" + uuid.uuid4().hex[:10]
         self.schema = one_table_schema(self.keyspace)
         self.tables = {(t.keyspace, t.name): t for t in self.schema.tables.values()}
+        made_clickhouse_database(self.dsn, self.keyspace)
         self.a, self.b = self._connect(), self._connect()
         self.positions = {"node-a": 0, "node-b": 0}
 
@@ -150,15 +152,10 @@ class Race:
     def state(self) -> list[tuple]:
         return Client.from_url(self.dsn).execute(f"SELECT id, seq, a, b, c FROM `{self.keyspace}`.t ORDER BY seq")
 
-    def close(self) -> None:
-        Client.from_url(self.dsn).execute(f"DROP DATABASE IF EXISTS `{self.keyspace}`")
-
 
 @pytest.fixture
-def race():
-    race = Race()
-    yield race
-    race.close()
+def race() -> Race:
+    return Race()
 
 
 def test_two_writers_lose_no_update(race: Race) -> None:
