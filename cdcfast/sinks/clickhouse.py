@@ -3,11 +3,14 @@
 Per CDC table ``ks.t``, in database ``ks``:
 
 * ``ks.t_changes``: the change log, ``ReplacingMergeTree`` ordered by ``event_id``;
-* ``ks.t__rows``: every row's merged state, ``ReplacingMergeTree(_version)`` ordered by ``(_pk, _key)``;
-  invisible rows (deleted) keep ``_visible = 0`` so that late, older events still lose;
+* ``ks.t__rows``: every row's merged state, ``ReplacingMergeTree(_version)`` ordered by
+  ``(_pk, _key, _source)``: one version per writer, the highest ``(_version, _source)`` wins
+  (:mod:`cdcfast.sinks.clickhouse_versions`); invisible rows (deleted) keep ``_visible = 0`` so
+  that late, older events still lose;
 * ``ks.t`` (view): the current state, ``SELECT *`` as Cassandra answers it, TTL-expired values
-  hidden as of ``now()``; :func:`as_of_query` gives the same for any moment;
-* ``ks.t__partitions``: partition states; ``cdcfast.checkpoints``: one row per (source, sink);
+  hidden as of ``now()``; :meth:`TableWriter.as_of_select` gives the same for any moment;
+* ``ks.t__partitions``: partition states, one per writer; ``cdcfast.checkpoints``: one row per
+  (source, sink);
 * ``ks.t__truncations``: the truncations applied; rows and partition states with a ``_version`` at
   or below the newest one's are cleared (docs/truncate.md).
 
@@ -16,7 +19,7 @@ checkpoint. A crash in between leaves rows whose checkpoint did not move; the re
 and writes the same change-log rows (same ``event_id``) and the same merged states again. The
 engines collapse rows with equal sorting keys, and every query reads with ``FINAL``, so each change
 is seen once however often it was written. Merged states are idempotent, so the state is the same
-too.
+too. Writers of several nodes into one sink: :mod:`cdcfast.sinks.clickhouse_versions`.
 """
 
 from __future__ import annotations
