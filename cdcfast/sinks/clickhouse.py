@@ -142,7 +142,7 @@ class TableWriter:
 
     def generation(self) -> str:
         """The current state's generation: the newest truncation's version (0: never truncated)."""
-        return f"(SELECT max(_version) FROM {self.truncations})"
+        return self.state.generation()
 
     def as_of_select(self, moment: str) -> str:
         """The current state as ``SELECT *`` returned it at ``moment`` (a ClickHouse DateTime expression):
@@ -438,9 +438,8 @@ class ClickHouseSink(WarehouseSink):
             columnar=True,
         )
         work = state_work(events)
-        if work.truncation is None:
-            generation = self._generation(writer)
-        else:
+        generation = None  # the current one: read with the states
+        if work.truncation is not None:
             generation = self._truncate(writer, work.truncation, source)
             events = writer.codec.screen(work.events, source, change_record)[0]  # raced ones: screened again
             if not events:
@@ -451,6 +450,7 @@ class ClickHouseSink(WarehouseSink):
             {partition_key_bytes(pk): pk for pk in pks}, [partition_key_bytes(pk) for pk in whole], row_keys
         )
         snapshot = versions.read(client, writer.state, batch, generation)
+        generation = snapshot.generation
         plans = plan(writer.table, snapshot.stored, events)
         self._store(writer, plans, converted, snapshot, generation, source)
         self._settle(writer, batch, snapshot, converted, generation, source)

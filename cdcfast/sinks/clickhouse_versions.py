@@ -59,6 +59,10 @@ class StateTable:
     def partitions(self) -> str:
         return qualified(self.database, f"{self.name}__partitions")
 
+    def generation(self) -> str:
+        """The state's generation: the newest truncation's version (0: never truncated; docs/truncate.md)."""
+        return f"(SELECT max(_version) FROM {qualified(self.database, f'{self.name}__truncations')})"
+
 
 @dataclass
 class Scope:
@@ -89,6 +93,7 @@ class Snapshot:
     stored: dict[tuple[bytes, ...], StoredPartition]
     partition_versions: dict[bytes, dict[str, int]] = field(default_factory=dict)  # pk bytes -> source -> version
     newest: int = 0  # the highest version seen
+    generation: int = 0  # the state's generation read against
     blocks: tuple[int, int] = (0, 0)  # the newest insert's block number in the rows, partitions tables then
 
     @property
@@ -112,25 +117,27 @@ def basis(partition_versions: dict[str, int]) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def read(client: Client, table: StateTable, scope: Scope, generation: int) -> Snapshot:
-    """Every writer's versions of ``scope`` above ``generation``, joined; with the tables' newest
-    block numbers as the read began (:func:`changed_since`)."""
+def read(client: Client, table: StateTable, scope: Scope, generation: int | None = None) -> Snapshot:
+    """Every writer's versions of ``scope`` above ``generation`` (None: the current one, read in the
+    same query), joined; with the tables' newest block numbers as the read began (:func:`changed_since`)."""
     rows, partitions = table.rows, table.partitions
+    above = table.generation() if generation is None else str(generation)
     found = client.execute(
-        f"SELECT 2, '', '', '', 0, '', ({_newest_block(table, 'rows')}), ({_newest_block(table, 'partitions')}) "
-        f"UNION ALL SELECT 0, _pk, '', _state, 0, _source, _version, 0 FROM {partitions} FINAL "
-        f"WHERE _pk IN _batch_partitions AND _version > {generation} "
-        f"UNION ALL SELECT 1, _pk, _key, _state, _visible, _source, _version, _basis FROM {rows} FINAL "
-        f"WHERE {scope.condition()} AND _version > {generation}",
+        f"SELECT 2, '', '', '', 0, '', ({_newest_block(table, 'rows')}), ({_newest_block(table, 'partitions')}), "
+        f"toUInt64({above}) "
+        f"UNION ALL SELECT 0, _pk, '', _state, 0, _source, _version, 0, 0 FROM {partitions} FINAL "
+        f"WHERE _pk IN _batch_partitions AND _version > {above} "
+        f"UNION ALL SELECT 1, _pk, _key, _state, _visible, _source, _version, _basis, 0 FROM {rows} FINAL "
+        f"WHERE {scope.condition()} AND _version > {above}",
         settings={"strings_as_bytes": True},
         external_tables=scope.tables(),
     )
     snapshot = Snapshot({pk: StoredPartition(None) for pk in scope.partitions.values()})
     partition_states: dict[bytes, list[tuple[str, bytes]]] = {}
     row_versions: dict[bytes, dict[bytes, list[RowVersion]]] = {}
-    for kind, pk, key, state, visible, source, version, row_basis in found:
+    for kind, pk, key, state, visible, source, version, row_basis, current in found:
         if kind == 2:
-            snapshot.blocks = (version, row_basis)
+            snapshot.blocks, snapshot.generation = (version, row_basis), current
             continue
         source = source.decode()
         snapshot.newest = max(snapshot.newest, version)
