@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# support.throwaway: the databases a test makes are dropped when it ends; pytester: tests of that.
+pytest_plugins = ("support.throwaway", "pytester")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CDCFAST_SHARED", REPO.parent / "shared"))
 CORPUS_ROOT = SHARED / "corpus"

@@ -14,6 +14,7 @@ Cassandra ignores them.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import uuid
@@ -88,6 +89,12 @@ class Schema:
 
     def cdc_tables(self) -> list[TableDef]:
         return [t for t in self.tables.values() if t.cdc]
+
+    @functools.cached_property
+    def ids_by_name(self) -> dict[tuple[str, str], str]:
+        """(keyspace, table) -> table id, built once: a schema is never changed in place (a schema
+        read again, or with dropped tables kept, is a new object)."""
+        return {(t.keyspace, t.name): str(t.id) for t in self.tables.values()}
 
 
 _TIMESTAMP = re.compile(

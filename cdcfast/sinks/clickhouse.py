@@ -32,31 +32,18 @@ from clickhouse_driver import Client
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
+from cdcfast.sinks import clickhouse_versions as versions
 from cdcfast.sinks import migrate_clickhouse
 from cdcfast.sinks.base import WarehouseSink
+from cdcfast.sinks.clickhouse_sql import ident, qualified
 from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
-from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
+from cdcfast.sinks.merge import PartitionPlan, by_table, converge, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import state_work
 from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
 
-
-def ident(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-def qualified(database: str, name: str) -> str:
-    return f"{ident(database)}.{ident(name)}"
-
-
-def key_table(name: str, keys: list[bytes]) -> dict:
-    """Binary keys sent as a temporary table for ``IN`` (no query-size limit, no escaping)."""
-    return {"name": name, "structure": [("k", "String")], "data": [{"k": key} for key in keys]}
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+SETTLE_ROUNDS = 20  # reads after writing while other writers change the same rows (then: an error, applied again)
 
 
 def change_record(
@@ -89,9 +76,10 @@ class TableWriter:
         self.table = table
         self.db = table.keyspace
         self.changes = qualified(self.db, f"{table.name}_changes")
-        self.rows = qualified(self.db, f"{table.name}__rows")
+        self.state = versions.StateTable(self.db, table.name)
+        self.rows = self.state.rows
         self.view = qualified(self.db, table.name)
-        self.partitions = qualified(self.db, f"{table.name}__partitions")
+        self.partitions = self.state.partitions
         self.truncations = qualified(self.db, f"{table.name}__truncations")
         self.key_columns = table.partition_key + table.clustering
         self.data_columns = list(table.columns.values())
@@ -108,7 +96,7 @@ class TableWriter:
         self.row_columns = (
             [c.name for c in self.key_columns + self.data_columns]
             + [f"_exp_{c.name}" for c in self.data_columns]
-            + ["_key", "_pk", "_visible", "_row_expires", "_state", "_version"]
+            + ["_key", "_pk", "_visible", "_row_expires", "_state", "_version", "_source", "_basis"]
         )
 
     @staticmethod
@@ -131,11 +119,12 @@ class TableWriter:
             f"""CREATE TABLE IF NOT EXISTS {self.rows} (
   {columns},
   {expiries + "," if expiries else ""}
-  _key String, _pk String, _visible UInt8, _row_expires UInt32, _state String, _version UInt64
-) ENGINE = ReplacingMergeTree(_version) ORDER BY (_pk, _key)""",
+  _key String, _pk String, _visible UInt8, _row_expires UInt32, _state String, _version UInt64,
+  _source String, _basis UInt64
+) ENGINE = ReplacingMergeTree(_version) ORDER BY (_pk, _key, _source)""",
             f"""CREATE TABLE IF NOT EXISTS {self.partitions} (
-  _pk String, _state String, _version UInt64
-) ENGINE = ReplacingMergeTree(_version) ORDER BY _pk""",
+  _pk String, _state String, _version UInt64, _source String
+) ENGINE = ReplacingMergeTree(_version) ORDER BY (_pk, _source)""",
             self.truncations_ddl(),
             f"CREATE VIEW IF NOT EXISTS {self.view} AS {self.as_of_select('now()')}",
         ]
@@ -153,12 +142,15 @@ class TableWriter:
         return f"(SELECT max(_version) FROM {self.truncations})"
 
     def as_of_select(self, moment: str) -> str:
-        """The current state as ``SELECT *`` returned it at ``moment`` (a ClickHouse DateTime expression).
+        """The current state as ``SELECT *`` returned it at ``moment`` (a ClickHouse DateTime expression):
+        each row's winning version (:mod:`cdcfast.sinks.clickhouse_versions`), when it shows.
 
         The inner query renames every column (``__v_<name>``): ClickHouse 18.16 resolves an alias
         inside its own expression (``if(..., x) AS x``) as a cycle."""
         inner = [f"{ident(c.name)} AS {ident('__v_' + c.name)}" for c in self.key_columns + self.data_columns]
         inner += [ident("_exp_" + c.name) for c in self.data_columns]
+        stored = [ident(c.name) for c in self.key_columns + self.data_columns]
+        stored += [ident("_exp_" + c.name) for c in self.data_columns] + ["_visible", "_row_expires"]
         outer = [f"{ident('__v_' + c.name)} AS {ident(c.name)}" for c in self.key_columns]
         for c in self.data_columns:
             target = self.targets[c.name]
@@ -168,9 +160,9 @@ class TableWriter:
             empty = f"arraySlice({value}, 1, 0)" if array else "NULL"
             outer.append(f"if({expiry} != 0 AND {expiry} <= toUInt32({moment}), {empty}, {value}) AS {ident(c.name)}")
         return (
-            f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {self.rows} FINAL "
-            f"WHERE _visible = 1 AND (_row_expires = 0 OR _row_expires > toUInt32({moment})) "
-            f"AND _version > {self.generation()})"
+            f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM "
+            f"({versions.winners(self.rows, self.generation(), ', '.join(stored))}) "
+            f"WHERE _visible = 1 AND (_row_expires = 0 OR _row_expires > toUInt32({moment})))"
         )
 
     def convert_value(self, column: str, raw: bytes) -> Any:
@@ -249,18 +241,19 @@ class ClickHouseSink(WarehouseSink):
             # now): create or migrate its tables first.
             self.refused.forget(key)
             writer = migrate_clickhouse.prepare_table(self, table)
-            self._view_with_truncations(writer)
+            self._view_up_to_date(writer)
             self.writers[key] = writer
         return writer
 
-    def _view_with_truncations(self, writer: TableWriter) -> None:
-        """A state view made before truncations were applied is made again with their filter."""
+    def _view_up_to_date(self, writer: TableWriter) -> None:
+        """A state view made before truncations were applied, or before each writer kept its own
+        versions of a row, is made again (with the truncations' filter, showing the winning versions)."""
         assert self.client is not None
         rows = self.client.execute(
             "SELECT create_table_query FROM system.tables WHERE database = %(db)s AND name = %(name)s",
             {"db": writer.db, "name": writer.table.name},
         )
-        if rows and f"{writer.table.name}__truncations" not in rows[0][0]:
+        if rows and any(part not in rows[0][0] for part in (f"{writer.table.name}__truncations", "LIMIT 1 BY")):
             self.client.execute(f"DROP TABLE IF EXISTS {writer.view}")
             self.client.execute(f"CREATE VIEW IF NOT EXISTS {writer.view} AS {writer.as_of_select('now()')}")
 
@@ -450,50 +443,77 @@ class ClickHouseSink(WarehouseSink):
             if not events:
                 return
         pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))
-        by_bytes = {partition_key_bytes(pk): pk for pk in pks}
-        stored = {pk: StoredPartition(None) for pk in pks}
         whole, row_keys = scope(writer.table, events)
-        # One query for the partitions' states and the rows the merge needs. Rows tables are sorted
-        # by (_pk, _key): both conditions use the index (a rows table made by an earlier version,
-        # sorted by _key alone, is read whole for _wanted_partitions).
-        for is_row, pk_raw, key, state, shown in client.execute(
-            f"SELECT 0, _pk, '', _state, 0 FROM {writer.partitions} FINAL WHERE _pk IN _batch_partitions "
-            f"AND _version > {generation} "
-            f"UNION ALL SELECT 1, _pk, _key, _state, _visible FROM {writer.rows} FINAL "
-            "WHERE _pk IN _batch_partitions AND (_pk IN _wanted_partitions OR _key IN _wanted_rows) "
-            f"AND _version > {generation}",
-            settings={"strings_as_bytes": True},
-            external_tables=[
-                key_table("_batch_partitions", list(by_bytes)),
-                key_table("_wanted_partitions", [partition_key_bytes(pk) for pk in whole]),
-                key_table("_wanted_rows", row_keys),
-            ],
-        ):
-            if is_row:
-                stored[by_bytes[pk_raw]].rows[key] = (state, bool(shown))
-            else:
-                stored[by_bytes[pk_raw]].state = state or None
-        plans = plan(writer.table, stored, events)
+        batch = versions.Scope(
+            {partition_key_bytes(pk): pk for pk in pks}, [partition_key_bytes(pk) for pk in whole], row_keys
+        )
+        snapshot = versions.read(client, writer.state, batch, generation)
+        plans = plan(writer.table, snapshot.stored, events)
+        self._store(writer, plans, converted, snapshot, generation, source)
+        self._settle(writer, batch, snapshot, converted, generation, source)
 
-        version = max(time.time_ns(), generation + 1)  # above the generation, whatever the clock did
+    def _store(
+        self,
+        writer: TableWriter,
+        plans: list[PartitionPlan],
+        converted: Converted,
+        snapshot: versions.Snapshot,
+        generation: int,
+        source: str,
+    ) -> None:
+        """Write ``plans`` as ``source``'s versions, above every version in ``snapshot``."""
+        client = self.client
+        assert client is not None
+        version = max(time.time_ns(), generation + 1, snapshot.newest + 1)  # above all, whatever the clock did
         rows: list[tuple] = []
         empty = self._empty_row(writer)
         for p in plans:
+            basis = snapshot.basis(p.pk_bytes, source, version) if p.state is not None else snapshot.basis(p.pk_bytes)
+            mine = (version, source, basis)
             for key, row, blob in p.visible:
-                rows.append((*writer.state_values(row, converted), key, p.pk_bytes, 1, row.row_expires, blob, version))
+                rows.append((*writer.state_values(row, converted), key, p.pk_bytes, 1, row.row_expires, blob, *mine))
             for key, blob in p.tombstones:
-                rows.append((*empty, key, p.pk_bytes, 0, 0, blob, version))
+                rows.append((*empty, key, p.pk_bytes, 0, 0, blob, *mine))
             for key in p.gone:  # e.g. a static-only row once a row shows
-                rows.append((*empty, key, p.pk_bytes, 0, 0, b"", version))
+                rows.append((*empty, key, p.pk_bytes, 0, 0, b"", *mine))
         if rows:
             client.execute(
                 f"INSERT INTO {writer.rows} ({', '.join(ident(c) for c in writer.row_columns)}) VALUES",
                 list(map(list, zip(*rows))),
                 columnar=True,
             )
-        partitions = [(p.pk_bytes, p.state, version) for p in plans if p.state is not None]
+        partitions = [(p.pk_bytes, p.state, version, source) for p in plans if p.state is not None]
         if partitions:
-            client.execute(f"INSERT INTO {writer.partitions} (_pk, _state, _version) VALUES", partitions)
+            client.execute(f"INSERT INTO {writer.partitions} (_pk, _state, _version, _source) VALUES", partitions)
+
+    def _settle(
+        self,
+        writer: TableWriter,
+        batch: versions.Scope,
+        snapshot: versions.Snapshot,
+        converted: Converted,
+        generation: int,
+        source: str,
+    ) -> None:
+        """Step 3 of :mod:`cdcfast.sinks.clickhouse_versions`: while other writers stored versions of
+        the batch's rows since the last read (or rows were stale then), read again and write the
+        rows whose winning version is not what every writer's versions give."""
+        client = self.client
+        assert client is not None
+        for _ in range(SETTLE_ROUNDS):
+            if not snapshot.stale and not versions.changed_since(
+                client, writer.state, batch, generation, snapshot, source
+            ):
+                return
+            snapshot = versions.read(client, writer.state, batch, generation)
+            plans = converge(writer.table, snapshot.stored)
+            if not plans:
+                return
+            self._store(writer, plans, converted, snapshot, generation, source)
+        raise RuntimeError(
+            f"sink {self.name}: table {writer.table.keyspace}.{writer.table.name}: other writers kept changing "
+            f"the rows of this batch for {SETTLE_ROUNDS} rounds; the batch is applied again"
+        )
 
     @staticmethod
     def _empty_row(writer: TableWriter) -> list[Any]:

@@ -72,6 +72,9 @@ class StoredPartition:
 
     state: bytes | None
     rows: dict[bytes, tuple[bytes, bool]] = field(default_factory=dict)
+    # Rows whose stored form is not what ``state`` and ``rows`` give: a sink keeping several writers'
+    # versions of a row found the winning one behind the others (cdcfast.sinks.clickhouse_versions).
+    stale: set[bytes] = field(default_factory=set)
 
 
 @dataclass
@@ -159,6 +162,7 @@ def plan(
         merged = model.partitions[pk]
         known = stored.get(pk)
         known_rows = known.rows if known is not None else {}
+        known_stale = known.stale if known is not None else set()
         blob = encode_partition(merged)
         changed = blob != (known.state if known is not None and known.state else EMPTY_PARTITION)
         static = model.static_view(merged)
@@ -171,7 +175,7 @@ def plan(
             key = row_key(pk, clustering)
             shown = model.visible_row(pk, merged, clustering, row, static)
             row_blob = encode_row(row)
-            if not changed and known_rows.get(key) == (row_blob, shown is not None):
+            if not changed and known_rows.get(key) == (row_blob, shown is not None) and key not in known_stale:
                 continue  # stored as it is
             if shown is not None:
                 p.visible.append((key, shown, row_blob))
@@ -282,5 +286,41 @@ def reevaluate(table: TableDef, stored: dict[tuple[bytes, ...], StoredPartition]
         if p.tombstones:
             if model.static_columns:
                 _static_only_row(model, pk, p, known, merged)
+            plans.append(p)
+    return plans
+
+
+def converge(table: TableDef, stored: dict[tuple[bytes, ...], StoredPartition]) -> list[PartitionPlan]:
+    """The stale rows of ``stored`` (see :attr:`StoredPartition.stale`) planned again from the
+    stored states: what to write so that every row's stored form is what the states give. The
+    static-only row is judged again in every partition. ``stored`` holds whole partitions for a
+    table with static columns (their rows decide whether the static-only row shows)."""
+    model = TableState(table)
+    plans = []
+    for pk, known in stored.items():
+        merged = _stored_state(known)
+        for key, (blob, _) in known.rows.items():
+            _, clustering = split_row_key(key)
+            if blob and clustering is not None:
+                merged.rows[clustering] = decode_row(blob)
+        static = model.static_view(merged)
+        p = PartitionPlan(pk, partition_key_bytes(pk), None, [], [], [])
+        for key in known.stale:
+            _, clustering = split_row_key(key)
+            if clustering is None:
+                continue
+            row = merged.rows[clustering]
+            shown = model.visible_row(pk, merged, clustering, row, static)
+            if shown is not None:
+                p.visible.append((key, shown, known.rows[key][0]))
+            else:
+                p.tombstones.append((key, known.rows[key][0]))
+        if model.static_columns:
+            static_key = row_key(pk, None)
+            was_shown = known.rows.get(static_key, (b"", False))[1]
+            if static_key in known.stale and was_shown:  # its static values may be behind: shown again
+                known = StoredPartition(known.state, {**known.rows, static_key: (b"", False)})
+            _static_only_row(model, pk, p, known, merged)
+        if p.visible or p.tombstones or p.gone:
             plans.append(p)
     return plans

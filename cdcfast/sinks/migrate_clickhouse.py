@@ -15,6 +15,7 @@ from clickhouse_driver.errors import ServerException
 
 from cdcfast.commitlog.schema import Schema, TableDef
 from cdcfast.log import get_logger
+from cdcfast.sinks.clickhouse_sql import ident, key_table, qualified
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import (
     REEVALUATE_CHUNK,
@@ -36,15 +37,8 @@ REGISTRY_DDL = """CREATE TABLE IF NOT EXISTS cdcfast.tables (
   keyspace String, table String, table_id UUID, columns Array(String), status String, updated_at DateTime,
   _version UInt64
 ) ENGINE = ReplacingMergeTree(_version) ORDER BY (keyspace, table)"""
+MIGRATION_WRITER = "(migration)"  # the writer name of row versions a migration stores
 TABLE_SUFFIXES = ("_changes", "__rows", "__partitions", "__truncations")
-
-
-def _ident(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-def _qualified(database: str, name: str) -> str:
-    return f"{_ident(database)}.{_ident(name)}"
 
 
 def columns_of(client: Client, database: str, table: str) -> list[str]:
@@ -93,7 +87,7 @@ def hide_rows_of_dropped_columns(sink: ClickHouseSink, writer: TableWriter, drop
     cells kept alive are superseded by an invisible version (``_visible = 0``, their state kept), in
     chunks of :data:`REEVALUATE_CHUNK` keys. Idempotent: a crash before the registry records the
     drop judges them again at the next start."""
-    from cdcfast.sinks.clickhouse import key_table
+    from cdcfast.sinks import clickhouse_versions as versions
     from cdcfast.sinks.encode import Converted
     from cdcfast.sinks.merge import StoredPartition, reevaluate, split_row_key
 
@@ -106,16 +100,17 @@ def hide_rows_of_dropped_columns(sink: ClickHouseSink, writer: TableWriter, drop
             continue
         target = writer.targets[c.name]
         array = target.nullable_sql == target.sql and target.sql.startswith("Array")
-        nothing.append(f"{'empty' if array else 'isNull'}({_ident(c.name)})")
+        nothing.append(f"{'empty' if array else 'isNull'}({ident(c.name)})")
     all_null = " AND ".join(nothing) or "1"
     whole = any(c.kind == "static" for c in table.columns.values())  # the static-only row may appear
     generation = sink._generation(writer)
     empty = sink._empty_row(writer)
     hidden, last = 0, b""
+    winning = versions.winners(writer.rows, generation)  # each row's winning version (several writers')
     while True:
         candidates = client.execute(
-            f"SELECT _pk, _key, _state FROM {writer.rows} FINAL WHERE _visible = 1 AND _version > {generation} "
-            f"AND {all_null} AND _key > unhex(%(last)s) ORDER BY _key LIMIT {REEVALUATE_CHUNK}",
+            f"SELECT _pk, _key, _state, _version, _basis FROM ({winning}) WHERE _visible = 1 AND {all_null} "
+            f"AND _key > unhex(%(last)s) ORDER BY _key LIMIT {REEVALUATE_CHUNK}",
             {"last": last.hex()},
             settings={"strings_as_bytes": True},
         )
@@ -124,40 +119,43 @@ def hide_rows_of_dropped_columns(sink: ClickHouseSink, writer: TableWriter, drop
         last = candidates[-1][1]
         pks = list(dict.fromkeys(r[0] for r in candidates))
         partitions = key_table("_partitions", pks)
-        stored = {
-            pk_raw: StoredPartition(blob or None)
-            for pk_raw, blob in client.execute(
-                f"SELECT _pk, _state FROM {writer.partitions} FINAL WHERE _pk IN _partitions "
-                f"AND _version > {generation}",
-                settings={"strings_as_bytes": True},
-                external_tables=[partitions],
-            )
-        }
+        states: dict[bytes, list[tuple[str, bytes]]] = {}
+        for pk_raw, source, blob in client.execute(
+            f"SELECT _pk, _source, _state FROM {writer.partitions} FINAL WHERE _pk IN _partitions "
+            f"AND _version > {generation}",
+            settings={"strings_as_bytes": True},
+            external_tables=[partitions],
+        ):
+            states.setdefault(pk_raw, []).append((source.decode(), blob))
+        stored = {pk_raw: StoredPartition(versions.joined_partition(states.get(pk_raw, []))) for pk_raw in pks}
         rows = candidates
         if whole:
             rows = client.execute(
-                f"SELECT _pk, _key, _state FROM {writer.rows} FINAL WHERE _pk IN _partitions AND _visible = 1 "
-                f"AND _version > {generation}",
+                f"SELECT _pk, _key, _state, _version, _basis FROM ({winning}) WHERE _pk IN _partitions "
+                "AND _visible = 1",
                 settings={"strings_as_bytes": True},
                 external_tables=[partitions],
             )
-        for pk_raw, key, blob in rows:
-            stored.setdefault(pk_raw, StoredPartition(None)).rows[key] = (blob, True)
+        bases = {}
+        for pk_raw, key, blob, _, basis in rows:
+            stored[pk_raw].rows[key] = (blob, True)
+            bases[pk_raw] = basis
         plans = reevaluate(table, {split_row_key(next(iter(s.rows)))[0]: s for s in stored.values() if s.rows})
         if not plans:
             continue
-        version = max(time.time_ns(), generation + 1)
+        version = max(time.time_ns(), generation + 1, max(r[3] for r in rows) + 1)  # above the winners
         converted = Converted(list(writer.codec.columns))
         out: list[tuple] = []
         for p in plans:
-            out += [(*empty, key, p.pk_bytes, 0, 0, blob, version) for key, blob in p.tombstones]
-            out += [(*empty, key, p.pk_bytes, 0, 0, b"", version) for key in p.gone]
+            mine = (version, MIGRATION_WRITER, bases[p.pk_bytes])
+            out += [(*empty, key, p.pk_bytes, 0, 0, blob, *mine) for key, blob in p.tombstones]
+            out += [(*empty, key, p.pk_bytes, 0, 0, b"", *mine) for key in p.gone]
             out += [
-                (*writer.state_values(row, converted), key, p.pk_bytes, 1, row.row_expires, blob, version)
+                (*writer.state_values(row, converted), key, p.pk_bytes, 1, row.row_expires, blob, *mine)
                 for key, row, blob in p.visible
             ]
         client.execute(
-            f"INSERT INTO {writer.rows} ({', '.join(_ident(c) for c in writer.row_columns)}) VALUES",
+            f"INSERT INTO {writer.rows} ({', '.join(ident(c) for c in writer.row_columns)}) VALUES",
             list(map(list, zip(*out))),
             columnar=True,
         )
@@ -181,12 +179,12 @@ def register(client: Client, keyspace: str, name: str, table_id: Any, columns: l
 def move_aside(client: Client, keyspace: str, name: str, aside: str) -> None:
     """Rename ``keyspace.name``'s tables to ``aside``; its view goes (made again for ``aside`` if
     late mutations of the old table arrive)."""
-    client.execute(f"DROP TABLE IF EXISTS {_qualified(keyspace, name)}")  # the view
+    client.execute(f"DROP TABLE IF EXISTS {qualified(keyspace, name)}")  # the view
     for suffix in TABLE_SUFFIXES:
         if exists(client, keyspace, name + suffix):
             _tolerant(
                 client,
-                f"RENAME TABLE {_qualified(keyspace, name + suffix)} TO {_qualified(keyspace, aside + suffix)}",
+                f"RENAME TABLE {qualified(keyspace, name + suffix)} TO {qualified(keyspace, aside + suffix)}",
                 lambda suffix=suffix: exists(client, keyspace, aside + suffix),  # type: ignore[misc]
             )
     old = registered(client, keyspace, name)
@@ -222,6 +220,8 @@ def prepare_table(sink: ClickHouseSink, table: TableDef) -> TableWriter:
             renamed_to=aside,
         )
         there, mine = False, None
+    if there:
+        _writers_versions(client, ks, table.name, log)
     had = registered_columns(client, ks, table.name, table.id) if there else None
     stored = _migrate_columns(sink, table, log) if there else None
     writer = TableWriter(table, sink.mappings, sink.features, stored)
@@ -240,6 +240,26 @@ def prepare_table(sink: ClickHouseSink, table: TableDef) -> TableWriter:
     return writer
 
 
+def _writers_versions(client: Client, keyspace: str, name: str, log: Any) -> None:
+    """State tables made before each writer kept its own versions (cdcfast.sinks.clickhouse_versions)
+    get ``_source`` (and rows ``_basis``) at the end of their sorting key; what they hold stays, as
+    the versions of a writer named ``''``."""
+    for suffix, extra in (("__rows", ", ADD COLUMN _basis UInt64"), ("__partitions", "")):
+        relation = name + suffix
+        if "_source" in columns_of(client, keyspace, relation):
+            continue
+        key = client.execute(
+            "SELECT sorting_key FROM system.tables WHERE database = %(d)s AND name = %(t)s",
+            {"d": keyspace, "t": relation},
+        )[0][0]
+        ddl = (
+            f"ALTER TABLE {qualified(keyspace, relation)} ADD COLUMN _source String{extra}, "
+            f"MODIFY ORDER BY ({key}, _source)"
+        )
+        _tolerant(client, ddl, lambda: "_source" in columns_of(client, keyspace, relation))  # noqa: B023
+        log.info("state table keeps each writer's versions from now on", keyspace=keyspace, table=relation, ddl=ddl)
+
+
 def _migrate_columns(sink: ClickHouseSink, table: TableDef, log: Any) -> set[str] | None:
     from cdcfast.sinks.clickhouse import TableWriter
 
@@ -251,14 +271,14 @@ def _migrate_columns(sink: ClickHouseSink, table: TableDef, log: Any) -> set[str
     if not changes:
         return None
     full = TableWriter(table, sink.mappings, sink.features)
-    relation = _qualified(ks, rows_table)
+    relation = qualified(ks, rows_table)
     add = {
-        c.name: f"ALTER TABLE {relation} ADD COLUMN {_ident(c.name)} {full.sql_type(c)}, "
-        f"ADD COLUMN {_ident('_exp_' + c.name)} UInt32"
+        c.name: f"ALTER TABLE {relation} ADD COLUMN {ident(c.name)} {full.sql_type(c)}, "
+        f"ADD COLUMN {ident('_exp_' + c.name)} UInt32"
         for c in changes.added
     }
     drop = {
-        name: f"ALTER TABLE {relation} DROP COLUMN {_ident(name)}, DROP COLUMN {_ident('_exp_' + name)}"
+        name: f"ALTER TABLE {relation} DROP COLUMN {ident(name)}, DROP COLUMN {ident('_exp_' + name)}"
         for name in changes.dropped
     }
     if sink.auto_migrate:

@@ -263,6 +263,15 @@ class PartitionState:
     static: RowState = field(default_factory=RowState)
     rows: dict[tuple, RowState] = field(default_factory=dict)
 
+    def merge(self, other: PartitionState) -> None:
+        """Fold another state of the same partition in (another writer's: its deletions and static
+        row; the rows are not part of a stored partition state)."""
+        if other.deletion_ts is not None:
+            ts = self.deletion_ts
+            self.deletion_ts = other.deletion_ts if ts is None else max(ts, other.deletion_ts)
+        self.ranges += [r for r in other.ranges if r not in self.ranges]
+        self.static.merge(other.static)
+
 
 class TableState:
     """One table's current state, in memory: the reference model every sink follows."""

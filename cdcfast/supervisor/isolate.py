@@ -19,7 +19,9 @@ already stored are stored again as the same rows.
 
 Bounded: with ``k`` poison changes among ``n`` mutations the parts applied number about
 ``2 k log2(n / ONE_BY_ONE) + k * ONE_BY_ONE``; a batch of nothing but poison costs about ``n / ONE_BY_ONE``
-failed halvings and ``n`` single applies. Progress is logged every :data:`PROGRESS_SECONDS`.
+failed halvings and ``n`` single applies. Progress is logged every :data:`PROGRESS_SECONDS`; the
+batch's one warning is the writer's, which counts these letters with the screened ones and names
+the parts and seconds isolating took (:class:`Isolation`).
 A transient or permanent error on the way is raised as it is: the writer retries the whole batch
 (from its checkpoint, which has not moved) or takes the sink down.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from cdcfast.commitlog.schema import TableDef
@@ -39,6 +42,15 @@ ONE_BY_ONE = 8  # mutations: a failing part this small is tried one mutation at 
 PROGRESS_SECONDS = 5.0
 
 Mutation = list[ChangeEvent]
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What isolating a batch's poison took: the letters stored, the parts applied, the time."""
+
+    letters: list[DeadLetter]
+    parts: int
+    seconds: float
 
 
 def mutations(events: list[ChangeEvent]) -> list[Mutation]:
@@ -79,10 +91,9 @@ async def apply_isolating(
     position: tuple[int, int],
     refused: BaseException,
     log: Any,
-) -> list[DeadLetter]:
+) -> Isolation:
     """Apply ``events``, which the sink refused whole with the POISON error ``refused``, in parts;
-    store the changes it refuses alone as dead letters, then move the checkpoint to ``position``.
-    Returns the letters."""
+    store the changes it refuses alone as dead letters, then move the checkpoint to ``position``."""
     dead: list[DeadLetter] = []
     settled = attempts = 0
     started = reported = time.monotonic()
@@ -119,15 +130,4 @@ async def apply_isolating(
                 "isolating refused changes", settled=settled, events=len(events), dead_letters=len(dead), parts=attempts
             )
     await sink.apply([], tables, source, position)  # the checkpoint, once everything is settled
-    log.warning(
-        "changes the sink refused sent to the dead-letter queue, the rest applied",
-        dead_letters=len(dead),
-        events=len(events),
-        parts=attempts,
-        seconds=round(time.monotonic() - started, 2),
-        refused=[f"{d.event.keyspace}.{d.event.table}@{d.event.segment_id}:{d.event.position}" for d in dead[:10]],
-        reason=dead[0].reason if dead else None,
-        segment=position[0],
-        position=position[1],
-    )
-    return dead
+    return Isolation(dead, attempts, round(time.monotonic() - started, 2))

@@ -49,7 +49,7 @@ def schema_fingerprint(schema: Schema) -> str:
 
 def decoded_table_ids(events: list[ChangeEvent], schema: Schema) -> dict[str, str]:
     """The table id behind each table name of ``events``, in the schema they were decoded with."""
-    ids = {(t.keyspace, t.name): str(t.id) for t in schema.tables.values()}
+    ids = schema.ids_by_name
     named = {(e.keyspace, e.table) for e in events}
     return {f"{ks}.{name}": ids[(ks, name)] for ks, name in named if (ks, name) in ids}
 

@@ -210,8 +210,14 @@ class Parser:
         """The changes of CDC tables. Changes of a user table without cdc make the parser look at the
         schema source first: ``cdc = true`` may have come since its last look, and the writes right
         after it must not be lost waiting for the next poll."""
-        kept = [e for e in events if self._is_cdc(e)]
-        if len(kept) < len(events) and any(not e.keyspace.startswith("system") for e in events if not self._is_cdc(e)):
+        kept: list[ChangeEvent] = []
+        user_table_skipped = False
+        for event in events:
+            if self._is_cdc(event):
+                kept.append(event)
+            elif not event.keyspace.startswith("system"):
+                user_table_skipped = True
+        if user_table_skipped:
             if self.watcher.changed():
                 self.log.info("schema source changed: reading it again")
                 self.reload_schema()

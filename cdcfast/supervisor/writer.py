@@ -29,7 +29,7 @@ from cdcfast.observe import metrics, tracing
 from cdcfast.sinks import open_sink
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import reload_schema
-from cdcfast.supervisor.isolate import apply_isolating
+from cdcfast.supervisor.isolate import Isolation, apply_isolating
 from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch, as_decoded, schema_fingerprint
 from cdcfast.supervisor.ring import Ring, RingClosed
 from cdcfast.supervisor.signals import become_child_process
@@ -148,6 +148,7 @@ class Writer:
         if position > done:
             started = time.monotonic()
             self.sink.dead_lettered = []  # what an earlier, failed attempt stored was rolled back or is kept again
+            isolation = None
             with tracing.span("cdcfast.write", parent=batch.trace, sink=self.name, events=len(events)):
                 try:
                     await self.sink.apply(events, tables, self.node, position)  # with its checkpoint
@@ -155,9 +156,9 @@ class Writer:
                     if classify(exc) is not ErrorClass.POISON:
                         raise
                     # A change the warehouse itself refused: find it, dead-letter it, apply the rest.
-                    await apply_isolating(self.sink, events, tables, self.node, position, exc, self.log)
+                    isolation = await apply_isolating(self.sink, events, tables, self.node, position, exc, self.log)
             self.checkpoint = position
-            written = await self._count_dead_letters(events, batch)
+            written = await self._count_dead_letters(events, batch, isolation)
             metrics.record_write(self.name, metrics.events_by_table(written), 0, time.monotonic() - started)
             self.log.debug(
                 "batch applied",
@@ -171,9 +172,12 @@ class Writer:
             self.status.put(("applied", self.name, batch.seq, position, self.item_events))
             self.item_events = 0
 
-    async def _count_dead_letters(self, events: list[ChangeEvent], batch: EventBatch) -> list[ChangeEvent]:
-        """Report the changes this batch sent to the dead letter queue (a warning, the poison error
-        count, the queue's depth); the others, which were written."""
+    async def _count_dead_letters(
+        self, events: list[ChangeEvent], batch: EventBatch, isolation: Isolation | None
+    ) -> list[ChangeEvent]:
+        """Report the changes this batch sent to the dead letter queue (one warning, with what
+        isolating them took if the warehouse refused them at apply time; the poison error count; the
+        queue's depth); the others, which were written."""
         # By event id: parts rolled back while poison was isolated may have stored some twice.
         letters = list({d.event.event_id: d for d in self.sink.dead_lettered}.values())
         if not letters:
@@ -181,13 +185,17 @@ class Writer:
         self.sink.dead_lettered = []
         metrics.record_error(self.name, ErrorClass.POISON.value, len(letters))
         metrics.set_dlq_depth(self.name, await self.sink.dlq_depth())
+        isolated = {} if isolation is None else {"parts": isolation.parts, "isolation_seconds": isolation.seconds}
         self.log.warning(
             "changes sent to the dead letter queue (cdcfast dlq list)",
             count=len(letters),
+            events=len(events),
             tables=sorted({f"{d.event.keyspace}.{d.event.table}" for d in letters}),
+            refused=[f"{d.event.qualified_table}@{d.event.segment_id}:{d.event.position}" for d in letters[:10]],
             reason=letters[0].reason,
             segment=batch.segment_id,
             position=batch.position,
+            **isolated,
         )
         dead = {d.event.event_id for d in letters}
         return [e for e in events if e.event_id not in dead]

@@ -38,6 +38,7 @@ from support.expected import canonical_rows, differences, from_cassandra_json
 from support.pipeline import supervise_command, timescale_dsn
 from support.services import ensure_services
 from support.sinks import as_clickhouse_holds, clickhouse_state, fresh_database, postgres_state
+from support.throwaway import made_clickhouse_database
 
 from cdcfast.commitlog.schema import TableDef
 from cdcfast.transform.typemap import ClickHouseFeatures
@@ -390,16 +391,16 @@ def pipelines(*items: Pipeline) -> Iterator[tuple[Pipeline, ...]]:
 
 class Sinks:
     """A fresh PostgreSQL and TimescaleDB database each, and ClickHouse (databases named after the
-    test's keyspace, which is unique per run)."""
+    test's keyspace, which is unique per run); all dropped when the test ends (support.throwaway)."""
 
     def __init__(self, keyspace: str) -> None:
         dsns = ensure_services(["postgres", "timescaledb", "clickhouse"])
         self.keyspace = keyspace  # <prefix>_<10 hex digits>, new for each run
-        self.admin = {"pg": dsns["postgres"], "ts": dsns["timescaledb"]}
         self.pg = asyncio.run(fresh_database(dsns["postgres"]))
         self.ts = asyncio.run(fresh_database(dsns["timescaledb"]))
         self.ch = dsns["clickhouse"]
         self.client = Client.from_url(self.ch)
+        made_clickhouse_database(self.ch, keyspace)  # cdcfast creates it, named after the keyspace
         self.drop_stale_clickhouse(keyspace.rsplit("_", 1)[0])
         self.features = ClickHouseFeatures.from_version(self.client.execute("SELECT version()")[0][0])
 
@@ -464,25 +465,10 @@ class Sinks:
             return clickhouse_state(self.ch, table, when)
         return asyncio.run(postgres_state(self.pg if sink == "postgresql" else self.ts, table, when))
 
-    def drop(self) -> None:
-        """Remove the PostgreSQL and TimescaleDB databases (after a pass; a failure leaves them to look
-        at). ClickHouse's database stays: dropping it right after the writers stopped waits for its
-        merges (40 s and more); :meth:`drop_stale_clickhouse` removes it in a later run."""
-
-        async def drop(admin_dsn: str, dsn: str) -> None:
-            admin = await asyncpg.connect(admin_dsn)
-            try:
-                await admin.execute(f"DROP DATABASE IF EXISTS {dsn.rsplit('/', 1)[1]}")
-            finally:
-                await admin.close()
-
-        for admin_dsn, dsn in ((self.admin["pg"], self.pg), (self.admin["ts"], self.ts)):
-            with contextlib.suppress(Exception):
-                asyncio.run(drop(admin_dsn, dsn))
-
     def drop_stale_clickhouse(self, prefix: str, older_than: float = 3600) -> None:
         """Drop the ClickHouse databases of earlier runs (``<prefix>_<10 hex digits>``) whose tables
-        have not changed for ``older_than`` seconds (a run going on elsewhere keeps its own)."""
+        have not changed for ``older_than`` seconds (a run going on elsewhere keeps its own): those
+        of a session killed before its teardown."""
         rows = self.client.execute(
             "SELECT database, max(toUInt32(metadata_modification_time)) FROM system.tables "
             "WHERE match(database, %(pattern)s) GROUP BY database",

@@ -22,20 +22,15 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 import zlib
 from pathlib import Path
 
-import pytest
-from live.cassandra_node import NodeSetup, cassandra_node, tools_missing
+from live.cassandra_node import NodeSetup, cassandra_node
 from live.replication import (
     TABLES,
     CdcRawMonitor,
-    Pipeline,
-    Sinks,
     Workload,
     cassandra_state,
-    change_log_report,
     compare_states,
     ddl,
     pipelines,
@@ -43,15 +38,17 @@ from live.replication import (
     wait_caught_up,
     wait_delivered,
 )
+from support.live import (
+    change_log_failures,
+    fresh_sinks,
+    keyspace_cdc_tables,
+    live_marks,
+    pipeline_for,
+    schema_uri,
+    shifted_ports,
+)
 
-from cdcfast.commitlog import load_schema
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.cassandra,
-    pytest.mark.services,
-    pytest.mark.skipif(tools_missing() is not None, reason=str(tools_missing())),
-]
+pytestmark = live_marks(services=True)
 
 MIB = 1 << 20
 LIMIT_MIB = int(os.environ.get("CDCFAST_LIVE_CDC_MIB", "8"))  # the node's cdc_total_space
@@ -61,22 +58,13 @@ RATE_MIB_S = float(os.environ.get("CDCFAST_LIVE_RATE_MIB", "0.3"))
 PAYLOAD = (8000, 24000)  # blob bytes per inserted row: the space fills with few change events
 PORT_OFFSET = 100  # added to CDCFAST_LIVE_*_PORT
 
-
-@pytest.fixture(autouse=True)
-def own_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ports clear of the other live tests' nodes (they may run at the same time on one machine)."""
-    for name, default in (
-        ("CDCFAST_LIVE_NATIVE_PORT", 19042),
-        ("CDCFAST_LIVE_STORAGE_PORT", 17000),
-        ("CDCFAST_LIVE_JMX_PORT", 17199),
-    ):
-        monkeypatch.setenv(name, str(int(os.environ.get(name, default)) + PORT_OFFSET))
+own_ports = shifted_ports(PORT_OFFSET)
 
 
 def test_small_cdc_total_space_never_refuses_a_write(tmp_path: Path) -> None:
     started = time.monotonic()
-    keyspace = f"space_{uuid.uuid4().hex[:10]}"
-    sinks = Sinks(keyspace)
+    sinks = fresh_sinks("space")
+    keyspace = sinks.keyspace
     setup = NodeSetup(
         "space", storage_compat="NONE", compression="none", segment_mib=1, sync_ms=2000, heap="512M",
         cdc_total_mib=LIMIT_MIB,
@@ -88,11 +76,9 @@ def test_small_cdc_total_space_never_refuses_a_write(tmp_path: Path) -> None:
         assert setting.value == f"{LIMIT_MIB}MiB", setting  # the limit is the node's own
         for statement in ddl(keyspace, replication_factor=1):
             node.session.execute(statement)
-        schema_uri = f"cassandra://{node.address}:{node.port}"
-        pipeline = Pipeline(
-            node.cdc_raw, schema_uri, sinks.dsns, tmp_path / "state", node=f"space-{keyspace}",
-            extra=("--cdc-total-space", f"{LIMIT_MIB}MiB"),
-        )  # fmt: skip
+        pipeline = pipeline_for(
+            node, sinks, tmp_path / "state", f"space-{keyspace}", extra=("--cdc-total-space", f"{LIMIT_MIB}MiB")
+        )
         workload = Workload(node.session, keyspace, seed=zlib.crc32(keyspace.encode()))
         with pipelines(pipeline), CdcRawMonitor(node.cdc_raw) as monitor:
             pipeline.wait_ready()
@@ -128,20 +114,14 @@ def test_small_cdc_total_space_never_refuses_a_write(tmp_path: Path) -> None:
         assert metrics.get("cdcfast_cdc_total_space_bytes") == limit, metrics
         # every client write once in each change log; each state equal to Cassandra's SELECT *
         checked = time.monotonic()
-        schema = load_schema(schema_uri)
-        tables = {t.name: t for t in schema.cdc_tables() if t.keyspace == keyspace}
+        tables = keyspace_cdc_tables(schema_uri(node), keyspace)
         assert set(tables) == set(TABLES), tables
-        failures = []
+        failures = change_log_failures(sinks, result)
         for name in TABLES:
-            for sink, got in sinks.change_logs(name).items():
-                report = change_log_report(name, sink, got, result.writes[name])
-                if report:
-                    failures.append(report)
             failures += compare_states(sinks, tables[name], cassandra_state(node.session, tables[name]))
         assert not failures, "\n\n".join(failures)
         compared = time.monotonic()
     stopped = time.monotonic()
-    sinks.drop()
     print(
         f"\ncdc_total_space {LIMIT_MIB} MiB: {result.total} writes, {result.bytes / MIB:.1f} MiB of payload, "
         f"{passed / MIB:.0f} MiB of segments through cdc_raw, peak {monitor.peak / MIB:.2f} MiB, "

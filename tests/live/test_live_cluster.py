@@ -27,10 +27,8 @@ them (and the writers retry the deadlocks that concurrent batches run into there
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 import zlib
 from pathlib import Path
 
@@ -41,31 +39,30 @@ from live.cassandra_node import (
     cassandra_cluster,
     cluster_session,
     cluster_setups,
-    tools_missing,
 )
 from live.replication import (
     TABLES,
-    Pipeline,
     Sinks,
     Workload,
     WorkloadResult,
     cassandra_state,
-    change_log_report,
     compare_states,
     ddl,
     pipelines,
     wait_caught_up,
     wait_delivered,
 )
+from support.live import (
+    change_log_failures,
+    fresh_sinks,
+    keyspace_cdc_tables,
+    live_marks,
+    pipeline_for,
+    schema_uri,
+    shifted_ports,
+)
 
-from cdcfast.commitlog import load_schema
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.cassandra,
-    pytest.mark.services,
-    pytest.mark.skipif(tools_missing() is not None, reason=str(tools_missing())),
-]
+pytestmark = live_marks(services=True)
 
 KB = 1000
 PAYLOAD = (100, 800)  # blob bytes per inserted row
@@ -74,30 +71,15 @@ RATE = 60 * KB  # payload bytes per second: about 250 writes/s
 PHASE2_RATE = 5 * KB  # about 20 writes/s while node 3 goes down and comes back
 PORT_OFFSET = 150  # added to CDCFAST_LIVE_*_PORT
 
-
-@pytest.fixture(autouse=True)
-def own_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ports clear of the other live tests' nodes (they may run at the same time on one machine)."""
-    for name, default in (
-        ("CDCFAST_LIVE_NATIVE_PORT", 19042),
-        ("CDCFAST_LIVE_STORAGE_PORT", 17000),
-        ("CDCFAST_LIVE_JMX_PORT", 17199),
-    ):
-        monkeypatch.setenv(name, str(int(os.environ.get(name, default)) + PORT_OFFSET))
+own_ports = shifted_ports(PORT_OFFSET)
 
 
-def check(sinks: Sinks, session, keyspace: str, result: WorkloadResult, schema_uri: str, label: str) -> None:
+def check(sinks: Sinks, session, keyspace: str, result: WorkloadResult, uri: str, label: str) -> None:
     """Every client write exactly once in each change log; each state equal to SELECT * at ALL."""
     from cassandra import ConsistencyLevel
 
-    schema = load_schema(schema_uri)
-    tables = {t.name: t for t in schema.cdc_tables() if t.keyspace == keyspace}
-    failures = []
-    for name in TABLES:
-        for sink, got in sinks.change_logs(name).items():
-            report = change_log_report(name, sink, got, result.writes[name])
-            if report:
-                failures.append(report)
+    tables = keyspace_cdc_tables(uri, keyspace)
+    failures = change_log_failures(sinks, result)
     raced = []  # ClickHouse row states lost to the known race between writers (test_concurrent_writers.py)
     for name in TABLES:
         want = cassandra_state(session, tables[name], ConsistencyLevel.ALL)
@@ -131,8 +113,8 @@ def test_three_replicas_one_cdcfast_each_every_write_once(tmp_path: Path) -> Non
     from cassandra import ConsistencyLevel
 
     started = time.monotonic()
-    keyspace = f"trio_{uuid.uuid4().hex[:10]}"
-    sinks = Sinks(keyspace)
+    sinks = fresh_sinks("trio")
+    keyspace = sinks.keyspace
     base = NodeSetup("trio", storage_compat="NONE", compression="none", segment_mib=1, sync_ms=1000, heap="512M")
     timings: dict[str, float] = {}
     mark = started
@@ -150,10 +132,9 @@ def test_three_replicas_one_cdcfast_each_every_write_once(tmp_path: Path) -> Non
             for statement in ddl(keyspace, replication_factor=3):
                 session.execute(statement)
             assert cluster.control_connection.wait_for_schema_agreement(wait_time=60)
-            uris = [f"cassandra://{n.address}:{n.port}" for n in nodes]
             pipes = [
-                Pipeline(n.cdc_raw, uri, sinks.dsns, tmp_path / f"state{i + 1}", node=f"{keyspace}-node{i + 1}")
-                for i, (n, uri) in enumerate(zip(nodes, uris))
+                pipeline_for(n, sinks, tmp_path / f"state{i + 1}", f"{keyspace}-node{i + 1}")
+                for i, n in enumerate(nodes)
             ]
             with pipelines(*pipes):
                 for pipe in pipes:
@@ -169,7 +150,7 @@ def test_three_replicas_one_cdcfast_each_every_write_once(tmp_path: Path) -> Non
                 assert not result.failed, result.failed[:3]
                 wait_delivered(sinks, result.total, pipes, timeout=240)
                 wait_caught_up(pipes, timeout=240)
-                check(sinks, session, keyspace, result, uris[0], "all nodes up")
+                check(sinks, session, keyspace, result, schema_uri(nodes[0]), "all nodes up")
                 phase1 = result.total
                 lap("phase 1 (all nodes up)")
 
@@ -214,7 +195,7 @@ def test_three_replicas_one_cdcfast_each_every_write_once(tmp_path: Path) -> Non
                 # node 3's cdcfast read the hinted mutations again (and delivered nothing twice)
                 read_again = pipes[2].metrics().get("cdcfast_events_read_total", 0)
                 assert read_again >= down_writes, (read_again, down_writes)
-                check(sinks, session, keyspace, result, uris[0], "node 3 stopped and restarted")
+                check(sinks, session, keyspace, result, schema_uri(nodes[0]), "node 3 stopped and restarted")
                 lap("checked")
                 for pipe in pipes:
                     assert pipe.stop() == 0, f"{pipe.node} did not stop cleanly:\n{pipe.log()}"
@@ -222,8 +203,6 @@ def test_three_replicas_one_cdcfast_each_every_write_once(tmp_path: Path) -> Non
         finally:
             cluster.shutdown()
     lap("nodes stopped")
-    sinks.drop()
-    lap("sinks dropped")
     print(
         f"\n3 nodes, RF 3: {phase1} writes with every node up, {result.total - phase1} more while node 3 went "
         f"down ({down_writes} while it was down; its cdcfast read {read_again:.0f} events after the restart) "

@@ -31,7 +31,8 @@ from typing import Any
 
 import pytest
 from commitlog.test_corpus_reference import readable_diff
-from live.cassandra_node import JAVA_READER, LiveNode, NodeSetup, cassandra_node, tools_missing
+from live.cassandra_node import JAVA_READER, LiveNode, NodeSetup, cassandra_node
+from support.live import live_marks, schema_uri
 
 KEYSPACE = "live"
 
@@ -43,11 +44,7 @@ SETUPS = [
     NodeSetup("none-plain", storage_compat="NONE", compression="none"),
 ]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.cassandra,
-    pytest.mark.skipif(tools_missing() is not None, reason=str(tools_missing())),
-]
+pytestmark = live_marks(services=False)
 
 # --------------------------------------------------------------------------------------------
 # schema
@@ -877,13 +874,11 @@ EXPECTED_FEATURES = [
 ]  # fmt: skip
 
 
-def assert_live_schema_matches(schema_file: Path) -> None:
+def assert_live_schema_matches(node: LiveNode, schema_file: Path) -> None:
     """The schema read from the live node (cassandra://) is the one dumped to a file."""
-    from live.cassandra_node import _port
-
     from cdcfast.commitlog import load_schema
 
-    live = load_schema(f"cassandra://127.0.0.1:{_port('CDCFAST_LIVE_NATIVE_PORT', 19042)}")
+    live = load_schema(schema_uri(node))
     filed = load_schema(schema_file)
     mine = {i: t for i, t in live.tables.items() if t.keyspace == KEYSPACE}
     assert mine.keys() == filed.tables.keys()
@@ -915,7 +910,7 @@ def test_live_segments_decode_like_cassandra(setup: NodeSetup, tmp_path: Path) -
         future_ts = work.evolution()
         work.bulk(3000)
         node.dump_schema(KEYSPACE, schema_file)
-        assert_live_schema_matches(schema_file)
+        assert_live_schema_matches(node, schema_file)
         (tmp_path / "ops.jsonl").write_text("\n".join(json.dumps(op, default=repr) for op in work.ops))
         node.stop()
     workload_done = time.monotonic()

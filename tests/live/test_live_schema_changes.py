@@ -54,37 +54,27 @@ on 2 cores); the node and cdcfast are stopped (killed if need be) whatever happe
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-from live.cassandra_node import NodeSetup, cassandra_node, tools_missing
+from live.cassandra_node import NodeSetup, cassandra_node
 from live.replication import (
     SINK_NAMES,
     Pipeline,
     Sinks,
     cassandra_state,
     compare_states,
-    pipelines,
     transient,
 )
+from support.live import following, fresh_sinks, keyspace_cdc_tables, live_marks, schema_uri, shifted_ports
 
-from cdcfast.commitlog import load_schema
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.cassandra,
-    pytest.mark.services,
-    pytest.mark.skipif(tools_missing() is not None, reason=str(tools_missing())),
-]
+pytestmark = live_marks(services=True)
 
 PORT_OFFSET = 200  # added to CDCFAST_LIVE_*_PORT
 SETUP = NodeSetup("schema-live", storage_compat="CASSANDRA_4", compression="none", heap="512M")
@@ -97,15 +87,7 @@ STALL = 30.0  # ... or to give up earlier if no change log moved for this long
 IDLE_TIMEOUT = 60.0
 OFF_KEYS = 10_000  # toggled's keys written while cdc = false: OFF_KEYS and up, nothing else writes them
 
-
-@pytest.fixture(autouse=True)
-def own_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, default in (
-        ("CDCFAST_LIVE_NATIVE_PORT", 19042),
-        ("CDCFAST_LIVE_STORAGE_PORT", 17000),
-        ("CDCFAST_LIVE_JMX_PORT", 17199),
-    ):
-        monkeypatch.setenv(name, str(int(os.environ.get(name, default)) + PORT_OFFSET))
+own_ports = shifted_ports(PORT_OFFSET)
 
 
 # --------------------------------------------------------------------------------------------
@@ -534,8 +516,8 @@ def log_digest(pipe: Pipeline, limit: int = 12) -> str:
 
 def test_cdcfast_follows_live_schema_changes_without_a_restart(tmp_path: Path) -> None:
     started = time.monotonic()
-    ks = f"evo_{uuid.uuid4().hex[:10]}"
-    sinks = Sinks(ks)
+    sinks = fresh_sinks("evo")
+    ks = sinks.keyspace
     marks: list[str] = []
 
     def lap(label: str) -> None:
@@ -554,11 +536,8 @@ def test_cdcfast_follows_live_schema_changes_without_a_restart(tmp_path: Path) -
             session.execute(statement, timeout=60)
             timeline.append(f"{before}..{time.time_ns() // 1000} {' '.join(statement.split())}")
 
-        uri = f"cassandra://{node.address}:{node.port}"
-        pipe = Pipeline(node.cdc_raw, uri, sinks.dsns, tmp_path / "state", node=f"{ks}-node1")
         writer = Writer(session, seed=int(ks[4:], 16))
-        with pipelines(pipe):
-            pipe.wait_ready()
+        with following(node, sinks, tmp_path / "state", f"{ks}-node1") as pipe:
             children = wait_children(pipe)
             lap("cdcfast ready")
             writer.set("items", items_stream(ks, ("a", "b")))
@@ -644,8 +623,7 @@ def test_cdcfast_follows_live_schema_changes_without_a_restart(tmp_path: Path) -
             failures += wait_idle(pipe)
             lap("idle")
 
-            schema = load_schema(uri)
-            tables = {t.name: t for t in schema.cdc_tables() if t.keyspace == ks}
+            tables = keyspace_cdc_tables(schema_uri(node), ks)
             assert sorted(tables) == sorted(current), f"Cassandra's CDC tables: {sorted(tables)}"
             assert "b" not in tables["items"].columns and "c" in tables["items"].columns
             home = tables["people"].columns["home"].type
@@ -679,5 +657,4 @@ def test_cdcfast_follows_live_schema_changes_without_a_restart(tmp_path: Path) -
                 + f"\n\ncdcfast's warnings and errors:\n{log_digest(pipe)}"
             )  # fmt: skip
             assert pipe.stop() == 0, f"cdcfast did not stop cleanly:\n{pipe.log()}"
-    sinks.drop()
     print(f"\nschema changes followed: {len(writer.writes)} writes, {marks}")

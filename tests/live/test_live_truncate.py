@@ -17,23 +17,19 @@ Run with ``python -m pytest tests/live/test_live_truncate.py -m slow`` (about a 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
-from live.cassandra_node import NodeSetup, cassandra_node, tools_missing
+from live.cassandra_node import NodeSetup, cassandra_node
+from support.live import insert_rows, live_marks, schema_uri, shifted_ports
 
 from cdcfast.commitlog import CommitLogReader, Schema, discover, load_schema
 from cdcfast.commitlog.schema import durable_writes_warnings, non_durable_cdc_tables
 from cdcfast.commitlog.system import SYSTEM_LOCAL_ID
 from cdcfast.events import INSERT, TRUNCATE, ChangeEvent, events_from_batch
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.cassandra,
-    pytest.mark.skipif(tools_missing() is not None, reason=str(tools_missing())),
-]
+pytestmark = live_marks(services=False)
 
 SETUPS = [
     NodeSetup("c4-plain", storage_compat="CASSANDRA_4", compression="none", heap="512M"),
@@ -52,21 +48,7 @@ DDL = [
     "CREATE TABLE vol.plain (id int PRIMARY KEY, v text)",
 ]
 
-
-@pytest.fixture
-def own_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, default in (
-        ("CDCFAST_LIVE_NATIVE_PORT", 19042),
-        ("CDCFAST_LIVE_STORAGE_PORT", 17000),
-        ("CDCFAST_LIVE_JMX_PORT", 17199),
-    ):
-        monkeypatch.setenv(name, str(int(os.environ.get(name, default)) + PORT_OFFSET))
-
-
-def write(session, table: str, first: int, count: int) -> None:  # noqa: ANN001 - a driver session
-    insert = session.prepare(f"INSERT INTO {table} (id, v) VALUES (?, ?)")
-    for key in range(first, first + count):
-        session.execute(insert, (key, f"row {key} of {table}"))
+own_ports = shifted_ports(PORT_OFFSET)
 
 
 def decode(cdc_raw: Path, schema: Schema) -> tuple[list[ChangeEvent], CommitLogReader]:
@@ -75,24 +57,24 @@ def decode(cdc_raw: Path, schema: Schema) -> tuple[list[ChangeEvent], CommitLogR
 
 
 @pytest.mark.parametrize("setup", SETUPS, ids=[s.name for s in SETUPS])
-def test_truncate_and_durable_writes_on_a_real_node(setup: NodeSetup, tmp_path: Path, own_ports: None) -> None:
+def test_truncate_and_durable_writes_on_a_real_node(setup: NodeSetup, tmp_path: Path) -> None:
     started = time.monotonic()
     with cassandra_node(tmp_path / "node", setup) as node:
         session = node.session
         for statement in DDL:
             session.execute(statement)
-        write(session, "tr.items", 0, GROUP)
-        write(session, "tr.kept", 0, GROUP // 2)
-        write(session, "vol.lost", 0, GROUP // 2)
+        insert_rows(session, "tr.items", 0, GROUP)
+        insert_rows(session, "tr.kept", 0, GROUP // 2)
+        insert_rows(session, "vol.lost", 0, GROUP // 2)
         before_ms = int(time.time() * 1000)
         session.execute("TRUNCATE tr.items", timeout=120)
         after_ms = int(time.time() * 1000)
-        write(session, "tr.items", 1000, GROUP)
-        write(session, "tr.kept", 1000, GROUP // 2)
-        write(session, "vol.lost", 1000, GROUP // 2)
+        insert_rows(session, "tr.items", 1000, GROUP)
+        insert_rows(session, "tr.kept", 1000, GROUP // 2)
+        insert_rows(session, "vol.lost", 1000, GROUP // 2)
         session.execute("TRUNCATE vol.lost", timeout=120)
 
-        live = load_schema(f"cassandra://{node.address}:{node.port}")
+        live = load_schema(schema_uri(node))
         dumped = load_schema(node.dump_schema("tr", tmp_path / "001.json"))
         node.stop()  # drain: every segment's idx final
 

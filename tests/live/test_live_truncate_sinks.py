@@ -19,43 +19,23 @@ import os
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 
-import pytest
-from live.cassandra_node import NodeSetup, cassandra_node, tools_missing
+from live.cassandra_node import NodeSetup, cassandra_node
 from live.replication import Sinks, cassandra_state, compare_states
+from support.live import fresh_sinks, insert_rows, live_marks, shifted_ports
 from support.pipeline import supervise_command
 
 from cdcfast.commitlog import load_schema
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.cassandra,
-    pytest.mark.services,
-    pytest.mark.skipif(tools_missing() is not None, reason=str(tools_missing())),
-]
+pytestmark = live_marks(services=True)
 
 SETUP = NodeSetup("c4-plain", storage_compat="CASSANDRA_4", compression="none", heap="512M")
 PORT_OFFSET = 60
 GROUP = 40
 FUTURE_US = 4_000_000_000_000_000  # a deletion timestamp far beyond any write's
 
-
-@pytest.fixture
-def own_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, default in (
-        ("CDCFAST_LIVE_NATIVE_PORT", 19042),
-        ("CDCFAST_LIVE_STORAGE_PORT", 17000),
-        ("CDCFAST_LIVE_JMX_PORT", 17199),
-    ):
-        monkeypatch.setenv(name, str(int(os.environ.get(name, default)) + PORT_OFFSET))
-
-
-def write(session, table: str, first: int, count: int, note: str = "row") -> None:  # noqa: ANN001
-    insert = session.prepare(f"INSERT INTO {table} (id, v) VALUES (?, ?)")
-    for key in range(first, first + count):
-        session.execute(insert, (key, f"{note} {key}"))
+own_ports = shifted_ports(PORT_OFFSET)
 
 
 def racing_writer(session, table: str, stop: threading.Event, written: list[int]) -> None:  # noqa: ANN001
@@ -68,9 +48,9 @@ def racing_writer(session, table: str, stop: threading.Event, written: list[int]
         key += 1
 
 
-def test_every_sink_equals_cassandra_after_a_truncate(tmp_path: Path, own_ports: None) -> None:
-    keyspace = f"trs_{uuid.uuid4().hex[:10]}"
-    sinks = Sinks(keyspace)
+def test_every_sink_equals_cassandra_after_a_truncate(tmp_path: Path) -> None:
+    sinks = fresh_sinks("trs")
+    keyspace = sinks.keyspace
     with cassandra_node(tmp_path / "node", SETUP) as node:
         session = node.session
         session.execute(
@@ -78,8 +58,8 @@ def test_every_sink_equals_cassandra_after_a_truncate(tmp_path: Path, own_ports:
         )
         for name in ("items", "kept"):
             session.execute(f"CREATE TABLE {keyspace}.{name} (id int PRIMARY KEY, v text) WITH cdc = true")
-        write(session, f"{keyspace}.items", 0, GROUP)
-        write(session, f"{keyspace}.kept", 0, GROUP // 2)
+        insert_rows(session, f"{keyspace}.items", 0, GROUP)
+        insert_rows(session, f"{keyspace}.kept", 0, GROUP // 2)
         session.execute(f"DELETE FROM {keyspace}.items USING TIMESTAMP {FUTURE_US} WHERE id = 7")
 
         stop, raced = threading.Event(), []
@@ -93,10 +73,10 @@ def test_every_sink_equals_cassandra_after_a_truncate(tmp_path: Path, own_ports:
             stop.set()
             racer.join()
 
-        write(session, f"{keyspace}.items", 1000, GROUP)
-        write(session, f"{keyspace}.items", 1000, GROUP // 4, note="updated")
+        insert_rows(session, f"{keyspace}.items", 1000, GROUP)
+        insert_rows(session, f"{keyspace}.items", 1000, GROUP // 4, note="updated")
         session.execute(f"INSERT INTO {keyspace}.items (id, v) VALUES (7, 'back after the truncate')")
-        write(session, f"{keyspace}.kept", 1000, GROUP // 2)
+        insert_rows(session, f"{keyspace}.kept", 1000, GROUP // 2)
 
         (tmp_path / "schema").mkdir()
         schema_file = node.dump_schema(keyspace, tmp_path / "schema" / "001.json")
@@ -125,7 +105,6 @@ def test_every_sink_equals_cassandra_after_a_truncate(tmp_path: Path, own_ports:
     for sink, counts in sinks.change_logs("items").items():
         assert sum(counts.values()) >= 2 * GROUP + len(raced), sink
     assert_one_truncation_logged(sinks, keyspace)
-    sinks.drop()
 
 
 def assert_one_truncation_logged(sinks: Sinks, keyspace: str) -> None:

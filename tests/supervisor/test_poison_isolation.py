@@ -25,6 +25,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import structlog
 from conftest import CORPUS_ROOT, Corpus
 from prometheus_client.parser import text_string_to_metric_families
 from support.expected import as_of, differences, load_expected
@@ -34,6 +35,7 @@ from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, po
 
 from cdcfast.config import ClickHouseSink, PipelineConfig, PostgresSink, SourceConfig
 from cdcfast.events import TOMBSTONE, ChangeEvent
+from cdcfast.log import get_logger
 from cdcfast.observe import metrics
 from cdcfast.sinks.poison import EVENT_DECODER, replay_dead_letters
 from cdcfast.supervisor.messages import EventBatch, schema_fingerprint
@@ -236,3 +238,28 @@ def test_poison_the_server_refuses_is_isolated_and_the_sink_stays_up(kind: str, 
         if got != want:
             failures.append(differences(table, got, want))
     assert not failures, "\n\n".join(failures)
+
+
+def test_a_batch_with_poison_isolated_logs_one_warning(corpus_scratch, tmp_path) -> None:  # noqa: ANN001
+    """One warning per batch carries what isolating took (parts, seconds) and the dead letters' count."""
+    if not (CORPUS_ROOT / CORPUS).exists():
+        pytest.skip("corpus missing")
+    corpus = Corpus(CORPUS, corpus_scratch)
+    _, events = cdc_events(corpus)
+    events = [e for e in events if (e.keyspace, e.table) == ("types", "all_types")][:60]
+    inserts = [i for i, e in enumerate(events) if e.op == "insert"]
+    # PostgreSQL's change log cannot hold the time of a write USING TIMESTAMP 2^62: refused at apply time
+    stream = plant(events, [(inserts[-1], huge_timestamp(events[inserts[0]], 7_000_001), "out of range", False)])
+    dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
+    get_logger("test")  # logging set up first: set up inside capture_logs, it would replace the capture
+    with structlog.testing.capture_logs() as logged:
+        run = Run("postgresql", dsn, corpus.schema_dir, tmp_path)
+        asyncio.run(run.apply(stream, len(stream)))  # one batch
+
+    assert len(run.letters) == 1
+    warnings = [line for line in logged if line["log_level"] == "warning"]
+    assert len(warnings) == 1, warnings
+    (warning,) = warnings
+    assert warning["count"] == 1 and warning["tables"] == ["types.all_types"], warning
+    assert warning["parts"] >= 2 and warning["isolation_seconds"] >= 0, warning  # a failing whole, then parts
+    assert "out of range" in warning["reason"], warning

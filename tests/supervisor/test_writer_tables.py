@@ -41,3 +41,15 @@ def test_events_decoded_with_the_current_definition_keep_their_table() -> None:
 
     assert got == events
     assert as_decoded(events, {}, writer_schema) == events  # from a parser of an older cdcfast
+
+
+def test_the_name_to_id_map_is_built_once_per_schema() -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    schema = Schema({first: table(first)})
+    events = [event("users", 4)]
+
+    assert decoded_table_ids(events, schema) == {"shop.users": str(first)}
+    assert schema.ids_by_name is schema.ids_by_name  # built for the first batch, reused for the next
+    newer = Schema({second: table(second)})  # the schema read again: a new object, a map of its own
+    assert decoded_table_ids(events, newer) == {"shop.users": str(second)}
+    assert newer.ids_by_name is not schema.ids_by_name

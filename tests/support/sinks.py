@@ -12,6 +12,7 @@ from cdcfast.sinks.clickhouse import TableWriter as ClickHouseTable
 from cdcfast.sinks.postgres import TableWriter as PostgresTable
 from cdcfast.transform.typemap import ClickHouseFeatures, load_mappings
 from support.expected import canonical_rows
+from support.throwaway import made_postgres_database
 from support.warehouse import from_clickhouse, from_postgres
 
 
@@ -24,10 +25,12 @@ def fresh_clickhouse(dsn: str) -> Client:
 
 
 async def fresh_database(dsn: str) -> str:
+    """A new, empty database on ``dsn``'s server (its DSN), dropped when the current test ends."""
     name = "s_" + uuid.uuid4().hex[:12]
     admin = await asyncpg.connect(dsn)
     await admin.execute(f"CREATE DATABASE {name}")
     await admin.close()
+    made_postgres_database(dsn, name)
     return dsn.rsplit("/", 1)[0] + "/" + name
 
 
