@@ -12,7 +12,9 @@ outside what the column takes) to the Python path, which converts or raises as b
 ``tests/sinks/test_encode.py`` checks both agree on every corpus value and on odd bytes.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.datetime cimport import_datetime, timedelta_new
 from cpython.float cimport PyFloat_FromDouble
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
@@ -38,12 +40,12 @@ cdef enum:
 cdef dict INTEGER_SIZES = {"tinyint": 1, "smallint": 2, "int": 4, "bigint": 8}
 cdef dict PG_INTEGER_BITS = {"smallint": 16, "int2": 16, "integer": 32, "int": 32, "int4": 32, "bigint": 64, "int8": 64}
 cdef object UTC_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-cdef object timedelta = dt.timedelta
 cdef object fromordinal = dt.date.fromordinal
 cdef int64_t EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 cdef int64_t MILLIS_LOW = PG_MILLIS[0], MILLIS_HIGH = PG_MILLIS[1]
 cdef int64_t DAYS_LOW = PG_DAYS[0], DAYS_HIGH = PG_DAYS[1]
 cdef object UUID_TYPE = uuid.UUID
+import_datetime()
 
 
 def scalar_kind(str target, str converter, str cql_kind, str sql):
@@ -89,7 +91,9 @@ cdef class ScalarTarget:
         self.size = INTEGER_SIZES.get(cql_kind, 0)
         self.slow = slow
 
+    @cython.cdivision(False)
     def __call__(self, raw):
+        cdef int64_t days, rest
         cdef const uint8_t* p
         cdef Py_ssize_t n
         cdef int64_t v
@@ -134,8 +138,10 @@ cdef class ScalarTarget:
         elif kind == TIMESTAMPTZ:
             if n == 8:
                 v = be_int(p, 8)
-                if MILLIS_LOW <= v <= MILLIS_HIGH:
-                    return UTC_EPOCH + timedelta(milliseconds=v)
+                if MILLIS_LOW <= v <= MILLIS_HIGH:  # UTC_EPOCH + timedelta(milliseconds=v), as millis_to_datetime
+                    days = v // 86400000  # Python's floor division (cdivision off for this method)
+                    rest = v - days * 86400000
+                    return UTC_EPOCH + timedelta_new(<int>days, <int>(rest // 1000), <int>((rest % 1000) * 1000))
         elif kind == DATE:
             if n == 4:
                 v = <int64_t>(<uint32_t>be_int(p, 4)) - 2147483648

@@ -37,7 +37,7 @@ from cdcfast.sinks._changelog import BatchRender, TableRender
 from cdcfast.sinks._scalars import ScalarTarget, row_values, scalar_kind
 from cdcfast.sinks.changelog import CELL_KINDS, ChangeRow, element_key_type
 from cdcfast.sinks.poison import DeadLetter, screen
-from cdcfast.sinks.state import VisibleRow, frozen_bytes, ordered_elements
+from cdcfast.sinks.state import VisibleRow, frozen_bytes, sort_key
 from cdcfast.sinks.truncation import record_json
 from cdcfast.transform.typemap import JSON_SAFE_INTEGER, POSTGRES_TARGETS, TargetType, ValueMappingError, json_value
 from cdcfast.values import EMPTY, ValueDecodeError, decode, decode_cell_path, decode_cell_value, udt_field_index
@@ -381,6 +381,10 @@ class ColumnCodec:
         )
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 def _locate(keyspace: str, table: str, column: str, exc: ValueMappingError) -> ValueMappingError:
     return exc.located(keyspace, table, column)
 
@@ -406,12 +410,20 @@ def _elements_target(
     items = [fast_decoder(p) for p in ctype.params]
     names = ctype.field_names
 
+    # state.ordered_elements' order, its sort key made once per column instead of once per call
+    order = (
+        sort_key(CqlType("timeuuid") if kind == "list" else ctype.params[0]) if kind != "udt" else _identity
+    )
+
+    def by_path(item: tuple[bytes, bytes]) -> Any:
+        return order(item[0])
+
     def ordered(ctype: CqlType, elements: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         # One element (screening a cell) is in order already; a list's path is a timeuuid, whose
         # sort key refuses other lengths (then the frozen path decides, as before).
         if len(elements) == 1 and (kind != "list" or len(elements[0][0]) == 16):
             return elements
-        return ordered_elements(ctype, elements)
+        return sorted(elements, key=by_path)
 
     def build(elements: list[tuple[bytes, bytes]]) -> Any:
         if kind == "list":
