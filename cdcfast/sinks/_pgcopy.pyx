@@ -160,6 +160,8 @@ cdef enum:
     S_TIMESTAMPTZ = 10
     S_DATE = 11
     S_JSONB = 12
+    S_NUMERIC = 13
+    S_TEXT_ARRAY = 14
 
 STATE_SQL = {
     "text": S_TEXT,
@@ -175,10 +177,13 @@ STATE_SQL = {
     "timestamp with time zone": S_TIMESTAMPTZ,
     "date": S_DATE,
     "jsonb": S_JSONB,
+    "numeric": S_NUMERIC,
+    "text[]": S_TEXT_ARRAY,
 }
 
 import datetime as _dt
 import uuid as _uuid
+from decimal import Decimal as _Decimal
 
 from cpython.datetime cimport (
     PyDate_CheckExact,
@@ -360,6 +365,98 @@ cdef char* put_value(char* p, uint8_t kind, object value, Py_ssize_t n):
 cdef int32_t INT32_MIN_C = -2147483648
 
 
+cdef enum:
+    NUMERIC_POS = 0x0000
+    NUMERIC_NEG = 0x4000
+    NUMERIC_NAN = 0xC000
+    NUMERIC_PINF = 0xD000
+    NUMERIC_NINF = 0xF000
+    NUMERIC_MAX_DSCALE = 0x3FFF
+
+
+cdef bytes numeric_bytes(object value):
+    """A ``Decimal`` in numeric's binary form (PostgreSQL's numeric_send layout: digit count,
+    weight, sign, display scale, then base-10000 digits, most significant first), as asyncpg
+    lays it out: the digits aligned on the decimal point, the exponent's zeros included, the
+    display scale the exponent's digits after the point."""
+    cdef Py_ssize_t count, ndigits, i, j, padding
+    cdef int64_t exponent, dweight, weight
+    cdef int sign, dscale, digit
+    cdef Py_ssize_t k
+    if type(value) is not _Decimal:
+        raise Unencodable()
+    sign_bit, digits, exp = value.as_tuple()
+    if exp in ("n", "N"):
+        return b"\x00\x00\x00\x00" + bytes([NUMERIC_NAN >> 8, 0]) + b"\x00\x00"
+    if exp == "F":
+        return b"\x00\x00\x00\x00" + bytes([(NUMERIC_NINF if sign_bit else NUMERIC_PINF) >> 8, 0]) + b"\x00\x00"
+    exponent = exp
+    if exponent < -NUMERIC_MAX_DSCALE:
+        raise Unencodable()  # asyncpg refuses it
+    count = len(digits)
+    dweight = count + exponent - 1  # the power of ten of the first digit
+    if dweight >= 0:
+        weight = (dweight + 4) // 4 - 1
+    else:
+        weight = -((-dweight - 1) // 4 + 1)
+    if weight > 32767:
+        raise Unencodable()
+    padding = (weight + 1) * 4 - (dweight + 1)  # decimal zeros before the first digit in its group
+    ndigits = (count + padding + 3) // 4
+    if ndigits > 32767:
+        raise Unencodable()
+    dscale = <int>(-exponent) if exponent < 0 else 0
+    sign = NUMERIC_NEG if sign_bit else NUMERIC_POS
+    out = PyBytes_FromStringAndSize(NULL, 8 + 2 * ndigits)
+    cdef char* p = PyBytes_AS_STRING(out)
+    p = put16(p, <int16_t>ndigits)
+    p = put16(p, <int16_t>weight)
+    p = put16(p, <int16_t>sign)
+    p = put16(p, <int16_t>dscale)
+    for i in range(ndigits):
+        digit = 0
+        for j in range(4):
+            k = i * 4 + j - padding  # index into the Decimal's digits
+            digit = digit * 10 + (<int>digits[k] if 0 <= k < count else 0)
+        p = put16(p, <int16_t>digit)
+    return out
+
+
+cdef bytes text_array_bytes(object value):
+    """A list of texts (None: NULL elements) in array_send's layout, as asyncpg writes a flat list:
+    one dimension (also when empty), flags 0, element type text (oid 25), the length, lower bound 1,
+    then each element (length -1 for NULL)."""
+    cdef Py_ssize_t size = 20, n, i, count
+    cdef const char* text
+    if type(value) is not list:
+        raise Unencodable()
+    count = len(<list>value)
+    for i in range(count):
+        item = (<list>value)[i]
+        if item is None:
+            size += 4
+        elif type(item) is str:
+            PyUnicode_AsUTF8AndSize(item, &n)
+            size += 4 + n
+        else:
+            raise Unencodable()  # nested lists and other element types: asyncpg
+    out = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* p = PyBytes_AS_STRING(out)
+    p = put32(p, 1)
+    p = put32(p, 0)
+    p = put32(p, 25)
+    p = put32(p, <int32_t>count)
+    p = put32(p, 1)
+    for i in range(count):
+        item = (<list>value)[i]
+        if item is None:
+            p = put32(p, -1)
+        else:
+            text = PyUnicode_AsUTF8AndSize(item, &n)
+            p = put_bytes(p, text, n)
+    return out
+
+
 def state_row_copy(bytes kinds, values) -> bytes:
     """One state row (``values``: a sequence, one per column, encoded by ``kinds``, see
     :func:`state_kinds`) in binary COPY form; raises :class:`Unencodable` for a value of a type
@@ -369,18 +466,26 @@ def state_row_copy(bytes kinds, values) -> bytes:
     cdef Py_ssize_t i, size = 2, n
     cdef Py_ssize_t[64] small
     cdef Py_ssize_t* sizes = small
+    cdef uint8_t[64] own
+    cdef uint8_t kind
     cdef list row = list(values)
     if len(row) != count:
         raise ValueError(f"a state row of {count} columns, not {len(row)}")
     if count > 64:
         raise Unencodable()  # wider tables: asyncpg
     for i in range(count):
-        n = value_size(k[i], row[i])
+        kind = k[i]
+        if kind == S_NUMERIC or kind == S_TEXT_ARRAY:  # encoded first, then copied as bytes
+            if row[i] is not None:
+                row[i] = numeric_bytes(row[i]) if kind == S_NUMERIC else text_array_bytes(row[i])
+            kind = S_BYTEA
+        own[i] = kind
+        n = value_size(kind, row[i])
         sizes[i] = n
         size += 4 + (n if n > 0 else 0)
     out = PyBytes_FromStringAndSize(NULL, size)
     cdef char* p = PyBytes_AS_STRING(out)
     p = put16(p, <int16_t>count)
     for i in range(count):
-        p = put_value(p, k[i], row[i], sizes[i])
+        p = put_value(p, own[i], row[i], sizes[i])
     return out

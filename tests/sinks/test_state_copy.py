@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import math
 import uuid
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -52,26 +53,38 @@ ROWS = [
 ]  # fmt: skip
 
 
-async def stored(dsn: str) -> tuple[list, list]:
+NUMERIC_COLUMNS = {"num": "numeric", "t": "text", "a": "text[]"}
+ARRAYS = [[], ["a"], ["", None, "caf\u00e9", '"q",{}\\'], [None]]
+NUMERIC_ROWS = [
+    (Decimal(text), text, ARRAYS[i % len(ARRAYS)])
+    for i, text in enumerate((
+        "0", "-0", "0E-5", "0E+5", "1.50", "-0.001", "1E+10", "-1E-10", "123.4E-20", "9999", "10000", "0.0001",
+        "12345678901234567890.123456789", "-98765432109876543210987654321E+40", "1E-16383", "NaN", "Infinity",
+        "-Infinity",
+    ))
+] + [(None, None, None)]  # fmt: skip
+
+
+async def stored(dsn: str, columns_sql: dict[str, str] = COLUMNS, rows: list[tuple] = ROWS) -> tuple[list, list]:
     conn = await asyncpg.connect(dsn)
     await conn.set_type_codec("jsonb", encoder=_jsonb, decoder=lambda d: d, schema="pg_catalog", format="binary")
-    columns = ", ".join(f"{name} {sql}" for name, sql in COLUMNS.items())
+    columns = ", ".join(f"{name} {sql}" for name, sql in columns_sql.items())
     try:
         for table in ("by_asyncpg", "by_copy"):
             await conn.execute(f"CREATE TABLE {table} (n serial, {columns})")
-        await conn.copy_records_to_table("by_asyncpg", records=ROWS, columns=list(COLUMNS))
+        await conn.copy_records_to_table("by_asyncpg", records=rows, columns=list(columns_sql))
         types = dict(
             await conn.fetch(
                 "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
                 "WHERE attrelid = 'by_copy'::regclass AND attnum > 0 AND NOT attisdropped"
             )
         )
-        kinds = state_kinds([types[c] for c in COLUMNS])
+        kinds = state_kinds([types[c] for c in columns_sql])
         assert kinds is not None
-        rows = [state_row_copy(kinds, row) for row in ROWS]
-        await conn.copy_to_table("by_copy", source=binary_copy(rows), columns=list(COLUMNS), format="binary")
+        encoded = [state_row_copy(kinds, row) for row in rows]
+        await conn.copy_to_table("by_copy", source=binary_copy(encoded), columns=list(columns_sql), format="binary")
         # Text renderings compare everything (NaN, -0, infinities) the way PostgreSQL itself sees it.
-        select = ", ".join(f"{c}::text" for c in COLUMNS)
+        select = ", ".join(f"{c}::text" for c in columns_sql)
         mine = [tuple(r) for r in await conn.fetch(f"SELECT {select} FROM by_copy ORDER BY n")]
         theirs = [tuple(r) for r in await conn.fetch(f"SELECT {select} FROM by_asyncpg ORDER BY n")]
         return mine, theirs
@@ -86,6 +99,15 @@ def test_state_rows_store_what_asyncpg_stores() -> None:
     assert theirs[4][9] == "infinity" and theirs[4][10] == "infinity"  # asyncpg's reading of datetime/date max
     assert theirs[5][9] == "-infinity" and theirs[5][10] == "-infinity"
     assert theirs[3][4] == "NaN" and theirs[1][4] == "-0"
+
+
+def test_numeric_and_text_array_state_values_store_what_asyncpg_stores() -> None:
+    """Decimals of every shape (scales, exponents, zeros with scales, digit groups, NaN, infinities),
+    text arrays (empty, NULL elements, quotes and braces)."""
+    dsn = ensure_services(["postgres"])["postgres"]
+    mine, theirs = asyncio.run(stored(asyncio.run(fresh_database(dsn)), NUMERIC_COLUMNS, NUMERIC_ROWS))
+    assert mine == theirs
+    assert theirs[4][0] == "1.50" and theirs[2][0] == "0.00000"  # the scale kept
 
 
 @pytest.mark.parametrize(
@@ -104,6 +126,11 @@ def test_state_rows_store_what_asyncpg_stores() -> None:
         ("timestamp with time zone", dt.date(2024, 1, 1)),
         ("date", dt.datetime(2024, 1, 1, tzinfo=UTC)),
         ("jsonb", {"a": 1}),
+        ("numeric", 5),
+        ("text[]", [["nested"]]),
+        ("text[]", ("tuple",)),
+        ("text[]", [1]),
+        ("numeric", Decimal("1E-16384")),  # asyncpg refuses it
     ],
 )
 def test_values_it_does_not_write_are_refused(sql: str, value: object) -> None:
@@ -114,6 +141,6 @@ def test_values_it_does_not_write_are_refused(sql: str, value: object) -> None:
 
 
 def test_column_types_it_does_not_write_have_no_encoders() -> None:
-    assert state_kinds(["text", "numeric"]) is None
-    assert state_kinds(["text[]"]) is None
+    assert state_kinds(["text", "inet"]) is None
+    assert state_kinds(["integer[]"]) is None
     assert state_kinds(["timestamp without time zone"]) is None
