@@ -13,6 +13,10 @@ converts values for the sink's columns (:func:`cdcfast.transform.typemap.convert
 :meth:`TableCodec.screen` splits a batch into storable events and dead letters exactly as
 :func:`cdcfast.sinks.poison.screen` does, converting each value once: the converted key and cell
 values are remembered per batch (:class:`Converted`) for the state rows.
+
+Compiled parts: the screening loop's change-log JSON (cdcfast/sinks/_changelog.pyx), the default
+PostgreSQL rules of the scalar types and the state rows' per-column loop (cdcfast/sinks/_scalars.pyx);
+each hands anything unusual to the Python functions here, which decide and raise as before.
 """
 
 from __future__ import annotations
