@@ -1,6 +1,7 @@
 """Builds the Cython modules on `pip install -e .`: the commit log decoder (cdcfast/_commitlog.pyx),
-the change-event builder (cdcfast/_events.pyx) and the writers' binary COPY rows
-(cdcfast/sinks/_pgcopy.pyx)."""
+the change-event builder (cdcfast/_events.pyx), the writers' binary COPY rows
+(cdcfast/sinks/_pgcopy.pyx), their change-log JSON (cdcfast/sinks/_changelog.pyx) and PostgreSQL
+scalar values (cdcfast/sinks/_scalars.pyx)."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -19,6 +20,8 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension("cdcfast.sinks._pgcopy", ["cdcfast/sinks/_pgcopy.pyx"], extra_compile_args=["-O3"]),
+    Extension("cdcfast.sinks._changelog", ["cdcfast/sinks/_changelog.pyx"], extra_compile_args=["-O3"]),
+    Extension("cdcfast.sinks._scalars", ["cdcfast/sinks/_scalars.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

@@ -1,5 +1,8 @@
 """Typed surface of cdcfast/sinks/_pgcopy.pyx (change-log rows in PostgreSQL's binary COPY format)."""
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 COPY_HEADER: bytes
 COPY_TRAILER: bytes
 
@@ -15,3 +18,8 @@ def change_row_copy(
     deletion_ts: int | None,
     range_: bytes | None,
 ) -> bytes: ...
+
+class Unencodable(Exception): ...
+
+def state_kinds(sqls: Iterable[str]) -> bytes | None: ...
+def state_row_copy(kinds: bytes, values: Sequence[Any]) -> bytes: ...

@@ -13,6 +13,10 @@ converts values for the sink's columns (:func:`cdcfast.transform.typemap.convert
 :meth:`TableCodec.screen` splits a batch into storable events and dead letters exactly as
 :func:`cdcfast.sinks.poison.screen` does, converting each value once: the converted key and cell
 values are remembered per batch (:class:`Converted`) for the state rows.
+
+Compiled parts: the screening loop's change-log JSON (cdcfast/sinks/_changelog.pyx), the default
+PostgreSQL rules of the scalar types and the state rows' per-column loop (cdcfast/sinks/_scalars.pyx);
+each hands anything unusual to the Python functions here, which decide and raise as before.
 """
 
 from __future__ import annotations
@@ -33,17 +37,18 @@ from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, TableDef
 from cdcfast.errors import CdcfastError
 from cdcfast.events import COUNTER, SET, TRUNCATE, Cell, ChangeEvent
+from cdcfast.sinks._changelog import BatchRender, TableRender
+from cdcfast.sinks._scalars import ScalarTarget, row_values, scalar_kind
 from cdcfast.sinks.changelog import CELL_KINDS, ChangeRow, element_key_type
 from cdcfast.sinks.poison import DeadLetter, screen
-from cdcfast.sinks.state import VisibleRow, frozen_bytes, ordered_elements
+from cdcfast.sinks.state import VisibleRow, frozen_bytes, sort_key
 from cdcfast.sinks.truncation import record_json
-from cdcfast.transform.typemap import JSON_SAFE_INTEGER, TargetType, ValueMappingError, json_value
+from cdcfast.transform.typemap import JSON_SAFE_INTEGER, POSTGRES_TARGETS, TargetType, ValueMappingError, json_value
 from cdcfast.values import EMPTY, ValueDecodeError, decode, decode_cell_path, decode_cell_value, udt_field_index
 
 _INT_SIZES = {"tinyint": 1, "smallint": 2, "int": 4, "bigint": 8, "timestamp": 8, "time": 8}
 _FLOATS = {"float": struct.Struct(">f"), "double": struct.Struct(">d")}
 _DATE_EPOCH = 2**31
-_MISSING = object()
 _DECIMAL_SCALE = 10**6  # decimals with a scale beyond this take the generic decoder
 _from_bytes = int.from_bytes
 _UUID = uuid.UUID
@@ -286,9 +291,14 @@ def raw_json(ctype: CqlType) -> Callable[[bytes], Any]:
     return lambda raw: render(decoder(raw))
 
 
-def fast_target(target: TargetType, ctype: CqlType) -> Callable[[bytes], Any]:
-    """``target.to_target(raw)``: the value of one serialized Cassandra value for the target column."""
-    decoder, from_value, to_target = fast_decoder(ctype), target.from_value, target.to_target
+def fast_target(
+    target: TargetType, ctype: CqlType, from_value: Callable[[Any], Any] | None = None
+) -> Callable[[bytes], Any]:
+    """``target.to_target(raw)``: the value of one serialized Cassandra value for the target column
+    (``from_value``: an equivalent of ``target.from_value``, such as :func:`fast_jsonb`'s)."""
+    decoder, to_target = fast_decoder(ctype), target.to_target
+    if from_value is None:
+        from_value = target.from_value
 
     def convert(raw: bytes) -> Any:
         try:
@@ -296,6 +306,31 @@ def fast_target(target: TargetType, ctype: CqlType) -> Callable[[bytes], Any]:
         except ValueDecodeError:
             return to_target(raw)  # raises the converter's own error
         return from_value(value)
+
+    return convert
+
+
+_NUL_JSON = b"\\u0000"  # how orjson writes U+0000 (a text holding a backslash and "u0000" looks alike)
+
+
+def fast_jsonb(target: TargetType, ctype: CqlType) -> Callable[[Any], Any]:
+    """``target.from_value`` of a PostgreSQL ``jsonb`` column (the ``json`` converter): the JSON text
+    of the value as :func:`fast_json` renders it (``json_value`` with per-type closures instead of
+    its dispatch on every item). The converter also refuses U+0000 (jsonb cannot hold it): a text
+    that may hold one, NULL, and anything the closures do not take go through ``from_value``, which
+    converts or raises as before."""
+    render, from_value, dumps = fast_json(ctype), target.from_value, orjson.dumps
+
+    def convert(value: Any) -> Any:
+        if value is None or value is EMPTY:
+            return from_value(value)
+        try:
+            text = dumps(render(value))
+        except Exception:  # noqa: BLE001 - the converter decides and raises its own error
+            return from_value(value)
+        if _NUL_JSON in text:
+            return from_value(value)
+        return text.decode()
 
     return convert
 
@@ -328,7 +363,11 @@ class ColumnCodec:
         self.value_json: Callable[[bytes, bytes | None], Any] | None = None
         if self.complex:
             self.path_json, self.value_json = _element_json(ctype)
-        convert = fast_target(target, replace_frozen(ctype))
+        storage = replace_frozen(ctype)
+        from_value = target.from_value
+        if target.converter == "json" and target.target in POSTGRES_TARGETS:
+            from_value = fast_jsonb(target, storage)
+        convert = fast_target(target, storage, from_value)
         keyspace, name = table.keyspace, table.name
 
         def to_target(raw: bytes) -> Any:
@@ -337,12 +376,17 @@ class ColumnCodec:
             except ValueMappingError as exc:
                 raise exc.located(keyspace, name, column.name) from exc
 
-        self.to_target = to_target
+        kind = scalar_kind(target.target, target.converter, ctype.kind, target.sql) if not ctype.params else 0
+        self.to_target: Callable[[bytes], Any] = ScalarTarget(kind, ctype.kind, to_target) if kind else to_target
         self.elements_target: Callable[[list[tuple[bytes, bytes]]], Any] = (
-            _elements_target(ctype, to_target, target.from_value, partial(_locate, keyspace, name, column.name))
+            _elements_target(ctype, to_target, from_value, partial(_locate, keyspace, name, column.name))
             if self.complex
             else _no_elements
         )
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 def _locate(keyspace: str, table: str, column: str, exc: ValueMappingError) -> ValueMappingError:
@@ -370,16 +414,31 @@ def _elements_target(
     items = [fast_decoder(p) for p in ctype.params]
     names = ctype.field_names
 
+    # state.ordered_elements' order, its sort key made once per column instead of once per call
+    order = (
+        sort_key(CqlType("timeuuid") if kind == "list" else ctype.params[0]) if kind != "udt" else _identity
+    )
+
+    def by_path(item: tuple[bytes, bytes]) -> Any:
+        return order(item[0])
+
+    def ordered(ctype: CqlType, elements: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        # One element (screening a cell) is in order already; a list's path is a timeuuid, whose
+        # sort key refuses other lengths (then the frozen path decides, as before).
+        if len(elements) == 1 and (kind != "list" or len(elements[0][0]) == 16):
+            return elements
+        return sorted(elements, key=by_path)
+
     def build(elements: list[tuple[bytes, bytes]]) -> Any:
         if kind == "list":
             (element,) = items
-            return [element(value) for _, value in ordered_elements(ctype, elements)]
+            return [element(value) for _, value in ordered(ctype, elements)]
         if kind == "set":
             (element,) = items
-            return [element(path) for path, _ in ordered_elements(ctype, elements)]
+            return [element(path) for path, _ in ordered(ctype, elements)]
         if kind == "map":
             key, item = items
-            return [(key(path), item(value)) for path, value in ordered_elements(ctype, elements)]
+            return [(key(path), item(value)) for path, value in ordered(ctype, elements)]
         if not names:  # an empty frozen UDT value is decoded by the generic decoder
             raise ValueError
         fields: list[Any] = [None] * len(names)
@@ -512,6 +571,7 @@ class TableCodec:
         self.partition_key = [self.columns[c.name] for c in table.partition_key]
         self.clustering = [self.columns[c.name] for c in table.clustering]
         self.data = [self.columns[c.name] for c in table.columns.values()]
+        self._render: TableRender | None = None  # the compiled change-log renderer, built on first use
 
     # -- change log -------------------------------------------------------------------------------
     def key_json(self, event: ChangeEvent) -> bytes:
@@ -593,77 +653,13 @@ class TableCodec:
     def _screen(
         self, events: list[ChangeEvent], source: str, record: Callable[..., Any], out: Screening
     ) -> Iterator[Any]:
-        good, rows, dead, converted = out.good, out.rows, out.dead, out.converted
-        memo = converted.values
-        pk_codecs, ck_codecs, columns = self.partition_key, self.clustering, self.columns
-        partitions: dict[tuple[bytes, ...], dict[str, Any]] = {}  # partition key -> its JSON, converted
-        dumps = orjson.dumps
-        kinds = CELL_KINDS
+        good, rows, dead = out.good, out.rows, out.dead
+        if self._render is None:
+            self._render = TableRender(self, CELL_KINDS)
+        row_of = BatchRender(self._render, out.converted.values, source, record).row
         for event in events:
             try:
-                partition_key = event.partition_key
-                pk = tuple(partition_key)
-                key = partitions.get(pk)
-                if key is None:
-                    key = {}
-                    for c, raw in zip(pk_codecs, partition_key):
-                        key[c.name] = c.json(raw)
-                        seen = memo[c.name]
-                        if raw not in seen:
-                            seen[raw] = c.to_target(raw)
-                    partitions[pk] = key
-                if ck_codecs:
-                    key = dict(key)
-                    for c, value in zip(ck_codecs, event.clustering):
-                        if value is None:
-                            key[c.name] = None
-                            continue
-                        key[c.name] = c.json(value)
-                        seen = memo[c.name]
-                        if value not in seen:
-                            seen[value] = c.to_target(value)
-                cells = None
-                if event.cells:
-                    entries = []
-                    for cell in event.cells:
-                        column = columns.get(cell.column)
-                        value = cell.value
-                        if column is None:
-                            entry: dict[str, Any] = {"col": cell.column, "kind": kinds[cell.kind], "ts": cell.ts}
-                        elif cell.path is None and not column.complex:
-                            if value is None:
-                                entry = {"col": cell.column, "kind": kinds[cell.kind], "ts": cell.ts}
-                            else:
-                                entry = {
-                                    "col": cell.column,
-                                    "kind": kinds[cell.kind],
-                                    "ts": cell.ts,
-                                    "value": column.json(value),
-                                }
-                                if cell.kind == SET:
-                                    seen = memo[column.name]
-                                    if value not in seen:
-                                        seen[value] = column.to_target(value)
-                        else:
-                            entry = self._complex_entry(column, cell)
-                        if cell.ttl:
-                            entry["ttl"], entry["expires_at"] = cell.ttl, cell.expires_at
-                        entries.append(entry)
-                    cells = dumps(entries)
-                row = record(
-                    event.event_id,
-                    event.op,
-                    event.ts,
-                    event.segment_id,
-                    event.position,
-                    source,
-                    dumps(key),
-                    cells,
-                    event.deletion_ts,
-                    None
-                    if event.range_start is None and event.range_end is None and event.op != TRUNCATE
-                    else self.range_json(event),
-                )
+                row = row_of(event)
             except CdcfastError:
                 # The generic screen gives the dead letter its reason (and agrees that it is one).
                 ok, letters = screen(self.table, [event], self._convert, source)
@@ -700,38 +696,11 @@ class TableCodec:
 
     def row_values(self, row: VisibleRow, converted: Converted) -> list[Any]:
         """A visible row's values as the sink's columns store them: key columns, then data columns
-        (``None``, or the column's own empty value, for a value that does not show)."""
-        memo = converted.values
-        out = []
-        for c, key in zip(self.partition_key, row.partition_key):
-            value = memo[c.name].get(key, _MISSING)
-            out.append(value if value is not _MISSING else self.target(converted, c, key))
-        for c, part in zip(self.clustering, row.clustering or [None] * len(self.clustering)):
-            if part is None:
-                out.append(c.null)
-                continue
-            value = memo[c.name].get(part, _MISSING)
-            out.append(value if value is not _MISSING else self.target(converted, c, part))
-        got = row.values.get
-        for c in self.data:
-            shown = got(c.name)
-            if shown is None:
-                out.append(c.null)
-            elif c.counter:
-                out.append(shown)  # the counter's total, already summed over shards
-            elif c.complex:
-                # Converted once per batch: a partition's static change rewrites each of its rows, and
-                # with them the same elements again.
-                elements = tuple(shown)
-                seen = memo[c.name]
-                value = seen.get(elements, _MISSING)
-                if value is _MISSING:
-                    value = seen[elements] = c.elements_target(shown)
-                out.append(value)
-            else:
-                value = memo[c.name].get(shown, _MISSING)
-                out.append(value if value is not _MISSING else self.target(converted, c, shown))
-        return out
+        (``None``, or the column's own empty value, for a value that does not show); each value
+        converted once per batch (a non-frozen column's: per tuple of elements, since a
+        partition's static change rewrites each of its rows with the same elements). Compiled:
+        :func:`cdcfast.sinks._scalars.row_values`."""
+        return row_values(self, row, converted.values)
 
     def target(self, converted: Converted, column: ColumnCodec, raw: bytes) -> Any:
         """The target value of a simple column's serialized value, converted once per batch."""

@@ -35,7 +35,7 @@ from cdcfast.config import Hypertable
 from cdcfast.errors import ConfigError
 from cdcfast.events import ChangeEvent
 from cdcfast.sinks import migrate_postgres
-from cdcfast.sinks._pgcopy import COPY_HEADER, COPY_TRAILER, change_row_copy
+from cdcfast.sinks._pgcopy import COPY_HEADER, COPY_TRAILER, Unencodable, change_row_copy, state_kinds, state_row_copy
 from cdcfast.sinks.base import WarehouseSink
 from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_paused
 from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
@@ -542,14 +542,22 @@ class PostgresSink(WarehouseSink):
             )
         if any(p.visible for p in plans):
             state_record = writer.state_record
-            await conn.copy_records_to_table(
-                writer.table.name,
-                schema_name=writer.table.keyspace,
-                records=(
-                    state_record(row, key, p.pk_bytes, blob, converted) for p in plans for key, row, blob in p.visible
-                ),
-                columns=writer.state_columns,
-            )
+            records = [
+                state_record(row, key, p.pk_bytes, blob, converted) for p in plans for key, row, blob in p.visible
+            ]
+            rows = await self._state_rows(writer, records)
+            if rows is not None:
+                await conn.copy_to_table(
+                    writer.table.name,
+                    schema_name=writer.table.keyspace,
+                    source=binary_copy(rows),
+                    columns=writer.state_columns,
+                    format="binary",
+                )
+            else:
+                await conn.copy_records_to_table(
+                    writer.table.name, schema_name=writer.table.keyspace, records=records, columns=writer.state_columns
+                )
         if tombstone_rows:
             await conn.copy_records_to_table(
                 f"{writer.table.name}__tombstones",
@@ -564,6 +572,29 @@ class PostgresSink(WarehouseSink):
                 [r[0] for r in partition_rows],
                 [r[1] for r in partition_rows],
             )
+
+    async def _state_rows(self, writer: TableWriter, records: list[tuple]) -> list[bytes] | None:
+        """The state rows in binary COPY form (:func:`cdcfast.sinks._pgcopy.state_row_copy`), each
+        value written as asyncpg writes it for the column's type as the table has it now (read in
+        this transaction, as asyncpg reads it for ``copy_records_to_table``); None when a column's
+        type or a value is not one that encoder writes: asyncpg then encodes the batch."""
+        assert self.conn is not None
+        types = dict(
+            await self.conn.fetch(
+                "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
+                "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+                writer.state,
+            )
+        )
+        if not all(c in types for c in writer.state_columns):
+            return None
+        kinds = state_kinds([types[c] for c in writer.state_columns])
+        if kinds is None:
+            return None
+        try:
+            return [state_row_copy(kinds, record) for record in records]
+        except Unencodable:
+            return None
 
     async def _truncate(self, writer: TableWriter, work: StateWork, source: str) -> list[ChangeEvent]:
         """Empty the table's state (rows, row tombstones, partition states: in this transaction, with

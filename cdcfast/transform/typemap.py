@@ -229,6 +229,7 @@ class TargetType:
     cql_type: CqlType
     nullable_sql: str
     convert: Callable[[Any], Any] = field(repr=False)  # raises _Refused: for enclosing converters
+    converter: str = ""  # the rule's converter (``convert:`` in the YAML): writers' compiled fast paths key on it
 
 
 @dataclass(frozen=True)
@@ -767,6 +768,7 @@ def _target_type(
         cql_type=ctype,
         nullable_sql=nullable_sql,
         convert=convert,
+        converter=rule.convert,
     )
 
 

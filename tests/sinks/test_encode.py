@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -12,9 +13,10 @@ from conftest import Corpus
 from support.replay import cdc_events
 
 from cdcfast.commitlog.cqltypes import CqlType, parse_cql_type
+from cdcfast.commitlog.schema import ColumnDef, TableDef
 from cdcfast.events import SET, ChangeEvent
 from cdcfast.sinks.changelog import change_row
-from cdcfast.sinks.encode import TableCodec, fast_decoder, fast_target, raw_json, replace_frozen
+from cdcfast.sinks.encode import ColumnCodec, TableCodec, fast_decoder, fast_target, raw_json, replace_frozen
 from cdcfast.sinks.poison import screen
 from cdcfast.sinks.state import frozen_bytes
 from cdcfast.transform.typemap import ClickHouseFeatures, convert_cell, json_value, load_mappings
@@ -145,6 +147,55 @@ def test_encoders_equal_the_generic_functions_on_odd_bytes(type_text: str) -> No
         for name, target in TARGETS.items():
             mapping = target(ctype)
             assert agree(outcome(fast_target(mapping, ctype), raw), outcome(mapping.to_target, raw)), (name, raw)
+
+
+SCALAR_EDGES = [
+    b"nul\x00inside",
+    b"\x00",
+    "caf\u00e9".encode(),
+    b"\xed\xa0\x80",  # an encoded surrogate: not UTF-8
+    b"\x7f\xff\xff\xff\xff\xff\xff\xff",
+    b"\x80\x00\x00\x01",
+    b"\xff\xc4\x6f\x36\x4c\x9a\x40\x00",  # timestamp year -9000: outside timestamptz through asyncpg
+    (253_402_300_799_999).to_bytes(8, "big"),  # 9999-12-31T23:59:59.999
+    (253_402_300_800_000).to_bytes(8, "big"),
+    (-62_135_596_800_000).to_bytes(8, "big", signed=True),  # 0001-01-01T00:00:00.000
+    (-62_135_596_799_999).to_bytes(8, "big", signed=True),
+    (2**31 - 719_162).to_bytes(4, "big"),  # date 0001-01-01, refused (PostgreSQL's range here starts a day later)
+    (2**31 - 719_161).to_bytes(4, "big"),
+    (2**31 + 2_932_896).to_bytes(4, "big"),  # 9999-12-30
+    (2**31 + 2_932_897).to_bytes(4, "big"),
+    b"\x7f\xf8\x00\x00\x00\x00\x00\x01",  # a NaN with a payload
+    b"\x80\x00\x00\x00\x00\x00\x00\x00",  # -0.0
+    b"\x7f\xc0\x00\x01",
+]
+
+
+COMPOSITE_EDGES = [
+    b"\x00\x00\x00\x01\x00\x00\x00\x03a\x00b",  # one element: a text holding U+0000 (or 3 bytes)
+    b"\x00\x00\x00\x01\x00\x00\x00\x07a\\u0000",  # a text holding a backslash and "u0000"
+    b"\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x04\x00\x00\x00\x07",  # a map key "\x00" -> 7
+    b"\x00\x00\x00\x02\x00\x00\x00\x08\x7f\xf8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x08" + b"\x80" + b"\x00" * 7,
+    b"\x00\x00\x00\x00",
+]
+
+
+@pytest.mark.parametrize(
+    "type_text", EDGE_TYPES + ["frozen<list<double>>", "frozen<map<text, text>>", "frozen<tuple<text, double>>"]
+)
+def test_column_targets_equal_the_generic_conversion_on_odd_bytes(type_text: str) -> None:
+    """A column's ``to_target`` (compiled for the default PostgreSQL scalar rules; jsonb rendered
+    per type) gives what ``convert_cell`` gives, or the same error, for PostgreSQL and ClickHouse
+    targets."""
+    ctype = parse_cql_type(type_text)
+    column = ColumnDef("c", "partition_key", 0, ctype, type_text)
+    table = TableDef(uuid.uuid4(), "ks", "t", True, partition_key=[column], clustering=[], columns={})
+    for name, target in TARGETS.items():
+        mapping = target(ctype)
+        codec = ColumnCodec(table, column, mapping)
+        for raw in EDGE_VALUES + SCALAR_EDGES + COMPOSITE_EDGES:
+            want = outcome(convert_cell, mapping, "ks", "t", "c", raw)
+            assert agree(outcome(codec.to_target, raw), want), (name, type_text, raw)
 
 
 def test_decimals_keep_scale_and_sign() -> None:
