@@ -40,6 +40,7 @@ from cdcfast.sinks import migrate_clickhouse
 from cdcfast.sinks.base import WarehouseSink
 from cdcfast.sinks.clickhouse_sql import ident, qualified
 from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
+from cdcfast.sinks.errors import WritersKeptRacing
 from cdcfast.sinks.merge import PartitionPlan, by_table, converge, partition_key_bytes, plan, scope
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
@@ -513,9 +514,9 @@ class ClickHouseSink(WarehouseSink):
             if not plans:
                 return
             self._store(writer, plans, converted, snapshot, generation, source)
-        raise RuntimeError(
+        raise WritersKeptRacing(
             f"sink {self.name}: table {writer.table.keyspace}.{writer.table.name}: other writers kept changing "
-            f"the rows of this batch for {SETTLE_ROUNDS} rounds; the batch is applied again"
+            f"the rows of this batch for {SETTLE_ROUNDS} rounds; the batch is applied again after a backoff"
         )
 
     @staticmethod

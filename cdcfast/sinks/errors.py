@@ -1,8 +1,8 @@
 """What a sink error means for the pipeline, decided from what the drivers raise.
 
 - TRANSIENT: the sink is briefly unavailable (connection refused or cut, timeouts, too many
-  connections, a serialization failure, ClickHouse's memory limit). Retry with backoff; the batch is
-  applied again, which is safe because every write is idempotent.
+  connections, a serialization failure, ClickHouse's memory limit, other writers racing). Retry with
+  backoff; the batch is applied again, which is safe because every write is idempotent.
 - PERMANENT: the sink cannot be written until an operator acts (authentication, privileges, a missing
   database, or anything not understood). The sink stops with the reason; other sinks go on.
 - POISON: one value cannot be stored (out of range for the column, a constraint, too big for an index
@@ -18,6 +18,11 @@ import enum
 
 import asyncpg
 from clickhouse_driver import errors as ch_errors
+
+
+class WritersKeptRacing(Exception):
+    """Other nodes' writers kept changing the rows of a batch while this writer settled them
+    (cdcfast.sinks.clickhouse_versions): transient, the batch is applied again after a backoff."""
 
 
 class ErrorClass(str, enum.Enum):
@@ -103,6 +108,6 @@ def classify(exc: BaseException) -> ErrorClass:
         # Raised by the drivers while sending a value its column cannot take (clickhouse-driver
         # packing 2^62 into a DateTime; asyncpg or datetime overflowing on a timestamp far past 9999).
         return ErrorClass.POISON
-    if isinstance(exc, (OSError, TimeoutError, EOFError, ConnectionError)):
+    if isinstance(exc, (OSError, TimeoutError, EOFError, ConnectionError, WritersKeptRacing)):
         return ErrorClass.TRANSIENT
     return ErrorClass.PERMANENT

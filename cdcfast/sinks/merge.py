@@ -215,6 +215,16 @@ def _static_only_row(
         p.gone.append(key)
 
 
+def _stored_partition(known: StoredPartition) -> PartitionState:
+    """A stored partition's state with its stored rows (the static-only row aside)."""
+    merged = _stored_state(known)
+    for key, (blob, _) in known.rows.items():
+        _, clustering = split_row_key(key)
+        if blob and clustering is not None:
+            merged.rows[clustering] = decode_row(blob)
+    return merged
+
+
 def _stored_state(known: StoredPartition | None) -> PartitionState:
     return decode_partition(known.state) if known is not None and known.state else PartitionState()
 
@@ -270,11 +280,7 @@ def reevaluate(table: TableDef, stored: dict[tuple[bytes, ...], StoredPartition]
     model = TableState(table)
     plans = []
     for pk, known in stored.items():
-        merged = _stored_state(known)
-        for key, (blob, _) in known.rows.items():
-            _, clustering = split_row_key(key)
-            if blob and clustering is not None:
-                merged.rows[clustering] = decode_row(blob)
+        merged = _stored_partition(known)
         static = model.static_view(merged)
         p = PartitionPlan(pk, partition_key_bytes(pk), None, [], [], [])
         for key, (blob, shown) in known.rows.items():
@@ -298,11 +304,7 @@ def converge(table: TableDef, stored: dict[tuple[bytes, ...], StoredPartition]) 
     model = TableState(table)
     plans = []
     for pk, known in stored.items():
-        merged = _stored_state(known)
-        for key, (blob, _) in known.rows.items():
-            _, clustering = split_row_key(key)
-            if blob and clustering is not None:
-                merged.rows[clustering] = decode_row(blob)
+        merged = _stored_partition(known)
         static = model.static_view(merged)
         p = PartitionPlan(pk, partition_key_bytes(pk), None, [], [], [])
         for key in known.stale:

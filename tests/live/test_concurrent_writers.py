@@ -26,7 +26,9 @@ from support.throwaway import made_clickhouse_database
 
 from cdcfast.commitlog.schema import schema_from_rows
 from cdcfast.events import PARTITION_DELETE, UPDATE, Cell, ChangeEvent
+from cdcfast.sinks import clickhouse
 from cdcfast.sinks.clickhouse import ClickHouseSink
+from cdcfast.sinks.errors import ErrorClass, classify
 
 pytestmark = pytest.mark.services
 
@@ -255,3 +257,19 @@ def test_a_deletion_logged_by_one_node_racing_a_newer_cell_leaves_the_newer_cell
     race.apply(race.b, [a5])
     race.interleave(race.b, [update(ks, "b", "b15", 15)], race.a, [partition_delete(ks, 10)])
     assert race.state() == [(1, 1, None, "b15", None)]
+
+
+def test_writers_that_keep_racing_fail_the_batch_as_transient_and_it_applies_again(
+    race: Race, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that finds other writers' versions after each of its rewrites gives up after
+    SETTLE_ROUNDS: a transient error (the writer retries the batch with backoff), never a stop."""
+    ks = race.keyspace
+    monkeypatch.setattr(clickhouse, "SETTLE_ROUNDS", 0)  # no round left: as if others kept writing
+    with pytest.raises(Exception) as raised:
+        race.apply(race.a, [update(ks, "a", "a1", 1)])
+    assert classify(raised.value) is ErrorClass.TRANSIENT
+    assert "other writers kept changing" in str(raised.value) and f"{ks}.t" in str(raised.value)
+    monkeypatch.undo()
+    race.apply(race.a, [update(ks, "a", "a1", 1)])
+    assert race.state() == [(1, 1, "a1", None, None)]
