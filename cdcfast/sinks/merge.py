@@ -17,7 +17,7 @@ import msgspec
 from cdcfast.commitlog.schema import TableDef
 from cdcfast.events import INSERT, PARTITION_DELETE, RANGE_DELETE, SET, UPDATE, ChangeEvent
 from cdcfast.sinks.rowstore import decode_partition, decode_row, encode_new_row, encode_partition, encode_row
-from cdcfast.sinks.state import NEVER, PartitionState, StaticView, TableState, Version, VisibleRow
+from cdcfast.sinks.state import NEVER, PartitionState, StaticView, TableState, VisibleRow
 
 NO_SHADOW = -(2**63)  # the shadow of a row without deletions: only a timestamp above it shows
 
@@ -32,6 +32,18 @@ def partition_key_bytes(pk: Iterable[bytes]) -> bytes:
 def row_key(pk: Iterable[bytes], clustering: Iterable[bytes | None] | None) -> bytes:
     """The stored identity of a row; ``clustering`` None is a static-only partition's row."""
     return _key_encoder.encode((list(pk), None if clustering is None else list(clustering)))
+
+
+_PAIR = b"\x92"  # msgpack: an array of two (row_key's (partition key, clustering))
+_NIL = b"\xc0"  # msgpack: nil (a static-only row's clustering)
+_encode_key = _key_encoder.encode
+
+
+def _row_key_from(pk_bytes: bytes, clustering: list[bytes | None] | tuple[bytes | None, ...] | None) -> bytes:
+    """:func:`row_key` from the partition key's encoding (:func:`partition_key_bytes`), the same
+    bytes: a batch encodes each partition key once, not once per row (msgpack writes a list and a
+    tuple alike)."""
+    return _PAIR + pk_bytes + (_NIL if clustering is None else _encode_key(clustering))
 
 
 def split_row_key(key: bytes) -> tuple[tuple[bytes, ...], tuple[bytes | None, ...] | None]:
@@ -107,56 +119,62 @@ def plan(
     its event (:func:`_new_row`): the model's answer for it, without the model's work."""
     model = TableState(table)
     simple = {c.name for c in model.regular if not c.type.is_complex and not c.type.is_counter}
+    # Each partition key is encoded once; each row event's key (its row's stored identity, also what
+    # counts its events) is built from it.
+    pk_bytes: dict[tuple[bytes, ...], bytes] = {}
     partition_level: set[tuple[bytes, ...]] = set()
-    counts: dict[tuple, int] = {}
-    ids = []
+    counts: dict[bytes, int] = {}
+    pks: list[tuple[bytes, ...]] = []
+    keys: list[bytes | None] = []  # None: a partition-level event
     for event in events:
         pk = tuple(event.partition_key)
-        row_id = (pk, tuple(event.clustering))
-        ids.append(row_id)
+        pkb = pk_bytes.get(pk)
+        if pkb is None:
+            pkb = pk_bytes[pk] = partition_key_bytes(pk)
+        pks.append(pk)
         if event.op in (PARTITION_DELETE, RANGE_DELETE) or event.static:
             partition_level.add(pk)
+            keys.append(None)
         else:
-            counts[row_id] = counts.get(row_id, 0) + 1
+            event_key = _row_key_from(pkb, event.clustering)
+            counts[event_key] = counts.get(event_key, 0) + 1
+            keys.append(event_key)
 
     plans: dict[tuple[bytes, ...], PartitionPlan] = {}
     states: dict[tuple[bytes, ...], PartitionState] = {}  # stored partition states, decoded
     views: dict[tuple[bytes, ...], StaticView | None] = {}  # None: no new row goes straight there
-    slow: list[ChangeEvent] = []
-    for event, row_id in zip(events, ids):
-        pk = row_id[0]
-        if pk not in partition_level and counts[row_id] == 1 and _simple(event, simple):
+    slow: list[tuple[ChangeEvent, tuple[bytes, ...], bytes | None]] = []
+    for event, pk, key in zip(events, pks, keys):
+        if key is not None and pk not in partition_level and counts[key] == 1 and _simple(event, simple):
             if pk in views:
                 view = views[pk]
             else:
                 state = states[pk] = _stored_state(stored.get(pk))
                 view = views[pk] = model.static_view(state) if state.deletion_ts is None and not state.ranges else None
             known = stored.get(pk)
-            key = row_key(pk, event.clustering)
             if view is not None and (known is None or key not in known.rows):
                 p = plans.get(pk)
                 if p is None:
-                    p = plans[pk] = PartitionPlan(pk, partition_key_bytes(pk), None, [], [], [])
+                    p = plans[pk] = PartitionPlan(pk, pk_bytes[pk], None, [], [], [])
                 p.visible.append(_new_row(pk, key, event, view))
                 continue
-        slow.append(event)
+        slow.append((event, pk, key))
 
-    touched: dict[tuple[bytes, ...], dict[tuple, None]] = {}
-    for event in slow:
-        pk = tuple(event.partition_key)
+    touched: dict[tuple[bytes, ...], dict[tuple, bytes]] = {}  # row clustering -> row key
+    for event, pk, key in slow:
         if pk not in model.partitions:
             known = stored.get(pk)
             state = states.get(pk) or _stored_state(known)
-            for key, (blob, _) in known.rows.items() if known is not None else ():
+            for stored_key, (blob, _) in known.rows.items() if known is not None else ():
                 if blob:
-                    _, clustering = split_row_key(key)
+                    _, clustering = split_row_key(stored_key)
                     if clustering is not None:
                         state.rows[clustering] = decode_row(blob)
             model.partitions[pk] = state
         model.apply(event)
         rows = touched.setdefault(pk, {})
-        if event.op not in (PARTITION_DELETE, RANGE_DELETE) and not event.static:
-            rows[tuple(event.clustering)] = None
+        if key is not None:
+            rows[tuple(event.clustering)] = key
 
     for pk, touched_rows in touched.items():
         merged = model.partitions[pk]
@@ -166,13 +184,14 @@ def plan(
         blob = encode_partition(merged)
         changed = blob != (known.state if known is not None and known.state else EMPTY_PARTITION)
         static = model.static_view(merged)
+        pkb = pk_bytes[pk]
         p = plans.get(pk)
         if p is None:
-            p = plans[pk] = PartitionPlan(pk, partition_key_bytes(pk), None, [], [], [])
+            p = plans[pk] = PartitionPlan(pk, pkb, None, [], [], [])
         p.state = blob if changed else None
         for clustering in merged.rows if changed else touched_rows:
             row = merged.rows[clustering]
-            key = row_key(pk, clustering)
+            key = touched_rows.get(clustering) or _row_key_from(pkb, clustering)
             shown = model.visible_row(pk, merged, clustering, row, static)
             row_blob = encode_row(row)
             if not changed and known_rows.get(key) == (row_blob, shown is not None) and key not in known_stale:
@@ -204,10 +223,10 @@ def _static_only_row(
         if not any(
             model.visible_row(pk, merged, ck, row, static) is not None
             for ck, row in merged.rows.items()
-            if row_key(pk, ck) not in invisible
+            if _row_key_from(p.pk_bytes, ck) not in invisible
         ):
             placeholder = model.static_only_row(pk, static)
-    key = row_key(pk, None)
+    key = _PAIR + p.pk_bytes + _NIL
     was_shown = (known.rows if known is not None else {}).get(key, (b"", False))[1]
     if placeholder is not None and (p.state is not None or not was_shown):
         p.visible.append((key, placeholder, b""))
@@ -250,24 +269,33 @@ def _new_row(
 ) -> tuple[bytes, VisibleRow, bytes]:
     """What :meth:`TableState.visible_row` and :func:`encode_row` give for a new row written by one
     simple event (:func:`_simple`) in a partition without deletions: every written value shows,
-    next to the partition's static values."""
+    next to the partition's static values. The row's versions are plain ``(ts, value, expires_at)``
+    tuples (what a :class:`Version` encodes as): nothing but the encoder reads them."""
     liveness = None
-    keeps = []
+    forever = False  # something keeps the row for good (row_expires NEVER)
+    latest = NEVER  # else the latest expiry among what keeps it
     if event.liveness_ts is not None:
-        liveness = Version(event.liveness_ts, b"", event.liveness_expires_at if event.liveness_ttl else NEVER)
-        keeps.append(liveness.expires_at)
+        expires_at = event.liveness_expires_at if event.liveness_ttl else NEVER
+        liveness = (event.liveness_ts, b"", expires_at)
+        if expires_at == NEVER:
+            forever = True
+        elif expires_at > latest:
+            latest = expires_at
     cells = {}
     static_values, static_expires, _ = static
     values = dict(static_values) if static_values else {}
     expires = dict(static_expires) if static_expires else {}
     for cell in event.cells:
-        cells[cell.column] = Version(cell.ts, cell.value, cell.expires_at)
-        values[cell.column] = cell.value
-        if cell.expires_at:
-            expires[cell.column] = cell.expires_at
-        keeps.append(cell.expires_at)
-    row_expires = NEVER if NEVER in keeps else max(keeps)
-    row = VisibleRow(pk, tuple(event.clustering), values, expires, row_expires)
+        column, value, expires_at = cell.column, cell.value, cell.expires_at
+        cells[column] = (cell.ts, value, expires_at)
+        values[column] = value
+        if expires_at:
+            expires[column] = expires_at
+            if expires_at > latest:
+                latest = expires_at
+        else:
+            forever = True
+    row = VisibleRow(pk, tuple(event.clustering), values, expires, NEVER if forever else latest)
     return key, row, encode_new_row(liveness, cells)
 
 

@@ -65,8 +65,14 @@ def encode_row(row: RowState) -> bytes:
     return _encoder.encode(_row_out(row))
 
 
-def encode_new_row(liveness: Version | None, cells: dict[str, Version]) -> bytes:
-    """``encode_row`` of a row state with a liveness and simple cells only (the same bytes)."""
+VersionFields = tuple[int, "bytes | None", int]  # (ts, value, expires_at): what a Version encodes as
+
+
+def encode_new_row(
+    liveness: Version | VersionFields | None, cells: dict[str, Version] | dict[str, VersionFields]
+) -> bytes:
+    """``encode_row`` of a row state with a liveness and simple cells only (the same bytes); its
+    versions may be given as their ``(ts, value, expires_at)`` fields."""
     return _encoder.encode((liveness, None, cells, _NONE, _NONE, _NONE, _NONE))
 
 
