@@ -141,17 +141,25 @@ def plan(
             keys.append(event_key)
 
     plans: dict[tuple[bytes, ...], PartitionPlan] = {}
-    states: dict[tuple[bytes, ...], PartitionState] = {}  # stored partition states, decoded
     views: dict[tuple[bytes, ...], StaticView | None] = {}  # None: no new row goes straight there
+    # The view of each stored partition state (by its blob; b"" for none): most partitions share
+    # one, having no deletion and no static value. _new_row only reads views.
+    blob_views: dict[bytes, StaticView | None] = {}
     slow: list[tuple[ChangeEvent, tuple[bytes, ...], bytes | None]] = []
     for event, pk, key in zip(events, pks, keys):
         if key is not None and pk not in partition_level and counts[key] == 1 and _simple(event, simple):
+            known = stored.get(pk)
             if pk in views:
                 view = views[pk]
             else:
-                state = states[pk] = _stored_state(stored.get(pk))
-                view = views[pk] = model.static_view(state) if state.deletion_ts is None and not state.ranges else None
-            known = stored.get(pk)
+                state_blob = known.state or b"" if known is not None else b""
+                if state_blob in blob_views:
+                    view = blob_views[state_blob]
+                else:
+                    state = _stored_state(known)
+                    fresh = state.deletion_ts is None and not state.ranges
+                    view = blob_views[state_blob] = model.static_view(state) if fresh else None
+                views[pk] = view
             if view is not None and (known is None or key not in known.rows):
                 p = plans.get(pk)
                 if p is None:
@@ -164,7 +172,7 @@ def plan(
     for event, pk, key in slow:
         if pk not in model.partitions:
             known = stored.get(pk)
-            state = states.get(pk) or _stored_state(known)
+            state = _stored_state(known)
             for stored_key, (blob, _) in known.rows.items() if known is not None else ():
                 if blob:
                     _, clustering = split_row_key(stored_key)
@@ -203,7 +211,7 @@ def plan(
 
     if model.static_columns:  # the static-only row shows while the partition has no visible row
         for pk, p in plans.items():
-            _static_only_row(model, pk, p, stored.get(pk), model.partitions.get(pk) or states.get(pk))
+            _static_only_row(model, pk, p, stored.get(pk), model.partitions.get(pk))
     return list(plans.values())
 
 

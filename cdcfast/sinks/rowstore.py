@@ -43,8 +43,10 @@ def _row_out(row: RowState) -> _StoredRow:
         deletion_ts=row.deletion_ts,
         cells=row.cells,
         clears=row.clears,
-        elements={k: list(e.items()) for k, e in row.elements.items()},
-        counters={k: [(cid, clock, count) for cid, (clock, count) in s.items()] for k, s in row.counters.items()},
+        elements={k: list(e.items()) for k, e in row.elements.items()} if row.elements else _NONE,
+        counters={k: [(cid, clock, count) for cid, (clock, count) in s.items()] for k, s in row.counters.items()}
+        if row.counters
+        else _NONE,
         counter_ts=row.counter_ts,
     )
 
@@ -55,8 +57,10 @@ def _row_in(stored: _StoredRow) -> RowState:
         deletion_ts=stored.deletion_ts,
         cells=stored.cells,
         clears=stored.clears,
-        elements={k: dict(e) for k, e in stored.elements.items()},
-        counters={k: {cid: (clock, count) for cid, clock, count in s} for k, s in stored.counters.items()},
+        elements={k: dict(e) for k, e in stored.elements.items()} if stored.elements else {},
+        counters={k: {cid: (clock, count) for cid, clock, count in s} for k, s in stored.counters.items()}
+        if stored.counters
+        else {},
         counter_ts=stored.counter_ts,
     )
 

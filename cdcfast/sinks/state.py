@@ -283,9 +283,15 @@ class TableState:
         self._range_bounds: dict[int, tuple[RangeDeletion, list[Any], list[Any]]] = {}
         self.regular = [c for c in table.columns.values() if c.kind == "regular"]
         self.static_columns = [c for c in table.columns.values() if c.kind == "static"]
+        # (name, kind) of each: what _raw_values asks of a column, resolved once
+        self._regular_kinds = [_value_kind(c) for c in self.regular]
+        self._static_kinds = [_value_kind(c) for c in self.static_columns]
 
     def apply(self, event: ChangeEvent) -> PartitionState:
-        partition = self.partitions.setdefault(tuple(event.partition_key), PartitionState())
+        pk = tuple(event.partition_key)
+        partition = self.partitions.get(pk)
+        if partition is None:  # (not setdefault: it would build a state per event to throw away)
+            partition = self.partitions[pk] = PartitionState()
         if event.op == PARTITION_DELETE:
             ts = event.deletion_ts or 0
             partition.deletion_ts = ts if partition.deletion_ts is None else max(partition.deletion_ts, ts)
@@ -302,7 +308,11 @@ class TableState:
         elif event.static:
             partition.static.apply(event)
         else:
-            partition.rows.setdefault(tuple(event.clustering), RowState()).apply(event)
+            clustering = tuple(event.clustering)
+            row = partition.rows.get(clustering)
+            if row is None:
+                row = partition.rows[clustering] = RowState()
+            row.apply(event)
         return partition
 
     def apply_all(self, events: Iterable[ChangeEvent]) -> None:
@@ -331,29 +341,40 @@ class TableState:
         return known[1], known[2]
 
     def _raw_values(
-        self, row: RowState, columns: list, shadow: int, now: int | None
+        self, row: RowState, columns: list[tuple[str, int]], shadow: int, now: int | None
     ) -> tuple[dict[str, Any], dict[str, int], bool]:
         """Winning values (serialized bytes; element lists for complex columns; totals for
-        counters), the expiry of each expiring one, and whether anything is live."""
+        counters), the expiry of each expiring one, and whether anything is live. ``columns``:
+        (name, kind) pairs (:func:`_value_kind`)."""
         values: dict[str, Any] = {}
         expires: dict[str, int] = {}
         any_live = False
-        for column in columns:
-            name = column.name
-            if column.type.is_counter:
-                values[name] = row.counter_total(name, shadow)
-            elif column.type.is_complex:
+        cells = row.cells
+        for name, kind in columns:
+            if kind == _SIMPLE:
+                version = cells.get(name)
+                if version is None or version.ts <= shadow or version.value is None:
+                    values[name] = None
+                    continue
+                expires_at = version.expires_at  # (Version.live, inlined)
+                if expires_at != NEVER and now is not None and now >= expires_at:
+                    values[name] = None
+                    continue
+                values[name] = version.value
+                if expires_at:
+                    expires[name] = expires_at
+                any_live = True
+            elif kind == _COMPLEX:
                 elements = row.visible_elements(name, shadow, now)
                 values[name] = elements or None
-                soonest = [v.expires_at for v in row.elements.get(name, {}).values() if v.expires_at]
-                if elements and soonest:
-                    expires[name] = min(soonest)
+                if elements:
+                    any_live = True
+                    soonest = [v.expires_at for v in row.elements[name].values() if v.expires_at]
+                    if soonest:
+                        expires[name] = min(soonest)
             else:
-                values[name] = row.visible_cell(name, shadow, now)
-                version = row.cells.get(name)
-                if values[name] is not None and version is not None and version.expires_at:
-                    expires[name] = version.expires_at
-            any_live |= values[name] is not None
+                total = values[name] = row.counter_total(name, shadow)
+                any_live |= total is not None
         return values, expires, any_live
 
     def visible_rows(self, pk: tuple[bytes, ...], now: int | None = None) -> list[VisibleRow]:
@@ -378,7 +399,7 @@ class TableState:
         """The partition's static values (shown with each of its rows), their expiries, and whether
         any is live."""
         static_shadow = partition.deletion_ts if partition.deletion_ts is not None else -(2**63)
-        return self._raw_values(partition.static, self.static_columns, static_shadow, now)
+        return self._raw_values(partition.static, self._static_kinds, static_shadow, now)
 
     def visible_row(
         self,
@@ -391,11 +412,11 @@ class TableState:
     ) -> VisibleRow | None:
         """One row as ``SELECT *`` shows it, or None when it is not visible."""
         shadow = self._row_shadow(partition, clustering, row)
-        values, expires, live = self._raw_values(row, self.regular, shadow, now)
+        values, expires, live = self._raw_values(row, self._regular_kinds, shadow, now)
         marker = row.live_marker(shadow, now)
         if not (live or marker):
             return None
-        keeps = [expires.get(c.name, NEVER) for c in self.regular if values[c.name] is not None]
+        keeps = [expires.get(name, NEVER) for name, value in values.items() if value is not None]
         if marker and row.liveness is not None:
             keeps.append(row.liveness.expires_at)
         row_expires = NEVER if NEVER in keeps else max(keeps)
@@ -422,6 +443,14 @@ class TableState:
         for pk in self.partitions:
             for row in self.visible_rows(pk, now):
                 yield row.decoded(self.table, columns)
+
+
+_SIMPLE, _COMPLEX, _COUNTER = 0, 1, 2  # how a column's visible value is found (TableState._raw_values)
+
+
+def _value_kind(column: Any) -> tuple[str, int]:
+    ctype = column.type
+    return column.name, _COUNTER if ctype.is_counter else _COMPLEX if ctype.is_complex else _SIMPLE
 
 
 class VisibleRow(msgspec.Struct):
