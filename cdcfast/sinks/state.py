@@ -321,7 +321,9 @@ class TableState:
                 self.apply(event)
 
     def _row_shadow(self, partition: PartitionState, clustering: tuple, row: RowState) -> int:
-        shadow = max(partition.deletion_ts or -(2**63), row.deletion_ts if row.deletion_ts is not None else -(2**63))
+        shadow = partition.deletion_ts or -(2**63)  # (a partition deletion at 0 shadows nothing)
+        if row.deletion_ts is not None and row.deletion_ts > shadow:
+            shadow = row.deletion_ts
         if partition.ranges:
             key = self._order(list(clustering))
             for deletion in partition.ranges:
@@ -342,13 +344,13 @@ class TableState:
 
     def _raw_values(
         self, row: RowState, columns: list[tuple[str, int]], shadow: int, now: int | None
-    ) -> tuple[dict[str, Any], dict[str, int], bool]:
+    ) -> tuple[dict[str, Any], dict[str, int], int]:
         """Winning values (serialized bytes; element lists for complex columns; totals for
-        counters), the expiry of each expiring one, and whether anything is live. ``columns``:
+        counters), the expiry of each expiring one, and how many are live (not None). ``columns``:
         (name, kind) pairs (:func:`_value_kind`)."""
         values: dict[str, Any] = {}
         expires: dict[str, int] = {}
-        any_live = False
+        live = 0
         cells = row.cells
         for name, kind in columns:
             if kind == _SIMPLE:
@@ -363,19 +365,20 @@ class TableState:
                 values[name] = version.value
                 if expires_at:
                     expires[name] = expires_at
-                any_live = True
+                live += 1
             elif kind == _COMPLEX:
                 elements = row.visible_elements(name, shadow, now)
                 values[name] = elements or None
                 if elements:
-                    any_live = True
+                    live += 1
                     soonest = [v.expires_at for v in row.elements[name].values() if v.expires_at]
                     if soonest:
                         expires[name] = min(soonest)
             else:
                 total = values[name] = row.counter_total(name, shadow)
-                any_live |= total is not None
-        return values, expires, any_live
+                if total is not None:
+                    live += 1
+        return values, expires, live
 
     def visible_rows(self, pk: tuple[bytes, ...], now: int | None = None) -> list[VisibleRow]:
         """The rows ``SELECT *`` shows for one partition as of ``now`` (None: ignoring TTLs, with
@@ -399,7 +402,8 @@ class TableState:
         """The partition's static values (shown with each of its rows), their expiries, and whether
         any is live."""
         static_shadow = partition.deletion_ts if partition.deletion_ts is not None else -(2**63)
-        return self._raw_values(partition.static, self._static_kinds, static_shadow, now)
+        values, expires, live = self._raw_values(partition.static, self._static_kinds, static_shadow, now)
+        return values, expires, live > 0
 
     def visible_row(
         self,
@@ -416,10 +420,14 @@ class TableState:
         marker = row.live_marker(shadow, now)
         if not (live or marker):
             return None
-        keeps = [expires.get(name, NEVER) for name, value in values.items() if value is not None]
-        if marker and row.liveness is not None:
-            keeps.append(row.liveness.expires_at)
-        row_expires = NEVER if NEVER in keeps else max(keeps)
+        # What keeps the row: its live values (an expiring one until its expiry, which ``expires``
+        # holds, never NEVER; any other for good) and its live marker.
+        if live > len(expires) or (marker and row.liveness is not None and row.liveness.expires_at == NEVER):
+            row_expires = NEVER
+        else:
+            row_expires = max(expires.values(), default=NEVER)
+            if marker and row.liveness is not None and row.liveness.expires_at > row_expires:
+                row_expires = row.liveness.expires_at
         static_values, static_expires, _ = static
         return VisibleRow(pk, clustering, {**static_values, **values}, {**static_expires, **expires}, row_expires)
 
