@@ -29,6 +29,7 @@ from cpython.float cimport PyFloat_FromDouble
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.math cimport isfinite
+from cdcfast.sinks._bigendian cimport be_int
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -77,17 +78,6 @@ KINDS = {
     "blob": BLOB,
     "custom": BLOB,
 }
-
-
-cdef inline int64_t be_int(const uint8_t* p, Py_ssize_t n) noexcept:
-    """A big-endian two's complement integer of 1 to 8 bytes."""
-    cdef uint64_t v = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        v = (v << 8) | p[i]
-    if n < 8 and (p[0] & 0x80):
-        v |= (~<uint64_t>0) << (8 * n)
-    return <int64_t>v
 
 
 cdef class ColumnRender:

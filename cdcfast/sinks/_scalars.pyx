@@ -17,6 +17,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.datetime cimport import_datetime, timedelta_new
 from cpython.float cimport PyFloat_FromDouble
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
+from cdcfast.sinks._bigendian cimport be_int
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy
 
@@ -67,16 +68,6 @@ def scalar_kind(str target, str converter, str cql_kind, str sql):
     if converter == "date" and cql_kind == "date":
         return DATE
     return 0
-
-
-cdef inline int64_t be_int(const uint8_t* p, Py_ssize_t n) noexcept:
-    cdef uint64_t v = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        v = (v << 8) | p[i]
-    if n < 8 and (p[0] & 0x80):
-        v |= (~<uint64_t>0) << (8 * n)
-    return <int64_t>v
 
 
 cdef class ScalarTarget:
