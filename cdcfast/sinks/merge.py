@@ -340,6 +340,8 @@ def converge(table: TableDef, stored: dict[tuple[bytes, ...], StoredPartition]) 
     model = TableState(table)
     plans = []
     for pk, known in stored.items():
+        if not known.stale and not model.static_columns:
+            continue  # nothing to judge again here
         merged = _stored_partition(known)
         static = model.static_view(merged)
         p = PartitionPlan(pk, partition_key_bytes(pk), None, [], [], [])

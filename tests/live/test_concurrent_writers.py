@@ -33,7 +33,7 @@ from cdcfast.sinks.errors import ErrorClass, classify
 pytestmark = pytest.mark.services
 
 
-def one_table_schema(keyspace: str):
+def one_table_schema(keyspace: str, static: bool = False):
     def column(name: str, kind: str, position: int, ctype: str) -> dict:
         order = "asc" if kind == "clustering" else "none"
         return {
@@ -50,7 +50,8 @@ def one_table_schema(keyspace: str):
             column("a", "regular", -1, "text"),
             column("b", "regular", -1, "text"),
             column("c", "regular", -1, "text"),
-        ],
+        ]
+        + ([column("s", "static", -1, "text")] if static else []),
         "types": [],
         "dropped_columns": [],
     }
@@ -100,10 +101,11 @@ class HeldAfterReads:
 class Race:
     """Two nodes' ClickHouse writers (``a`` and ``b``) into one sink, on one table ``t``."""
 
-    def __init__(self) -> None:
+    def __init__(self, static: bool = False) -> None:
         self.dsn = ensure_services(["clickhouse"])["clickhouse"]
         self.keyspace = "race_" + uuid.uuid4().hex[:10]
-        self.schema = one_table_schema(self.keyspace)
+        self.columns = "id, seq, a, b, c" + (", s" if static else "")
+        self.schema = one_table_schema(self.keyspace, static)
         self.tables = {(t.keyspace, t.name): t for t in self.schema.tables.values()}
         made_clickhouse_database(self.dsn, self.keyspace)
         self.a, self.b = self._connect(), self._connect()
@@ -152,7 +154,8 @@ class Race:
             raise errors[0]
 
     def state(self) -> list[tuple]:
-        return Client.from_url(self.dsn).execute(f"SELECT id, seq, a, b, c FROM `{self.keyspace}`.t ORDER BY seq")
+        query = f"SELECT {self.columns} FROM `{self.keyspace}`.t ORDER BY seq"
+        return Client.from_url(self.dsn).execute(query)
 
 
 @pytest.fixture
@@ -273,3 +276,24 @@ def test_writers_that_keep_racing_fail_the_batch_as_transient_and_it_applies_aga
     monkeypatch.undo()
     race.apply(race.a, [update(ks, "a", "a1", 1)])
     assert race.state() == [(1, 1, "a1", None, None)]
+
+
+def static_update(keyspace: str, value: str, ts: int) -> ChangeEvent:
+    """``UPDATE t USING TIMESTAMP ts SET s = value WHERE id = 1`` (s: a static column)"""
+    return ChangeEvent(
+        b"", keyspace=keyspace, table="t", op=UPDATE, partition_key=[ID_1], clustering=[], ts=ts,
+        cells=[Cell("s", 0, ts, value.encode())], static=True,
+    ).with_content_id()  # fmt: skip
+
+
+def test_a_static_value_logged_by_one_node_racing_a_new_row_shows_on_it() -> None:
+    """Table with a static column s. Row 1 exists on both nodes. Only A logged ``s = 'x'`` (ts 5),
+    only B a new row 2 (ts 6); B read the partition before A's static value was stored. Cassandra
+    shows s = 'x' on both rows."""
+    race = Race(static=True)
+    ks = race.keyspace
+    row1 = update(ks, "a", "one", 1)
+    race.apply(race.a, [row1])
+    race.apply(race.b, [row1])
+    race.interleave(race.b, [update(ks, "a", "two", 6, seq=2)], race.a, [static_update(ks, "x", 5)])
+    assert race.state() == [(1, 1, "one", None, None, "x"), (1, 2, "two", None, None, "x")]
