@@ -410,9 +410,12 @@ class ClickHouseSink(WarehouseSink):
         unfollowed = self.refused.set_aside(groups)  # changes with a column the warehouse refused to add
         if unfollowed:
             self._dead_letters(unfollowed, source, replayed=0)
+        # The writer whose versions of the rows these are (clickhouse_versions): a dead-letter replay
+        # runs beside the node's own writer, so it keeps versions of its own.
+        writer_name = source if position is not None else f"{source} (dlq replay)"
         with collector_paused():
             for key, table_events in groups.items():
-                self._apply_table(self.writers[key], table_events, source)
+                self._apply_table(self.writers[key], table_events, source, writer_name)
         if position is None:  # a dead-letter replay moves no checkpoint
             return
         # The stored checkpoint is read once per source; after that this writer is the one moving it.
@@ -424,7 +427,7 @@ class ClickHouseSink(WarehouseSink):
             )
             self.checkpoints[source] = position
 
-    def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str) -> None:
+    def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str, writer_name: str) -> None:
         client = self.client
         assert client is not None
         events, changes, dead, converted = writer.codec.screen(events, source, change_record)
@@ -453,8 +456,8 @@ class ClickHouseSink(WarehouseSink):
         snapshot = versions.read(client, writer.state, batch, generation)
         generation = snapshot.generation
         plans = plan(writer.table, snapshot.stored, events)
-        self._store(writer, plans, converted, snapshot, generation, source)
-        self._settle(writer, batch, snapshot, converted, generation, source)
+        self._store(writer, plans, converted, snapshot, generation, writer_name)
+        self._settle(writer, batch, snapshot, converted, generation, writer_name)
 
     def _store(
         self,
@@ -463,17 +466,19 @@ class ClickHouseSink(WarehouseSink):
         converted: Converted,
         snapshot: versions.Snapshot,
         generation: int,
-        source: str,
+        writer_name: str,
     ) -> None:
-        """Write ``plans`` as ``source``'s versions, above every version in ``snapshot``."""
+        """Write ``plans`` as ``writer_name``'s versions, above every version in ``snapshot``."""
         client = self.client
         assert client is not None
         version = max(time.time_ns(), generation + 1, snapshot.newest + 1)  # above all, whatever the clock did
         rows: list[tuple] = []
         empty = self._empty_row(writer)
         for p in plans:
-            basis = snapshot.basis(p.pk_bytes, source, version) if p.state is not None else snapshot.basis(p.pk_bytes)
-            mine = (version, source, basis)
+            basis = (
+                snapshot.basis(p.pk_bytes, writer_name, version) if p.state is not None else snapshot.basis(p.pk_bytes)
+            )
+            mine = (version, writer_name, basis)
             for key, row, blob in p.visible:
                 rows.append((*writer.state_values(row, converted), key, p.pk_bytes, 1, row.row_expires, blob, *mine))
             for key, blob in p.tombstones:
@@ -486,7 +491,7 @@ class ClickHouseSink(WarehouseSink):
                 list(map(list, zip(*rows))),
                 columnar=True,
             )
-        partitions = [(p.pk_bytes, p.state, version, source) for p in plans if p.state is not None]
+        partitions = [(p.pk_bytes, p.state, version, writer_name) for p in plans if p.state is not None]
         if partitions:
             client.execute(f"INSERT INTO {writer.partitions} (_pk, _state, _version, _source) VALUES", partitions)
 
@@ -497,7 +502,7 @@ class ClickHouseSink(WarehouseSink):
         snapshot: versions.Snapshot,
         converted: Converted,
         generation: int,
-        source: str,
+        writer_name: str,
     ) -> None:
         """Step 3 of :mod:`cdcfast.sinks.clickhouse_versions`: while other writers stored versions of
         the batch's rows since the last read (or rows were stale then), read again and write the
@@ -506,14 +511,14 @@ class ClickHouseSink(WarehouseSink):
         assert client is not None
         for _ in range(SETTLE_ROUNDS):
             if not snapshot.stale and not versions.changed_since(
-                client, writer.state, batch, generation, snapshot, source
+                client, writer.state, batch, generation, snapshot, writer_name
             ):
                 return
             snapshot = versions.read(client, writer.state, batch, generation)
             plans = converge(writer.table, snapshot.stored)
             if not plans:
                 return
-            self._store(writer, plans, converted, snapshot, generation, source)
+            self._store(writer, plans, converted, snapshot, generation, writer_name)
         raise WritersKeptRacing(
             f"sink {self.name}: table {writer.table.keyspace}.{writer.table.name}: other writers kept changing "
             f"the rows of this batch for {SETTLE_ROUNDS} rounds; the batch is applied again after a backoff"
