@@ -171,14 +171,7 @@ def plan(
     touched: dict[tuple[bytes, ...], dict[tuple, bytes]] = {}  # row clustering -> row key
     for event, pk, key in slow:
         if pk not in model.partitions:
-            known = stored.get(pk)
-            state = _stored_state(known)
-            for stored_key, (blob, _) in known.rows.items() if known is not None else ():
-                if blob:
-                    _, clustering = split_row_key(stored_key)
-                    if clustering is not None:
-                        state.rows[clustering] = decode_row(blob)
-            model.partitions[pk] = state
+            model.partitions[pk] = _stored_partition(stored.get(pk))
         model.apply(event)
         rows = touched.setdefault(pk, {})
         if key is not None:
@@ -234,7 +227,7 @@ def _static_only_row(
             if _row_key_from(p.pk_bytes, ck) not in invisible
         ):
             placeholder = model.static_only_row(pk, static)
-    key = _PAIR + p.pk_bytes + _NIL
+    key = _row_key_from(p.pk_bytes, None)
     was_shown = (known.rows if known is not None else {}).get(key, (b"", False))[1]
     if placeholder is not None and (p.state is not None or not was_shown):
         p.visible.append((key, placeholder, b""))
@@ -242,10 +235,10 @@ def _static_only_row(
         p.gone.append(key)
 
 
-def _stored_partition(known: StoredPartition) -> PartitionState:
+def _stored_partition(known: StoredPartition | None) -> PartitionState:
     """A stored partition's state with its stored rows (the static-only row aside)."""
     merged = _stored_state(known)
-    for key, (blob, _) in known.rows.items():
+    for key, (blob, _) in known.rows.items() if known is not None else ():
         _, clustering = split_row_key(key)
         if blob and clustering is not None:
             merged.rows[clustering] = decode_row(blob)

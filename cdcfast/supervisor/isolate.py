@@ -46,9 +46,9 @@ Mutation = list[ChangeEvent]
 
 @dataclass(frozen=True)
 class Isolation:
-    """What isolating a batch's poison took: the letters stored, the parts applied, the time."""
+    """What isolating a batch's poison took (the letters are the sink's ``dead_lettered``): the
+    parts applied, the time."""
 
-    letters: list[DeadLetter]
     parts: int
     seconds: float
 
@@ -130,4 +130,4 @@ async def apply_isolating(
                 "isolating refused changes", settled=settled, events=len(events), dead_letters=len(dead), parts=attempts
             )
     await sink.apply([], tables, source, position)  # the checkpoint, once everything is settled
-    return Isolation(dead, attempts, round(time.monotonic() - started, 2))
+    return Isolation(attempts, round(time.monotonic() - started, 2))
