@@ -233,7 +233,7 @@ class Hypertable(_Section, frozen=True):
 class _Sink(_Section, frozen=True, tag_field="kind"):
     name: str
     dsn: str
-    batch_size: PositiveInt | None = None  # rows per write; default: tuning.batch_size
+    batch_size: PositiveInt | None = None  # most events per write; default: tuning.write_batch_size
     dropped_columns: Literal["keep", "remove"] = "keep"  # a column dropped in Cassandra: keep or remove it
     auto_migrate: bool = True  # apply Cassandra schema changes to the warehouse tables (docs/schema-evolution.md)
 
@@ -278,7 +278,10 @@ class MaskingConfig(_Section, frozen=True):
 class TuningConfig(_Section, frozen=True):
     parser_workers: PositiveInt = 2  # processes decoding segments
     ring_buffer_size: ByteSize = ByteSize(64 << 20)  # shared-memory ring between parsers and sinks
-    batch_size: PositiveInt = 5000  # rows per sink write, unless the sink says otherwise
+    batch_size: PositiveInt = 5000  # events per batch a parser sends through a ring
+    # most events per sink write, unless the sink says otherwise: a writer writes the batches waiting
+    # in its rings together (each write has a fixed cost; a backlog is caught up in fewer writes)
+    write_batch_size: PositiveInt = 50_000
     retry_attempts: PositiveInt = 4  # tries of one batch on transient sink errors before the sink is down
     retry_base_seconds: PositiveFloat = 0.5  # first retry delay (full jitter, doubling)
     retry_cap_seconds: PositiveFloat = 30.0  # longest delay between retries and between probes of a down sink

@@ -47,6 +47,7 @@ class Writer:
         self.source = config.sources[0]
         self.node = self.source.node
         self.tuning = config.tuning
+        self.write_limit = spec.batch_size or config.tuning.write_batch_size  # most events per write
         self.sink = open_sink(
             spec.kind,
             spec.dsn,
@@ -130,26 +131,35 @@ class Writer:
         self.status.put(("recovered", self.name, self.checkpoint))
 
     # -- applying batches -------------------------------------------------------------------------
-    async def apply(self, batch: EventBatch) -> None:
+    async def apply(self, batches: list[EventBatch]) -> None:
+        """Write consecutive batches as one write, with the checkpoint of the last; then acknowledge
+        each work item whose final part is among them."""
         done = self.checkpoint or (-1, -1)
-        events = [e for e in batch.events if (e.segment_id, e.position) > done]  # already delivered: skip
         tables = self.tables()
-        if batch.schema not in self.fingerprints or any((e.keyspace, e.table) not in tables for e in events):
-            # The parser decoded with a schema this writer has not seen: a table or column created
+        if any(b.schema not in self.fingerprints for b in batches) or any(
+            (e.keyspace, e.table) not in tables for b in batches for e in b.events
+        ):
+            # A parser decoded with a schema this writer has not seen: a table or column created
             # since, cdc switched on, a table dropped or re-created. Tables gone from the schema stay
             # (their late mutations still apply); the sink creates, migrates and marks its tables
             # before the first event that needs them.
             self.schema = reload_schema(self.source.schema, self.schema)
-            self.fingerprints |= {batch.schema, schema_fingerprint(self.schema)}
+            self.fingerprints |= {b.schema for b in batches} | {schema_fingerprint(self.schema)}
             tables = self.tables()
             await self.sink.prepare(self.schema)
-        events = as_decoded(events, batch.table_ids, self.schema)
-        position = (batch.segment_id, batch.position)
+        parts = [  # each batch's events not delivered yet, as their parser decoded them
+            as_decoded([e for e in b.events if (e.segment_id, e.position) > done], b.table_ids, self.schema)
+            for b in batches
+        ]
+        events = [e for part in parts for e in part]
+        last = batches[-1]
+        position = (last.segment_id, last.position)
+        dead: set[bytes] = set()
         if position > done:
             started = time.monotonic()
             self.sink.dead_lettered = []  # what an earlier, failed attempt stored was rolled back or is kept again
             isolation = None
-            with tracing.span("cdcfast.write", parent=batch.trace, sink=self.name, events=len(events)):
+            with tracing.span("cdcfast.write", parent=last.trace, sink=self.name, events=len(events)):
                 try:
                     await self.sink.apply(events, tables, self.node, position)  # with its checkpoint
                 except Exception as exc:  # noqa: BLE001 - classified; only poison is handled here
@@ -158,30 +168,33 @@ class Writer:
                     # A change the warehouse itself refused: find it, dead-letter it, apply the rest.
                     isolation = await apply_isolating(self.sink, events, tables, self.node, position, exc, self.log)
             self.checkpoint = position
-            written = await self._count_dead_letters(events, batch, isolation)
+            dead = await self._count_dead_letters(events, last, isolation)
+            written = [e for e in events if e.event_id not in dead]
             metrics.record_write(self.name, metrics.events_by_table(written), 0, time.monotonic() - started)
             self.log.debug(
                 "batch applied",
                 events=len(events),
+                batches=len(batches),
                 seconds=round(time.monotonic() - started, 3),
-                segment=batch.segment_id,
-                position=batch.position,
+                segment=last.segment_id,
+                position=last.position,
             )
-            self.item_events += len(written)
-        if batch.final:
-            self.status.put(("applied", self.name, batch.seq, position, self.item_events))
-            self.item_events = 0
+        for batch, part in zip(batches, parts):
+            self.item_events += sum(e.event_id not in dead for e in part)
+            if batch.final:
+                self.status.put(("applied", self.name, batch.seq, (batch.segment_id, batch.position), self.item_events))
+                self.item_events = 0
 
     async def _count_dead_letters(
-        self, events: list[ChangeEvent], batch: EventBatch, isolation: Isolation | None
-    ) -> list[ChangeEvent]:
-        """Report the changes this batch sent to the dead letter queue (one warning, with what
+        self, events: list[ChangeEvent], last: EventBatch, isolation: Isolation | None
+    ) -> set[bytes]:
+        """Report the changes this write sent to the dead letter queue (one warning, with what
         isolating them took if the warehouse refused them at apply time; the poison error count; the
-        queue's depth); the others, which were written."""
+        queue's depth); their event ids."""
         # By event id: parts rolled back while poison was isolated may have stored some twice.
         letters = list({d.event.event_id: d for d in self.sink.dead_lettered}.values())
         if not letters:
-            return events
+            return set()
         self.sink.dead_lettered = []
         metrics.record_error(self.name, ErrorClass.POISON.value, len(letters))
         metrics.set_dlq_depth(self.name, await self.sink.dlq_depth())
@@ -193,21 +206,20 @@ class Writer:
             tables=sorted({f"{d.event.keyspace}.{d.event.table}" for d in letters}),
             refused=[f"{d.event.qualified_table}@{d.event.segment_id}:{d.event.position}" for d in letters[:10]],
             reason=letters[0].reason,
-            segment=batch.segment_id,
-            position=batch.position,
+            segment=last.segment_id,
+            position=last.position,
             **isolated,
         )
-        dead = {d.event.event_id for d in letters}
-        return [e for e in events if e.event_id not in dead]
+        return {d.event.event_id for d in letters}
 
-    async def apply_with_retries(self, batch: EventBatch) -> None:
+    async def apply_with_retries(self, batches: list[EventBatch]) -> None:
         """Apply, retrying transient failures; if they persist (or the failure is not transient), the
-        sink goes down and this batch waits in cdc_raw for the catch-up."""
+        sink goes down and these batches wait in cdc_raw for the catch-up."""
         for attempt in range(self.tuning.retry_attempts):
             try:
                 if not self.connected:
                     await self.connect()
-                await self.apply(batch)
+                await self.apply(batches)
                 return
             except Exception as exc:  # noqa: BLE001 - every sink error is classified
                 kind = classify(exc)
@@ -222,20 +234,23 @@ class Writer:
                     error=f"{type(exc).__name__}: {exc}",
                     attempt=attempt + 1,
                     retry_in=round(delay, 2),
-                    segment=batch.segment_id,
-                    position=batch.position,
+                    segment=batches[-1].segment_id,
+                    position=batches[-1].position,
                 )
                 await self.disconnect()
                 await asyncio.sleep(delay)
 
     async def run(self, rings: list[Ring]) -> None:
-        """Apply batches in work-item order, whichever parser's ring they arrive in."""
+        """Apply batches in work-item order, whichever parser's ring they arrive in; the batches
+        waiting meanwhile go together, up to ``write_limit`` events per write."""
         await self.start()
         pending: list[tuple[int, int, EventBatch]] = []
+        group: list[EventBatch] = []  # the next write: consecutive batches, in order
+        group_events = 0
         next_seq = 0
         open_rings = list(rings)
-        while open_rings or pending:
-            progressed = False
+        while open_rings or pending or group:
+            received = False
             for ring in list(open_rings):
                 try:
                     message = ring.get(timeout=0)
@@ -245,22 +260,30 @@ class Writer:
                 if message is not None:
                     batch = BATCH_DECODER.decode(message)
                     heapq.heappush(pending, (batch.seq, batch.part, batch))
-                    progressed = True
+                    received = True
             while pending and pending[0][0] == next_seq:
+                size = len(pending[0][2].events)
+                if group and group_events + size > self.write_limit:
+                    break
                 _, _, batch = heapq.heappop(pending)
-                if self.down is None:
-                    await self.apply_with_retries(batch)
-                # else: dropped here, kept in cdc_raw: the sink's checkpoint is still before it
+                group.append(batch)
+                group_events += size
                 if batch.final:
                     next_seq += 1
-                    self.item_events = 0  # also when dropped while the sink is down
-                progressed = True
+            full = bool(pending) and pending[0][0] == next_seq  # the next batch waits for another write
+            if group and (full or not received):  # nothing else has arrived: write what is here
+                if self.down is None:
+                    await self.apply_with_retries(group)
+                else:  # dropped here, kept in cdc_raw: the sink's checkpoint is still before it
+                    self.item_events = 0
+                group, group_events = [], 0
+                continue
             if self.down is not None:
                 await self.probe()
             if not open_rings and pending and pending[0][0] != next_seq:
                 self.log.error("work items missing at shutdown", expected=next_seq, pending=pending[0][0])
                 break
-            if not progressed:
+            if not received:
                 await asyncio.sleep(0.002)
         await self.disconnect()
 

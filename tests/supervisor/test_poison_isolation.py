@@ -29,7 +29,7 @@ import structlog
 from conftest import CORPUS_ROOT, Corpus
 from prometheus_client.parser import text_string_to_metric_families
 from support.expected import as_of, differences, load_expected
-from support.replay import cdc_events
+from support.replay import batches, cdc_events
 from support.services import ensure_services
 from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, postgres_state
 
@@ -125,18 +125,6 @@ def flood_of(template: ChangeEvent, count: int, last: ChangeEvent) -> list[Chang
     ]
 
 
-def batches(events: list[ChangeEvent], size: int) -> list[list[ChangeEvent]]:
-    """About ``size`` changes each, cut between mutations as a parser cuts them (a batch's position
-    covers every change at it)."""
-    out: list[list[ChangeEvent]] = [[]]
-    for event in events:
-        last = out[-1]
-        if len(last) >= size and (last[-1].segment_id, last[-1].position) != (event.segment_id, event.position):
-            out.append([])
-        out[-1].append(event)
-    return out
-
-
 class Run:
     def __init__(self, kind: str, dsn: str, schema_dir: Path, tmp_path: Path) -> None:
         spec = PostgresSink(name="pg", dsn=dsn) if kind == "postgresql" else ClickHouseSink(name="ch", dsn=dsn)
@@ -153,7 +141,7 @@ class Run:
         fingerprint = schema_fingerprint(self.writer.schema)
         for seq, part in enumerate(batches(events, size)):
             batch = EventBatch(seq, 0, True, part[-1].segment_id, part[-1].position, part, schema=fingerprint)
-            await self.writer.apply_with_retries(batch)
+            await self.writer.apply_with_retries([batch])
             assert self.writer.down is None, self.messages()
         self.letters = await self.writer.sink.dead_letters()
         self.checkpoint = await self.writer.sink.checkpoint("n1")

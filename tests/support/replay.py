@@ -17,3 +17,15 @@ def cdc_events(corpus) -> tuple[Schema, list[ChangeEvent]]:  # noqa: ANN001 (con
         if (e.keyspace, e.table) in cdc
     ]
     return schema, events
+
+
+def batches(events: list[ChangeEvent], size: int) -> list[list[ChangeEvent]]:
+    """About ``size`` changes each, cut between mutations as a parser cuts them (a batch's position
+    covers every change at it)."""
+    out: list[list[ChangeEvent]] = [[]]
+    for event in events:
+        last = out[-1]
+        if len(last) >= size and (last[-1].segment_id, last[-1].position) != (event.segment_id, event.position):
+            out.append([])
+        out[-1].append(event)
+    return out
