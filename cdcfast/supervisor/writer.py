@@ -40,6 +40,13 @@ def full_jitter(attempt: int, base: float, cap: float) -> float:
     return random.uniform(0, min(cap, base * 2**attempt))
 
 
+def undelivered(events: list[ChangeEvent], done: tuple[int, int]) -> list[ChangeEvent]:
+    """The events after the checkpoint ``done`` (all of them, without a look at each, when the first is)."""
+    if not events or (events[0].segment_id, events[0].position) > done:
+        return events  # in commit log order: the first after the checkpoint, all are
+    return [e for e in events if (e.segment_id, e.position) > done]
+
+
 class Writer:
     def __init__(self, config: PipelineConfig, sink_index: int, status: mp.Queue) -> None:
         spec = config.sinks[sink_index]
@@ -148,8 +155,7 @@ class Writer:
             tables = self.tables()
             await self.sink.prepare(self.schema)
         parts = [  # each batch's events not delivered yet, as their parser decoded them
-            as_decoded([e for e in b.events if (e.segment_id, e.position) > done], b.table_ids, self.schema)
-            for b in batches
+            as_decoded(undelivered(b.events, done), b.table_ids, self.schema) for b in batches
         ]
         events = [e for part in parts for e in part]
         last = batches[-1]
@@ -169,7 +175,7 @@ class Writer:
                     isolation = await apply_isolating(self.sink, events, tables, self.node, position, exc, self.log)
             self.checkpoint = position
             dead = await self._count_dead_letters(events, last, isolation)
-            written = [e for e in events if e.event_id not in dead]
+            written = [e for e in events if e.event_id not in dead] if dead else events
             metrics.record_write(self.name, metrics.events_by_table(written), 0, time.monotonic() - started)
             self.log.debug(
                 "batch applied",
@@ -180,7 +186,7 @@ class Writer:
                 position=last.position,
             )
         for batch, part in zip(batches, parts):
-            self.item_events += sum(e.event_id not in dead for e in part)
+            self.item_events += sum(e.event_id not in dead for e in part) if dead else len(part)
             if batch.final:
                 self.status.put(("applied", self.name, batch.seq, (batch.segment_id, batch.position), self.item_events))
                 self.item_events = 0

@@ -27,7 +27,7 @@ from cdcfast.config import PipelineConfig, PostgresSink, SourceConfig, TuningCon
 from cdcfast.events import ChangeEvent
 from cdcfast.supervisor.messages import BATCH_ENCODER, EventBatch, schema_fingerprint
 from cdcfast.supervisor.ring import Ring
-from cdcfast.supervisor.writer import Writer
+from cdcfast.supervisor.writer import Writer, undelivered
 
 pytestmark = pytest.mark.services
 CORPUS = "c50-v7-plain"
@@ -134,3 +134,15 @@ def test_the_write_limit_defaults_to_the_tunings_write_batch_size(tmp_path) -> N
         pytest.skip("corpus missing")
     assert writer_for("postgresql://nowhere/db", schema_dir, tmp_path, None).write_limit == 50_000
     assert writer_for("postgresql://nowhere/db", schema_dir, tmp_path, 700).write_limit == 700
+
+
+def test_a_batch_partly_delivered_is_written_from_the_checkpoint_on() -> None:
+    events = [
+        ChangeEvent(b"%d" % n, "shop", "users", "insert", [b"k"], [], n, segment_id=7, position=n // 2)
+        for n in range(8)
+    ]
+
+    assert undelivered(events, (7, 1)) == events[4:]  # positions 2 and 3 are after the checkpoint (7, 1)
+    assert undelivered(events, (6, 99)) == events  # an older segment's checkpoint
+    assert undelivered(events, (7, 3)) == []
+    assert undelivered([], (7, 3)) == []
