@@ -18,6 +18,7 @@ from cdcfast.config import PipelineConfig
 from cdcfast.events import TRUNCATE, ChangeEvent, events_from_batch
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
+from cdcfast.supervisor.collector import Collector
 from cdcfast.supervisor.messages import (
     BATCH_ENCODER,
     WHOLE_SEGMENT,
@@ -269,6 +270,7 @@ def parser_main(config: PipelineConfig, worker: int, work: mp.Queue, ring_names:
     tracing.setup(f"parser-{worker}")
     parser = Parser(config, worker)
     rings = [Ring(name) for name in ring_names]
+    collector = Collector()  # the events built hold no cycles (see .collector)
     try:
         while True:
             item = work.get()
@@ -278,8 +280,10 @@ def parser_main(config: PipelineConfig, worker: int, work: mp.Queue, ring_names:
                 message = BATCH_ENCODER.encode(batch)
                 for ring in rings:
                     ring.put(message)
+            collector.now_and_then()
         parser.audit()
     finally:
+        collector.resume()
         parser.watcher.close()
         tracing.shutdown()
         for ring in rings:

@@ -29,6 +29,7 @@ from cdcfast.observe import metrics, tracing
 from cdcfast.sinks import open_sink
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import reload_schema
+from cdcfast.supervisor.collector import Collector
 from cdcfast.supervisor.isolate import Isolation, apply_isolating
 from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch, as_decoded, schema_fingerprint
 from cdcfast.supervisor.ring import Ring, RingClosed
@@ -250,47 +251,52 @@ class Writer:
         """Apply batches in work-item order, whichever parser's ring they arrive in; the batches
         waiting meanwhile go together, up to ``write_limit`` events per write."""
         await self.start()
-        pending: list[tuple[int, int, EventBatch]] = []
-        group: list[EventBatch] = []  # the next write: consecutive batches, in order
-        group_events = 0
-        next_seq = 0
-        open_rings = list(rings)
-        while open_rings or pending or group:
-            received = False
-            for ring in list(open_rings):
-                try:
-                    message = ring.get(timeout=0)
-                except RingClosed:
-                    open_rings.remove(ring)
+        collector = Collector()
+        try:
+            pending: list[tuple[int, int, EventBatch]] = []
+            group: list[EventBatch] = []  # the next write: consecutive batches, in order
+            group_events = 0
+            next_seq = 0
+            open_rings = list(rings)
+            while open_rings or pending or group:
+                collector.now_and_then()
+                received = False
+                for ring in list(open_rings):
+                    try:
+                        message = ring.get(timeout=0)
+                    except RingClosed:
+                        open_rings.remove(ring)
+                        continue
+                    if message is not None:
+                        batch = BATCH_DECODER.decode(message)
+                        heapq.heappush(pending, (batch.seq, batch.part, batch))
+                        received = True
+                while pending and pending[0][0] == next_seq:
+                    size = len(pending[0][2].events)
+                    if group and group_events + size > self.write_limit:
+                        break
+                    _, _, batch = heapq.heappop(pending)
+                    group.append(batch)
+                    group_events += size
+                    if batch.final:
+                        next_seq += 1
+                full = bool(pending) and pending[0][0] == next_seq  # the next batch waits for another write
+                if group and (full or not received):  # nothing else has arrived: write what is here
+                    if self.down is None:
+                        await self.apply_with_retries(group)
+                    else:  # dropped here, kept in cdc_raw: the sink's checkpoint is still before it
+                        self.item_events = 0
+                    group, group_events = [], 0
                     continue
-                if message is not None:
-                    batch = BATCH_DECODER.decode(message)
-                    heapq.heappush(pending, (batch.seq, batch.part, batch))
-                    received = True
-            while pending and pending[0][0] == next_seq:
-                size = len(pending[0][2].events)
-                if group and group_events + size > self.write_limit:
+                if self.down is not None:
+                    await self.probe()
+                if not open_rings and pending and pending[0][0] != next_seq:
+                    self.log.error("work items missing at shutdown", expected=next_seq, pending=pending[0][0])
                     break
-                _, _, batch = heapq.heappop(pending)
-                group.append(batch)
-                group_events += size
-                if batch.final:
-                    next_seq += 1
-            full = bool(pending) and pending[0][0] == next_seq  # the next batch waits for another write
-            if group and (full or not received):  # nothing else has arrived: write what is here
-                if self.down is None:
-                    await self.apply_with_retries(group)
-                else:  # dropped here, kept in cdc_raw: the sink's checkpoint is still before it
-                    self.item_events = 0
-                group, group_events = [], 0
-                continue
-            if self.down is not None:
-                await self.probe()
-            if not open_rings and pending and pending[0][0] != next_seq:
-                self.log.error("work items missing at shutdown", expected=next_seq, pending=pending[0][0])
-                break
-            if not received:
-                await asyncio.sleep(0.002)
+                if not received:
+                    await asyncio.sleep(0.002)
+        finally:
+            collector.resume()
         await self.disconnect()
 
 
