@@ -6,7 +6,9 @@ from typing import Any
 from cdcfast.events import ChangeEvent
 
 class TableRender:
-    def __init__(self, table_codec: Any, kinds: Sequence[str]) -> None: ...
+    def __init__(
+        self, table_codec: Any, kinds: Sequence[str], raw_json: Callable[[Any], Callable[[bytes], Any]]
+    ) -> None: ...
 
 class BatchRender:
     def __init__(

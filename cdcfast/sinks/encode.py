@@ -657,7 +657,7 @@ class TableCodec:
     ) -> Iterator[Any]:
         good, rows, dead = out.good, out.rows, out.dead
         if self._render is None:
-            self._render = TableRender(self, CELL_KINDS)
+            self._render = TableRender(self, CELL_KINDS, raw_json)
         row_of = BatchRender(self._render, out.converted.values, source, record).row
         for event in events:
             try:
