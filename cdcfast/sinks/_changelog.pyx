@@ -38,7 +38,7 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.math cimport isfinite
 from cdcfast.sinks._bigendian cimport be_int
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 import orjson
 
@@ -52,6 +52,7 @@ cdef int64_t JSON_SAFE = 2 ** 53  # cdcfast.transform.typemap.JSON_SAFE_INTEGER
 cdef int64_t DATE_EPOCH = 2 ** 31
 cdef int64_t DECIMAL_SCALE = 10 ** 6  # cdcfast.sinks.encode._DECIMAL_SCALE: beyond, the generic decoder
 cdef const char* HEX = b"0123456789abcdef"
+NUL_JSON = b"\\u0000"  # how orjson writes U+0000 (cdcfast.sinks.encode._NUL_JSON)
 
 # How a column's values are rendered (see the module docstring).
 cdef enum:
@@ -161,9 +162,10 @@ cdef class ColumnRender:
     cdef list fields  # UDT_CELLS: b'"name"' per field
     cdef object to_target
     cdef object elements_target
+    cdef bint json_elements  # converted to JSON: an element whose JSON has no \u0000 converts
     cdef object codec  # the ColumnCodec, for TableCodec._complex_entry
 
-    def __init__(self, codec, bint complex_, raw_json):
+    def __init__(self, codec, bint complex_, raw_json, bint json_target):
         ctype = codec.ctype
         self.name = codec.name
         self.name_json = dumps(codec.name) + b":"
@@ -175,6 +177,7 @@ cdef class ColumnRender:
             self.items = [ValueRender(p, raw_json) for p in ctype.params]
             self.path = self.items[0] if self.cells in (SET_CELLS, MAP_CELLS) else None
             self.fields = [dumps(n) for n in ctype.field_names]
+            self.json_elements = json_target and not any(NUL_JSON in name for name in self.fields)
         self.to_target = codec.to_target
         self.elements_target = codec.elements_target
         self.codec = codec
@@ -190,8 +193,11 @@ cdef class TableRender:
     cdef object complex_entry  # TableCodec._complex_entry
     cdef object range_json  # TableCodec.range_json
 
-    def __init__(self, table_codec, kinds, raw_json):
-        self.columns = {name: ColumnRender(c, c.complex, raw_json) for name, c in table_codec.columns.items()}
+    def __init__(self, table_codec, kinds, raw_json, json_columns):
+        self.columns = {
+            name: ColumnRender(c, c.complex, raw_json, name in json_columns)
+            for name, c in table_codec.columns.items()
+        }
         self.partition_key = [self.columns[c.name] for c in table_codec.partition_key]
         self.clustering = [self.columns[c.name] for c in table_codec.clustering]
         self.kinds = tuple(dumps(k) for k in kinds)
@@ -206,6 +212,7 @@ cdef class BatchRender:
     cdef TableRender table
     cdef dict memo
     cdef dict partitions  # partition key tuple -> b'{"pk1":...,"pk2":...' (no closing brace)
+    cdef dict screened  # column name -> the collection/UDT elements converted without error
     cdef str source
     cdef object record
     cdef char* buf
@@ -226,6 +233,7 @@ cdef class BatchRender:
         self.table = table
         self.memo = memo
         self.partitions = {}
+        self.screened = {}
         self.source = source
         self.record = record
 
@@ -610,8 +618,26 @@ cdef class BatchRender:
             self.len = start
             return 0
         if value is not None and (cell.kind == SET_KIND or cell.kind == COUNTER_KIND):
-            c.elements_target([(path, value)])  # screens the element as the state rows convert it
+            self.screen_element(c, path, value, start)
         return 1
+
+    cdef int screen_element(self, ColumnRender c, bytes path, bytes value, Py_ssize_t start) except -1:
+        """Screens a written element as the state rows will convert it (``elements_target``), once per
+        element and batch: the outcome depends on the element's bytes only (a list element on its
+        value: its 16-byte path only orders it; a set element on its path). A column converted to
+        JSON needs no conversion while the element's JSON (the entry at ``start``) has no U+0000:
+        the converter builds its text from the very renderings of the element (``fast_jsonb`` /
+        ``to_json``), which succeeded here, and refuses U+0000 only."""
+        if c.json_elements and not has_nul_json(self.buf + start, self.len - start):
+            return 0
+        key = value if c.cells == LIST_CELLS else path if c.cells == SET_CELLS else (path, value)
+        seen = <set>self.screened.get(c.name)
+        if seen is None:
+            seen = self.screened[c.name] = set()
+        if key not in seen:
+            c.elements_target([(path, value)])
+            seen.add(key)
+        return 0
 
     cdef int put_element(self, ColumnRender c, cell, bytes path, object value) except -1:
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(path)
@@ -733,6 +759,15 @@ cdef bint valid_utf8(const uint8_t* p, Py_ssize_t n):
     except UnicodeDecodeError:
         return False
     return True
+
+
+cdef bint has_nul_json(const char* p, Py_ssize_t n) noexcept:
+    """``\\u0000`` somewhere in the ``n`` bytes at ``p``."""
+    cdef Py_ssize_t i
+    for i in range(n - 5):
+        if p[i] == b"\\" and memcmp(p + i, b"\\u0000", 6) == 0:
+            return True
+    return False
 
 
 cdef inline void put_uuid(char* out, const uint8_t* p) noexcept:

@@ -469,3 +469,18 @@ def test_generic_scalars_render_as_the_generic_change_log() -> None:
     values += [("a_duration", raw) for raw in (b"\x02\x04\x06", b"\x00\x00\x00", b"\x02")]
     cells = [cell(column, raw) for column, raw in values]
     assert_as_generic_on_every_target("all_types", all_types_events(cells))
+
+
+def test_repeated_elements_are_screened_in_every_event() -> None:
+    """The same written elements in many events of a batch, storable or not (U+0000 in a text[]
+    element or a jsonb key, an EMPTY element, a text that only looks like an escaped U+0000):
+    each event is kept or made a dead letter as the generic screen decides, every time."""
+    elements = [b"plain", b"nul\x00", b"\\u0000 looks escaped", b"\x00"]
+    cells = []
+    for _ in range(3):
+        cells += [cell("s_text", b"", path=text) for text in elements]
+        cells += [cell("m_text_int", int32(1), path=text) for text in elements]
+        cells += [cell("udt_nf", text, path=b"\x00\x00") for text in elements]
+        cells += [cell("l_int", value, path=TIMEUUID) for value in (int32(1), b"", int32(1))]
+        cells += [cell("l_int", int32(2), path=uuid.uuid1().bytes)]
+    assert_as_generic_on_every_target("all_types", all_types_events(cells, ttl_every=7))
