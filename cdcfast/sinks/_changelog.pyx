@@ -8,7 +8,7 @@ written straight into a buffer, byte for byte what ``orjson.dumps`` writes for t
 dicts (``TableCodec.key_json`` / ``cells_json``, i.e. :func:`cdcfast.sinks.changelog.change_row`):
 
 * the common scalar kinds are rendered from their serialized bytes: integers (the 8-byte ones
-  and varints of up to 8 bytes while JSON-safe), dates, booleans, UUIDs, blobs, IPv4 addresses,
+  and varints of up to 8 bytes; beyond JSON's safe range as strings), durations, dates, booleans, UUIDs, blobs, IPv4 addresses,
   decimals with coefficients of up to 8 bytes (``str(Decimal)``'s notation), and text without
   characters JSON escapes (finite non-zero doubles and floats through ``orjson.dumps`` of the
   float, its own formatting);
@@ -50,6 +50,8 @@ cdef int COUNTER_KIND = COUNTER
 cdef object TRUNCATE_OP = TRUNCATE
 cdef int64_t JSON_SAFE = 2 ** 53  # cdcfast.transform.typemap.JSON_SAFE_INTEGER
 cdef int64_t DATE_EPOCH = 2 ** 31
+cdef int64_t INT32_MIN = -(2 ** 31)
+cdef int64_t INT32_MAX = 2 ** 31 - 1
 cdef int64_t DECIMAL_SCALE = 10 ** 6  # cdcfast.sinks.encode._DECIMAL_SCALE: beyond, the generic decoder
 cdef const char* HEX = b"0123456789abcdef"
 NUL_JSON = b"\\u0000"  # how orjson writes U+0000 (cdcfast.sinks.encode._NUL_JSON)
@@ -72,6 +74,7 @@ cdef enum:
     DECIMAL = 13  # coefficients of up to 8 bytes
     VARINT = 14  # up to 8 bytes, JSON-safe values only
     INET = 15  # IPv4 only
+    DURATION = 17
     COMPOSITE = 16  # frozen collections, tuples, UDTs, vectors of fixed-size elements: see ``shape``
 
 # The shapes of COMPOSITE values, as ``fast_json`` renders them.
@@ -113,6 +116,7 @@ KINDS = {
     "decimal": DECIMAL,
     "varint": VARINT,
     "inet": INET,
+    "duration": DURATION,
 }
 
 
@@ -331,6 +335,12 @@ cdef class BatchRender:
             v = be_int(p, n)
             if -JSON_SAFE <= v <= JSON_SAFE:
                 return self.put_int(v)
+            self.put_char(b'"')  # beyond JSON's safe range: its digits as a string (str(Decimal(v)))
+            self.put_int(v)
+            return self.put_char(b'"')
+        elif kind == DURATION:
+            if self.put_duration(p, n):
+                return 0
         elif kind == DATE and n == 4:
             return self.put_int(<int64_t>(<uint32_t>be_int(p, 4)) - DATE_EPOCH)
         elif kind == BOOLEAN and n == 1:
@@ -402,6 +412,32 @@ cdef class BatchRender:
             self.len += 1
         self.buf[self.len] = <char>(48 + v % 10)
         self.len += 1
+
+    cdef int put_duration(self, const uint8_t* p, Py_ssize_t n) except -1:
+        """``{"months":m,"days":d,"nanoseconds":n}`` from three zig-zag signed vints (``json_value``
+        of the decoded ``Duration``); 0 (nothing written) for a value the decoder refuses."""
+        cdef int64_t parts[3]
+        cdef Py_ssize_t pos = 0
+        cdef int i
+        for i in range(3):
+            pos = read_svint(p, n, pos, &parts[i])
+            if pos < 0:
+                return 0
+        if pos != n or not (INT32_MIN <= parts[0] <= INT32_MAX and INT32_MIN <= parts[1] <= INT32_MAX):
+            return 0
+        self.put(b'{"months":', 10)
+        self.put_int(parts[0])
+        self.put(b',"days":', 8)
+        self.put_int(parts[1])
+        self.put(b',"nanoseconds":', 15)
+        if -JSON_SAFE <= parts[2] <= JSON_SAFE:
+            self.put_int(parts[2])
+        else:
+            self.put_char(b'"')
+            self.put_int(parts[2])
+            self.put_char(b'"')
+        self.put_char(b"}")
+        return 1
 
     cdef int put_decimal(self, int64_t unscaled, int32_t scale) except -1:
         """``str(Decimal(f"{unscaled}E{-scale}"))`` quoted: Python's to-scientific-string (plain
@@ -759,6 +795,24 @@ cdef bint valid_utf8(const uint8_t* p, Py_ssize_t n):
     except UnicodeDecodeError:
         return False
     return True
+
+
+cdef Py_ssize_t read_svint(const uint8_t* p, Py_ssize_t n, Py_ssize_t pos, int64_t* out) noexcept:
+    """The zig-zag signed vint at ``pos`` (cdcfast.values.vint.read_svint): the position after it,
+    or -1 if the bytes end first."""
+    cdef int extra = 0, i
+    cdef uint64_t u
+    if pos >= n:
+        return -1
+    while extra < 8 and p[pos] & (0x80 >> extra):
+        extra += 1
+    if pos + 1 + extra > n:
+        return -1
+    u = p[pos] & (0xFF >> extra)
+    for i in range(extra):
+        u = (u << 8) | p[pos + 1 + i]
+    out[0] = <int64_t>(u >> 1) ^ -<int64_t>(u & 1)
+    return pos + 1 + extra
 
 
 cdef bint has_nul_json(const char* p, Py_ssize_t n) noexcept:

@@ -484,3 +484,31 @@ def test_repeated_elements_are_screened_in_every_event() -> None:
         cells += [cell("l_int", value, path=TIMEUUID) for value in (int32(1), b"", int32(1))]
         cells += [cell("l_int", int32(2), path=uuid.uuid1().bytes)]
     assert_as_generic_on_every_target("all_types", all_types_events(cells, ttl_every=7))
+
+
+def test_durations_and_wide_integers_render_as_the_generic_change_log() -> None:
+    """duration (every vint width, non-minimal encodings, parts beyond their ranges, truncated or
+    trailing bytes) and 8-byte integers beyond JSON's safe range (rendered as strings), in cells
+    and inside a frozen tuple."""
+    import random
+
+    from cdcfast.values.vint import encode_svint, encode_uvint
+
+    rng = random.Random(11)
+    parts = [0, 1, -1, 63, -64, 64, 2**31 - 1, -(2**31), 2**53, 2**53 + 1, -(2**53) - 1, 2**63 - 1, -(2**63)]
+    durations = [
+        encode_svint(m) + encode_svint(d) + encode_svint(n) for m in parts[:7] for d in parts[:3] for n in parts
+    ]
+    for _ in range(100):
+        m, d = rng.randrange(-(2**31), 2**31), rng.randrange(-(2**31), 2**31)
+        durations.append(encode_svint(m) + encode_svint(d) + encode_svint(rng.randrange(-(2**63), 2**63)))
+    durations += [encode_svint(2**31) + encode_svint(0) + encode_svint(0)]  # months beyond int
+    durations += [encode_svint(0) + encode_svint(-(2**31) - 1) + encode_svint(0)]  # days beyond int
+    durations += [b"\x80\x02" + b"\x00\x00", b"\xff" + b"\x00" * 7 + b"\x02" + b"\x00\x00"]  # non-minimal vints
+    durations += [encode_uvint(2**64 - 1) + b"\x00\x00", b"\x00\x00", b"\x00\x00\x00\x00", b"\x00\x00\xc0\x01", b"\xff"]
+    values = [("a_duration", raw) for raw in durations]
+    for v in (2**53 + 1, -(2**53) - 1, 2**63 - 1, -(2**63), 2**60):
+        values += [("a_bigint", v.to_bytes(8, "big", signed=True)), ("a_timestamp", v.to_bytes(8, "big", signed=True))]
+        values += [("a_varint", v.to_bytes(8, "big", signed=True)), ("a_time", v.to_bytes(8, "big", signed=True))]
+    cells = [cell(column, raw) for column, raw in values]
+    assert_as_generic_on_every_target("all_types", all_types_events(cells))
