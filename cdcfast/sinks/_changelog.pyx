@@ -8,7 +8,7 @@ written straight into a buffer, byte for byte what ``orjson.dumps`` writes for t
 dicts (``TableCodec.key_json`` / ``cells_json``, i.e. :func:`cdcfast.sinks.changelog.change_row`):
 
 * the common scalar kinds are rendered from their serialized bytes: integers (the 8-byte ones
-  and varints of up to 8 bytes; beyond JSON's safe range as strings), durations, dates, booleans, UUIDs, blobs, IPv4 addresses,
+  and varints of up to 8 bytes; beyond JSON's safe range as strings), durations, dates, booleans, UUIDs, blobs, inets (not IPv4-mapped ones),
   decimals with coefficients of up to 8 bytes (``str(Decimal)``'s notation), and text without
   characters JSON escapes (finite non-zero doubles and floats through ``orjson.dumps`` of the
   float, its own formatting);
@@ -73,7 +73,7 @@ cdef enum:
     BLOB = 12
     DECIMAL = 13  # coefficients of up to 8 bytes
     VARINT = 14  # up to 8 bytes, JSON-safe values only
-    INET = 15  # IPv4 only
+    INET = 15  # IPv4, IPv6 but IPv4-mapped (whose text differs between Python versions)
     DURATION = 17
     COMPOSITE = 16  # frozen collections, tuples, UDTs, vectors of fixed-size elements: see ``shape``
 
@@ -388,6 +388,10 @@ cdef class BatchRender:
                 self.put_digits(p[i])
             self.buf[self.len] = b'"'
             self.len += 1
+            return 0
+        elif kind == INET and n == 16 and not ipv4_mapped(p):
+            self.reserve(42)
+            self.len += put_ipv6(self.buf + self.len, p)
             return 0
         elif kind == COMPOSITE:
             start = self.len
@@ -765,15 +769,53 @@ cdef class BatchRender:
         self.put_char(b"]")
         return self.take(0)
 
+    cdef object range_json(self, event):
+        """``TableCodec.range_json``: a range deletion's bounds, each clustering value rendered as in
+        the key (a truncation's record, and flags that are not booleans, by the Python method)."""
+        start, end = event.range_start, event.range_end
+        if start is None and end is None and event.op != TRUNCATE_OP:
+            return None
+        start_inclusive, end_inclusive = event.range_start_inclusive, event.range_end_inclusive
+        if event.op == TRUNCATE_OP or type(start_inclusive) is not bool or type(end_inclusive) is not bool:
+            return self.table.range_json(event)
+        self.len = 0
+        self.put(b'{"start":', 9)
+        self.put_bound(start)
+        self.put(b',"start_inclusive":', 19)
+        self.put_bool(start_inclusive)
+        self.put(b',"end":', 7)
+        self.put_bound(end)
+        self.put(b',"end_inclusive":', 17)
+        self.put_bool(end_inclusive)
+        self.put_char(b"}")
+        return self.take(0)
+
+    cdef int put_bound(self, values) except -1:
+        cdef list clustering = self.table.clustering
+        cdef Py_ssize_t i
+        self.put_char(b"[")
+        if values:
+            for i in range(min(len(clustering), len(values))):
+                if i:
+                    self.put_char(b",")
+                raw = values[i]
+                if raw is None:
+                    self.put(b"null", 4)
+                else:
+                    self.put_value((<ColumnRender>clustering[i]).value, raw)
+        return self.put_char(b"]")
+
+    cdef inline int put_bool(self, bint value) except -1:
+        if value:
+            return self.put(b"true", 4)
+        return self.put(b"false", 5)
+
     def row(self, event):
         """The event's change-log row: ``record(event_id, op, ts, segment_id, position, source, key
         JSON, cells JSON, deletion_ts, range JSON)``."""
         key = self.key_json(event)
         cells = self.cells_json(event.cells)
-        if event.range_start is None and event.range_end is None and event.op != TRUNCATE_OP:
-            range_ = None
-        else:
-            range_ = self.table.range_json(event)
+        range_ = self.range_json(event)
         return self.record(
             event.event_id,
             event.op,
@@ -822,6 +864,56 @@ cdef bint has_nul_json(const char* p, Py_ssize_t n) noexcept:
         if p[i] == b"\\" and memcmp(p + i, b"\\u0000", 6) == 0:
             return True
     return False
+
+
+cdef inline bint ipv4_mapped(const uint8_t* p) noexcept:
+    """::ffff:a.b.c.d"""
+    cdef int i
+    for i in range(10):
+        if p[i]:
+            return False
+    return p[10] == 0xFF and p[11] == 0xFF
+
+
+cdef int put_ipv6(char* out, const uint8_t* p) noexcept:
+    """``str(ipaddress.IPv6Address)`` quoted (at most 41 bytes; gives the length): groups in lowercase
+    hex without leading zeros, the first longest run of two or more zero groups as ``::``."""
+    cdef int groups[8]
+    cdef int i, o = 0, run = 0, best = 0, best_start = -1, g, shift
+    cdef bint started
+    for i in range(8):
+        groups[i] = (p[2 * i] << 8) | p[2 * i + 1]
+        if groups[i] == 0:
+            run += 1
+            if run > best:
+                best, best_start = run, i - run + 1
+        else:
+            run = 0
+    if best < 2:
+        best_start = -1
+    out[o] = b'"'
+    o += 1
+    i = 0
+    while i < 8:
+        if i == best_start:
+            out[o] = b":"
+            out[o + 1] = b":"
+            o += 2
+            i += best
+            continue
+        if i and i != best_start + best:  # no colon right after the "::"
+            out[o] = b":"
+            o += 1
+        g = groups[i]
+        started = False
+        for shift in (12, 8, 4, 0):
+            if started or (g >> shift) & 15 or shift == 0:
+                out[o] = HEX[(g >> shift) & 15]
+                o += 1
+                started = True
+        i += 1
+    out[o] = b'"'
+    return o + 1
 
 
 cdef inline void put_uuid(char* out, const uint8_t* p) noexcept:

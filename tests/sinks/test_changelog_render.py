@@ -512,3 +512,48 @@ def test_durations_and_wide_integers_render_as_the_generic_change_log() -> None:
         values += [("a_varint", v.to_bytes(8, "big", signed=True)), ("a_time", v.to_bytes(8, "big", signed=True))]
     cells = [cell(column, raw) for column, raw in values]
     assert_as_generic_on_every_target("all_types", all_types_events(cells))
+
+
+def test_range_deletions_render_as_the_generic_change_log() -> None:
+    """Range deletions of types.all_types (ck1 text, ck2 bigint): open and closed bounds, prefixes,
+    null and odd clustering values (escapes, bad UTF-8, wide and short integers)."""
+    bounds: list[list[bytes | None] | None] = [None, [], [b"a"], [b"a", int32(0) * 2], [b'q"\\\n', None]]
+    bounds += [[b"\xff", b"\x01"], [b"nul\x00", (2**60).to_bytes(8, "big")], [b"x", b""], [b"x", b"\x00" * 8, b"extra"]]
+    events = []
+    for i, (start, end) in enumerate((s, e) for s in bounds for e in bounds):
+        event = ChangeEvent(
+            event_id=b"",
+            keyspace="types",
+            table="all_types",
+            op="range_delete",
+            partition_key=[int32(i)],
+            clustering=[],
+            ts=1_700_000_000_000_000 + i,
+            deletion_ts=1_700_000_000_000_000 + i,
+            range_start=start,
+            range_start_inclusive=i % 2 == 0,
+            range_end=end,
+            range_end_inclusive=i % 3 == 0,
+            segment_id=1,
+            position=i,
+        )
+        events.append(event.with_content_id())
+    assert_as_generic_on_every_target("all_types", events)
+
+
+def test_ipv6_addresses_render_as_the_generic_change_log() -> None:
+    """IPv6 text: the longest run of zero groups compressed (the first of equal runs; never a single
+    group), IPv4-mapped addresses, random addresses."""
+    import random
+
+    rng = random.Random(5)
+    groups = [[0] * 8, [0] * 7 + [1], [1] + [0] * 7, [1, 0, 2, 0, 3, 0, 4, 0], [1, 0, 0, 2, 0, 0, 3, 4]]
+    groups += [[1, 0, 0, 2, 0, 0, 0, 3], [0, 0, 1, 0, 0, 0, 2, 3], [1, 2, 3, 4, 5, 6, 7, 0], [0xFFFF] * 8]
+    groups += [[0, 0, 0, 0, 0, 0xFFFF, 0x0102, 0x0304], [0, 0, 0, 0, 0, 0, 0x0102, 0x0304], [0xABCD, 0x10] + [0] * 6]
+    addresses = [b"".join(g.to_bytes(2, "big") for g in gs) for gs in groups]
+    for _ in range(200):
+        gs = [rng.choice([0, 0, 0, 1, 0xFF, 0x1000, rng.randrange(65536)]) for _ in range(8)]
+        addresses.append(b"".join(g.to_bytes(2, "big") for g in gs))
+    addresses += [rng.randbytes(16) for _ in range(50)]
+    cells = [cell("a_inet", raw) for raw in addresses]
+    assert_as_generic_on_every_target("all_types", all_types_events(cells))
