@@ -34,7 +34,6 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.dict cimport PyDict_Contains, PyDict_SetItem
 from cpython.float cimport PyFloat_FromDouble
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.math cimport isfinite
 from cdcfast.sinks._bigendian cimport be_int
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -830,12 +829,40 @@ cdef class BatchRender:
         )
 
 
-cdef bint valid_utf8(const uint8_t* p, Py_ssize_t n):
-    """Python's strict UTF-8 (no surrogates): then orjson writes the text as these very bytes."""
-    try:
-        PyUnicode_DecodeUTF8(<const char*>p, n, NULL)
-    except UnicodeDecodeError:
-        return False
+cdef bint valid_utf8(const uint8_t* p, Py_ssize_t n) noexcept:
+    """Well-formed UTF-8 (the Unicode standard's table 3-7: no overlong forms, no surrogates, nothing
+    beyond U+10FFFF), which is what Python's strict decoder takes: then orjson writes the text as
+    these very bytes."""
+    cdef Py_ssize_t i = 0, j, extra
+    cdef uint8_t b, low, high
+    while i < n:
+        b = p[i]
+        if b < 0x80:
+            i += 1
+            continue
+        low, high = 0x80, 0xBF  # the second byte's range
+        if 0xC2 <= b <= 0xDF:
+            extra = 1
+        elif 0xE0 <= b <= 0xEF:
+            extra = 2
+            if b == 0xE0:
+                low = 0xA0
+            elif b == 0xED:
+                high = 0x9F
+        elif 0xF0 <= b <= 0xF4:
+            extra = 3
+            if b == 0xF0:
+                low = 0x90
+            elif b == 0xF4:
+                high = 0x8F
+        else:
+            return False
+        if i + extra >= n or not low <= p[i + 1] <= high:
+            return False
+        for j in range(2, extra + 1):
+            if not 0x80 <= p[i + j] <= 0xBF:
+                return False
+        i += extra + 1
     return True
 
 

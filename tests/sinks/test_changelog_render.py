@@ -557,3 +557,32 @@ def test_ipv6_addresses_render_as_the_generic_change_log() -> None:
     addresses += [rng.randbytes(16) for _ in range(50)]
     cells = [cell("a_inet", raw) for raw in addresses]
     assert_as_generic_on_every_target("all_types", all_types_events(cells))
+
+
+def test_text_of_every_utf8_shape_renders_as_the_generic_change_log() -> None:
+    """Text around every boundary of well-formed UTF-8 (overlong forms, surrogates, beyond U+10FFFF,
+    truncated and stray continuation bytes) and random bytes, in a text and an ascii column and as
+    a key value."""
+    import random
+
+    rng = random.Random(3)
+    leads = [0x7F, 0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1, 0xEC, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4]
+    leads += [0xF5, 0xF8, 0xFF]
+    follows = [0x00, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0]
+    texts = [
+        bytes([lead, a, b, c]) for lead in leads for a in follows for b in (0x80, 0xBF, 0x41) for c in (0x80, 0x41)
+    ]
+    texts += [bytes([lead]) for lead in leads] + [bytes([lead, a]) for lead in leads for a in follows]
+    texts += ["ok \u00e9 \u0800 \ud7ff \ue000 \uffff \U00010000 \U0010ffff".encode()]
+    texts += [rng.randbytes(rng.randrange(1, 12)) for _ in range(300)]
+    # a written cell's value is also converted, which refuses bad UTF-8 on its own; a tombstone's
+    # value and a range deletion's bounds are only rendered
+    columns = [("a_text", SET), ("a_ascii", SET), ("a_text", TOMBSTONE), ("a_ascii", TOMBSTONE)]
+    cells = [cell(column, b"x " + text, kind=kind) for text in texts for column, kind in columns]
+    events = all_types_events(cells)
+    events = [msgspec.structs.replace(e, clustering=[b"k " + e.cells[0].value, e.clustering[1]]) for e in events]
+    events += [
+        msgspec.structs.replace(e, op="range_delete", clustering=[], cells=[], range_start=e.clustering[:1])
+        for e in events
+    ]
+    assert_as_generic_on_every_target("all_types", [e.with_content_id() for e in events])
