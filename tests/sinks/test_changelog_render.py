@@ -19,6 +19,7 @@ from cdcfast.commitlog import load_schema
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import TableDef
 from cdcfast.events import CLEAR, SET, TOMBSTONE, Cell, ChangeEvent
+from cdcfast.sinks import encode
 from cdcfast.sinks._pgcopy import change_row_copy
 from cdcfast.sinks.changelog import ChangeRow, change_row
 from cdcfast.sinks.encode import TableCodec, replace_frozen
@@ -586,3 +587,36 @@ def test_text_of_every_utf8_shape_renders_as_the_generic_change_log() -> None:
         for e in events
     ]
     assert_as_generic_on_every_target("all_types", [e.with_content_id() for e in events])
+
+
+def test_regular_collection_cells_and_values_take_the_compiled_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled pass renders regular collection and UDT cells, frozen values, decimals,
+    durations and inets itself: neither ``_complex_entry`` nor a column's Python renderer is called
+    (a slower fallback would still pass the tests above)."""
+    from cdcfast.values.vint import encode_svint
+
+    schema = load_schema(CORPUS_ROOT / "c50-v8-lz4" / "schema")
+    table = next(t for t in schema.cdc_tables() if t.name == "all_types")
+    cells = [
+        cell("s_text", b"", path=b"element"),
+        cell("l_int", int32(3), path=TIMEUUID),
+        cell("m_text_int", int32(3), path=b"key"),
+        cell("udt_nf", b"street", path=b"\x00\x00"),
+        cell("f_map", frozen_map([(int32(1), b"one")])),
+        cell("nested", frozen_map([(b"a", frozen([int32(1)]))])),
+        cell("tup", fields([int32(1), b"t", f64(2.5)])),
+        cell("a_vector", struct.pack(">3f", 1.5, 2.0, 3.0)),
+        cell("a_decimal", decimal_bytes(12345, 2)),
+        cell("a_duration", encode_svint(1) + encode_svint(2) + encode_svint(3)),
+        cell("a_inet", bytes([10, 0, 0, 1])),
+        cell("a_inet", bytes([0x20, 1, 0xD, 0xB8]) + bytes(11) + b"\x01"),
+    ]
+
+    def refuse(*args: object) -> None:
+        raise AssertionError(args)
+
+    monkeypatch.setattr(encode, "raw_json", lambda ctype: refuse)
+    codec = codec_of(table)
+    codec._complex_entry = refuse  # type: ignore[method-assign]
+    good, rows, dead, _ = codec.screen(all_types_events(cells), "node1")
+    assert len(rows) == len(cells) and not dead
