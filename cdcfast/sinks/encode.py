@@ -481,6 +481,8 @@ def _element_json(
     value_jsons = [fast_json(p) for p in value_types]
 
     def path(raw: bytes) -> Any:
+        if kind == "list" and len(raw) != 16:  # the timeuuid decoder takes b"" (EMPTY); a list path does not
+            return path_json(decode_cell_path(ctype, raw))  # raises, naming the column type
         try:
             value = path_decoder(raw)
         except ValueDecodeError:
@@ -571,6 +573,9 @@ class TableCodec:
         self.partition_key = [self.columns[c.name] for c in table.partition_key]
         self.clustering = [self.columns[c.name] for c in table.clustering]
         self.data = [self.columns[c.name] for c in table.columns.values()]
+        # columns whose values are stored as JSON (the change log's rendering): their collection and
+        # UDT elements need no conversion to screen them (see _changelog.BatchRender.screen_element)
+        self._json_columns = {name for name, target in targets.items() if target.converter == "json"}
         self._render: TableRender | None = None  # the compiled change-log renderer, built on first use
 
     # -- change log -------------------------------------------------------------------------------
@@ -655,7 +660,7 @@ class TableCodec:
     ) -> Iterator[Any]:
         good, rows, dead = out.good, out.rows, out.dead
         if self._render is None:
-            self._render = TableRender(self, CELL_KINDS)
+            self._render = TableRender(self, CELL_KINDS, raw_json, self._json_columns)
         row_of = BatchRender(self._render, out.converted.values, source, record).row
         for event in events:
             try:
