@@ -43,7 +43,14 @@ from cdcfast.sinks.changelog import CELL_KINDS, ChangeRow, element_key_type
 from cdcfast.sinks.poison import DeadLetter, screen
 from cdcfast.sinks.state import VisibleRow, frozen_bytes, sort_key
 from cdcfast.sinks.truncation import record_json
-from cdcfast.transform.typemap import JSON_SAFE_INTEGER, POSTGRES_TARGETS, TargetType, ValueMappingError, json_value
+from cdcfast.transform.typemap import (
+    JSON_SAFE_INTEGER,
+    POSTGRES_TARGETS,
+    TargetType,
+    ValueMappingError,
+    json_value,
+    null_text_key,
+)
 from cdcfast.values import EMPTY, ValueDecodeError, decode, decode_cell_path, decode_cell_value, udt_field_index
 
 _INT_SIZES = {"tinyint": 1, "smallint": 2, "int": 4, "bigint": 8, "timestamp": 8, "time": 8}
@@ -264,7 +271,16 @@ def _composite_json(ctype: CqlType) -> Callable[[Any], Any]:
     if kind == "map":
         key, item = items
         if ctype.params[0].kind in ("text", "ascii"):
-            return lambda value: None if value is None or value is EMPTY else {k: item(v) for k, v in value}
+
+            def text_keyed(value: Any) -> Any:
+                if value is None or value is EMPTY:
+                    return None
+                out = {k: item(v) for k, v in value}
+                if None in out:
+                    raise null_text_key(ctype)
+                return out
+
+            return text_keyed
         return lambda value: None if value is None or value is EMPTY else [[key(k), item(v)] for k, v in value]
     if kind == "tuple":
         return lambda value: None if value is None or value is EMPTY else [f(v) for f, v in zip(items, value)]

@@ -334,6 +334,12 @@ def _no_nul(text: str, what: str) -> str:
 _JSON_INTEGERS = frozenset({"tinyint", "smallint", "int", "bigint", "varint", "timestamp", "date", "time"})
 
 
+def null_text_key(ctype: CqlType) -> ValueDecodeError:
+    """A text-keyed map with a null key has no JSON object form; Cassandra never stores one, so
+    only damaged bytes hold it."""
+    return ValueDecodeError(ctype.cql(), None, "a null map key (Cassandra stores none): no JSON object holds it")
+
+
 def json_value(ctype: CqlType, value: Any, postgres: bool = False) -> Any:
     """The JSON-ready form of a decoded value (see the module docstring); ``postgres`` refuses U+0000."""
     if value is None or value is EMPTY:
@@ -362,6 +368,8 @@ def json_value(ctype: CqlType, value: Any, postgres: bool = False) -> Any:
     if kind == "map":
         key_type, value_type = ctype.params
         if key_type.kind in ("text", "ascii"):
+            if any(k is None for k, _ in value):
+                raise null_text_key(ctype)
             return {(_no_nul(k, "jsonb") if postgres else k): json_value(value_type, v, postgres) for k, v in value}
         return [[json_value(key_type, k, postgres), json_value(value_type, v, postgres)] for k, v in value]
     if kind == "tuple":

@@ -620,3 +620,18 @@ def test_regular_collection_cells_and_values_take_the_compiled_pass(monkeypatch:
     codec._complex_entry = refuse  # type: ignore[method-assign]
     good, rows, dead, _ = codec.screen(all_types_events(cells), "node1")
     assert len(rows) == len(cells) and not dead
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_a_null_key_in_a_text_keyed_frozen_map_is_a_dead_letter(target: str) -> None:
+    """Cassandra refuses null map keys, so only damaged bytes hold one: the change is a dead letter
+    saying so, never a TypeError that stops the sink."""
+    schema = load_schema(CORPUS_ROOT / "c50-v8-lz4" / "schema")
+    table = next(t for t in schema.cdc_tables() if t.name == "all_types")
+    events = all_types_events([cell("nested", frozen_map([(None, frozen([int32(1)]))]))], ttl_every=9)
+
+    good, _, dead, _ = codec_of(table, TARGETS[target]).screen(events, "node1")
+
+    assert good == [] and [d.event for d in dead] == events
+    assert "a null map key" in dead[0].reason, dead[0].reason
+    assert_rows_equal_the_generic_change_log(table, events, TARGETS[target])
