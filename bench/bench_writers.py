@@ -1,6 +1,7 @@
 """Each writer's events/s next to a bare COPY / native insert of the same rows, in the same run.
 
-    python bench/bench_writers.py [--corpus c50-v8-lz4] [--rounds 3] [--batch 5000] [--out bench/results/writers.json]
+    python bench/bench_writers.py [--corpus c50-v8-lz4] [--segments DIR [--segment-count N]] [--rounds 3]
+        [--batch 5000] [--sinks postgresql,timescaledb,clickhouse] [--out bench/results/writers.json]
 
 Needs the throwaway servers (scripts/services.sh start). For each sink, ``--rounds`` times in turn:
 
@@ -47,7 +48,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from support.services import ensure_services  # noqa: E402
 
-from cdcfast.commitlog import CommitLogReader, load_schema  # noqa: E402
+from cdcfast.commitlog import CommitLogReader, discover, load_schema  # noqa: E402
 from cdcfast.events import events_from_batch  # noqa: E402
 from cdcfast.sinks import open_sink  # noqa: E402
 from cdcfast.sinks.clickhouse import change_record as clickhouse_record  # noqa: E402
@@ -59,16 +60,22 @@ BATCH = 5000
 CLICKHOUSE_DATABASES = ("shop", "clinic", "telemetry", "types", "cdcfast")
 
 
-def corpus_events(name: str) -> tuple:
+def corpus_events(name: str, segments: Path | None = None, count: int | None = None) -> tuple:
+    """Every CDC change of the corpus' segments, or of the first ``count`` segments in ``segments``
+    (``cdcfast generate`` output for the corpus' schema)."""
     corpus = REPO.parent / "shared" / "corpus" / name
-    scratch = tempfile.mkdtemp()
-    with tarfile.open(corpus / "cdc_raw.tar.gz") as tar:
-        tar.extractall(scratch, filter="data")
     schema = load_schema(corpus / "schema")
+    if segments is not None:
+        paths = [s.path for s in discover([segments])][:count]
+    else:
+        scratch = tempfile.mkdtemp()
+        with tarfile.open(corpus / "cdc_raw.tar.gz") as tar:
+            tar.extractall(scratch, filter="data")
+        paths = [Path(scratch) / "cdc_raw"]
     cdc = {(t.keyspace, t.name) for t in schema.cdc_tables()}
     events = [
         e
-        for b in CommitLogReader(schema).read_paths([Path(scratch) / "cdc_raw"])
+        for b in CommitLogReader(schema).read_paths(paths)
         for e in events_from_batch(b)
         if (e.keyspace, e.table) in cdc
     ]
@@ -198,6 +205,8 @@ def main() -> int:
     global BATCH
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="c50-v8-lz4")
+    parser.add_argument("--segments", type=Path, help="generated segments for the corpus' schema instead of its own")
+    parser.add_argument("--segment-count", type=int, help="with --segments: only the first N")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=BATCH, help="events per batch (the pipeline's tuning.batch_size)")
     parser.add_argument("--sinks", default="postgresql,timescaledb,clickhouse")
@@ -205,7 +214,7 @@ def main() -> int:
     args = parser.parse_args()
     BATCH = args.batch
     dsns = ensure_services(["postgres", "timescaledb", "clickhouse"])
-    schema, events = corpus_events(args.corpus)
+    schema, events = corpus_events(args.corpus, args.segments, args.segment_count)
     rows = change_rows(schema, events)
     pg_records = [change_record(*r) for r in rows]
     ch_records = [clickhouse_record(*r) for r in rows]
@@ -244,7 +253,15 @@ def main() -> int:
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()}
     args.out.write_text(
         json.dumps(
-            {"corpus": args.corpus, "events": len(events), "batch": BATCH, "machine": machine, **results}, indent=1
+            {
+                "corpus": args.corpus,
+                "segments": str(args.segments) if args.segments else None,
+                "events": len(events),
+                "batch": BATCH,
+                "machine": machine,
+                **results,
+            },
+            indent=1,
         )
     )
     return 0
