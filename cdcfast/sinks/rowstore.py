@@ -73,11 +73,15 @@ VersionFields = tuple[int, "bytes | None", int]  # (ts, value, expires_at): what
 
 
 def encode_new_row(
-    liveness: Version | VersionFields | None, cells: dict[str, Version] | dict[str, VersionFields]
+    liveness: Version | VersionFields | None,
+    cells: dict[str, Version] | dict[str, VersionFields],
+    clears: dict[str, int] | None = None,
+    elements: dict[str, list[tuple[bytes, Version]]] | dict[str, list[tuple[bytes, VersionFields]]] | None = None,
 ) -> bytes:
-    """``encode_row`` of a row state with a liveness and simple cells only (the same bytes); its
+    """``encode_row`` of a row state with a liveness, simple cells, clears and collection elements
+    only (the same bytes; ``elements``: each column's (path, version) pairs in the row's order); its
     versions may be given as their ``(ts, value, expires_at)`` fields."""
-    return _encoder.encode((liveness, None, cells, _NONE, _NONE, _NONE, _NONE))
+    return _encoder.encode((liveness, None, cells, clears or _NONE, elements or _NONE, _NONE, _NONE))
 
 
 def decode_row(data: bytes) -> RowState:

@@ -240,3 +240,61 @@ def test_the_static_only_row_shows_while_no_row_does() -> None:
     for batch in batches[6:]:
         sink.apply(batch)
     assert row_key([_int(2)], None) not in sink.rows  # a row shows again: the static-only row went
+
+
+def test_new_rows_with_collection_elements_are_planned_as_the_model_has_them() -> None:
+    """New rows written by one event each (planned straight from the event, without the model):
+    elements after a clear, elements the clear hides, expiring elements beside lasting ones, an
+    expiring liveness, and rows nothing shows (only a clear, or elements older than it)."""
+    from cdcfast.sinks.rowstore import encode_row
+
+    for table in (_table(static=False), _table(static=True)):
+
+        def cells(c: int, *more: Cell, table: TableDef = table) -> ChangeEvent:
+            return _event(table, UPDATE, 1, c, 3000, more)
+
+        batch = [
+            _insert(table, 1, 1, 3000, "one", {"a": "x", "b": "y"}),
+            _insert(table, 1, 2, 3000, "two", {}, ttl_expires=1_700_000_000),
+            cells(3, Cell("m", SET, 3000, b"x", b"a", 100, 1_900_000_000), Cell("m", SET, 3000, b"y", b"b")),
+            cells(
+                4,
+                Cell("m", SET, 3000, b"x", b"a", 100, 1_900_000_000),
+                Cell("m", SET, 3000, b"y", b"b", 9, 1_800_000_000),
+            ),
+            cells(5, Cell("m", CLEAR, 3000), Cell("m", SET, 3000, b"hidden", b"a"), Cell("v", SET, 3000, b"shows")),
+            cells(6, Cell("m", CLEAR, 3000)),  # nothing shows: a row tombstone
+            cells(7, Cell("m", CLEAR, 3000), Cell("m", SET, 2999, b"older", b"a")),  # nor here
+            _event(
+                table,
+                INSERT,
+                1,
+                8,
+                3000,
+                [Cell("m", SET, 3000, b"z", b"c", 100, 1_600_000_000)],
+                liveness_ts=3000,
+                liveness_ttl=100,
+                liveness_expires_at=1_650_000_000,
+            ),
+            cells(9, Cell("v", SET, 3000, b"lasting"), Cell("m", SET, 3000, b"z", b"c", 100, 1_600_000_000)),
+        ]
+        if table.name == "st":
+            batch.append(_static(table, 2, 3000, "other partition"))
+        model = TableState(table)
+        model.apply_all(batch)
+        partition = model.partitions[(_int(1),)]
+        static = model.static_view(partition)
+        want_visible, want_tombstones = {}, {}
+        for clustering, row in partition.rows.items():
+            key = row_key([_int(1)], clustering)
+            seen = model.visible_row((_int(1),), partition, clustering, row, static)
+            if seen is None:
+                want_tombstones[key] = encode_row(row)
+            else:
+                want_visible[key] = (shown(seen), encode_row(row))
+        plans = [p for p in plan(table, {}, batch) if p.pk == (_int(1),)]
+        got_visible = {key: (shown(row), blob) for p in plans for key, row, blob in p.visible}
+        got_tombstones = dict(t for p in plans for t in p.tombstones)
+        assert set(want_tombstones) == {row_key([_int(1)], [_int(c)]) for c in (6, 7)}
+        assert got_visible == want_visible, table.name
+        assert got_tombstones == want_tombstones, table.name
