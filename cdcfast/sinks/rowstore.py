@@ -66,7 +66,21 @@ def _row_in(stored: _StoredRow) -> RowState:
 
 
 def encode_row(row: RowState) -> bytes:
-    return _encoder.encode(_row_out(row))
+    # _row_out's fields as a plain tuple: the same msgpack array, without building the struct
+    elements, counters = row.elements, row.counters
+    return _encoder.encode(
+        (
+            row.liveness,
+            row.deletion_ts,
+            row.cells,
+            row.clears,
+            {k: list(e.items()) for k, e in elements.items()} if elements else _NONE,
+            {k: [(cid, clock, count) for cid, (clock, count) in s.items()] for k, s in counters.items()}
+            if counters
+            else _NONE,
+            row.counter_ts,
+        )
+    )
 
 
 VersionFields = tuple[int, "bytes | None", int]  # (ts, value, expires_at): what a Version encodes as
