@@ -1,7 +1,8 @@
 """Builds the Cython modules on `pip install -e .`: the commit log decoder (cdcfast/_commitlog.pyx),
 the change-event builder (cdcfast/_events.pyx), the writers' binary COPY rows
-(cdcfast/sinks/_pgcopy.pyx), their change-log JSON (cdcfast/sinks/_changelog.pyx) and PostgreSQL
-scalar values (cdcfast/sinks/_scalars.pyx)."""
+(cdcfast/sinks/_pgcopy.pyx), their change-log JSON (cdcfast/sinks/_changelog.pyx), PostgreSQL
+scalar values (cdcfast/sinks/_scalars.pyx), the state model's hottest loops
+(cdcfast/sinks/_state.pyx) and the rows merge plans straight from their event (cdcfast/sinks/_merge.pyx)."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -22,6 +23,8 @@ extensions = [
     Extension("cdcfast.sinks._pgcopy", ["cdcfast/sinks/_pgcopy.pyx"], extra_compile_args=["-O3"]),
     Extension("cdcfast.sinks._changelog", ["cdcfast/sinks/_changelog.pyx"], extra_compile_args=["-O3"]),
     Extension("cdcfast.sinks._scalars", ["cdcfast/sinks/_scalars.pyx"], extra_compile_args=["-O3"]),
+    Extension("cdcfast.sinks._state", ["cdcfast/sinks/_state.pyx"], extra_compile_args=["-O3"]),
+    Extension("cdcfast.sinks._merge", ["cdcfast/sinks/_merge.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

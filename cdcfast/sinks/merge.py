@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 import msgspec
 
 from cdcfast.commitlog.schema import TableDef
-from cdcfast.events import INSERT, PARTITION_DELETE, RANGE_DELETE, SET, UPDATE, ChangeEvent
-from cdcfast.sinks.rowstore import decode_partition, decode_row, encode_new_row, encode_partition, encode_row
-from cdcfast.sinks.state import NEVER, PartitionState, StaticView, TableState, VisibleRow
+from cdcfast.events import PARTITION_DELETE, RANGE_DELETE, ChangeEvent
+from cdcfast.sinks._merge import new_row as _new_row
+from cdcfast.sinks._merge import simple_event as _simple
+from cdcfast.sinks.rowstore import decode_partition, decode_row, encode_partition, encode_row
+from cdcfast.sinks.state import PartitionState, StaticView, TableState, VisibleRow
 
 NO_SHADOW = -(2**63)  # the shadow of a row without deletions: only a timestamp above it shows
 
@@ -119,6 +121,7 @@ def plan(
     its event (:func:`_new_row`): the model's answer for it, without the model's work."""
     model = TableState(table)
     simple = {c.name for c in model.regular if not c.type.is_complex and not c.type.is_counter}
+    complex_columns = frozenset(c.name for c in model.regular if c.type.is_complex and not c.type.is_counter)
     # Each partition key is encoded once; each row event's key (its row's stored identity, also what
     # counts its events) is built from it.
     pk_bytes: dict[tuple[bytes, ...], bytes] = {}
@@ -147,7 +150,12 @@ def plan(
     blob_views: dict[bytes, StaticView | None] = {}
     slow: list[tuple[ChangeEvent, tuple[bytes, ...], bytes | None]] = []
     for event, pk, key in zip(events, pks, keys):
-        if key is not None and pk not in partition_level and counts[key] == 1 and _simple(event, simple):
+        if (
+            key is not None
+            and pk not in partition_level
+            and counts[key] == 1
+            and _simple(event, simple, complex_columns)
+        ):
             known = stored.get(pk)
             if pk in views:
                 view = views[pk]
@@ -161,40 +169,83 @@ def plan(
                     view = blob_views[state_blob] = model.static_view(state) if fresh else None
                 views[pk] = view
             if view is not None and (known is None or key not in known.rows):
-                p = plans.get(pk)
-                if p is None:
-                    p = plans[pk] = PartitionPlan(pk, pk_bytes[pk], None, [], [], [])
-                p.visible.append(_new_row(pk, key, event, view))
-                continue
+                planned = _new_row(pk, key, event, view)
+                if planned is not None:
+                    p = plans.get(pk)
+                    if p is None:
+                        p = plans[pk] = PartitionPlan(pk, pk_bytes[pk], None, [], [], [])
+                    p.visible.append(planned)
+                    continue
         slow.append((event, pk, key))
 
+    # The stored rows each partition's slow events touch: in a partition whose own state the batch
+    # leaves alone, the other stored rows keep their stored form (decoded only if the static-only
+    # row's fate needs them, see _static_only_row).
+    wanted: dict[tuple[bytes, ...], set[bytes]] = {}
+    for _, pk, key in slow:
+        if key is not None:
+            wanted.setdefault(pk, set()).add(key)
+    # Whether a stored partition state's blob is what encode_partition gives for it (by blob): then
+    # a partition without a partition-level event keeps it, unwritten (most partitions share one).
+    canonical: dict[bytes, bool] = {}
+    undecoded: dict[tuple[bytes, ...], dict[bytes, bytes]] = {}  # row key -> stored state blob
+    stored_blobs: dict[tuple[bytes, ...], dict[tuple, bytes]] = {}  # decoded row's clustering -> blob
+    kept: set[tuple[bytes, ...]] = set()  # partitions whose stored state stays right
     touched: dict[tuple[bytes, ...], dict[tuple, bytes]] = {}  # row clustering -> row key
+    partitions = model.partitions
     for event, pk, key in slow:
-        if pk not in model.partitions:
-            model.partitions[pk] = _stored_partition(stored.get(pk))
+        if pk not in partitions:
+            known = stored.get(pk)
+            merged = partitions[pk] = _stored_state(known)
+            known_state = known.state if known is not None else None
+            if pk not in partition_level:
+                if not known_state:
+                    kept.add(pk)
+                else:
+                    same = canonical.get(known_state)
+                    if same is None:
+                        same = canonical[known_state] = encode_partition(merged) == known_state
+                    if same:
+                        kept.add(pk)
+            if known is not None and known.rows:
+                blobs = stored_blobs[pk] = {}
+                rest = _load_rows(merged, known, wanted.get(pk) if pk in kept else None, blobs)
+                if rest:
+                    undecoded[pk] = rest
         model.apply(event)
-        rows = touched.setdefault(pk, {})
+        rows = touched.get(pk)
+        if rows is None:
+            rows = touched[pk] = {}
         if key is not None:
             rows[tuple(event.clustering)] = key
 
+    statics: dict[tuple[bytes, ...], StaticView] = {}
     for pk, touched_rows in touched.items():
-        merged = model.partitions[pk]
+        merged = partitions[pk]
         known = stored.get(pk)
         known_rows = known.rows if known is not None else {}
         known_stale = known.stale if known is not None else set()
-        blob = encode_partition(merged)
-        changed = blob != (known.state if known is not None and known.state else EMPTY_PARTITION)
-        static = model.static_view(merged)
+        if pk in kept:
+            changed, blob = False, None
+        else:
+            blob = encode_partition(merged)
+            changed = blob != (known.state if known is not None and known.state else EMPTY_PARTITION)
+        static = statics[pk] = model.static_view(merged)
         pkb = pk_bytes[pk]
         p = plans.get(pk)
         if p is None:
             p = plans[pk] = PartitionPlan(pk, pkb, None, [], [], [])
         p.state = blob if changed else None
+        blobs = stored_blobs.get(pk, {})
         for clustering in merged.rows if changed else touched_rows:
             row = merged.rows[clustering]
-            key = touched_rows.get(clustering) or _row_key_from(pkb, clustering)
+            key = touched_rows.get(clustering)
+            if key is None:  # a stored row the batch leaves alone (its partition's state changed)
+                key = _row_key_from(pkb, clustering)
+                row_blob = blobs[clustering]
+            else:
+                row_blob = encode_row(row)
             shown = model.visible_row(pk, merged, clustering, row, static)
-            row_blob = encode_row(row)
             if not changed and known_rows.get(key) == (row_blob, shown is not None) and key not in known_stale:
                 continue  # stored as it is
             if shown is not None:
@@ -204,7 +255,8 @@ def plan(
 
     if model.static_columns:  # the static-only row shows while the partition has no visible row
         for pk, p in plans.items():
-            _static_only_row(model, pk, p, stored.get(pk), model.partitions.get(pk))
+            view = statics.get(pk) or views.get(pk)
+            _static_only_row(model, pk, p, stored.get(pk), partitions.get(pk), view, undecoded.get(pk))
     return list(plans.values())
 
 
@@ -214,10 +266,15 @@ def _static_only_row(
     p: PartitionPlan,
     known: StoredPartition | None,
     merged: PartitionState | None,
+    static: StaticView | None = None,
+    undecoded: dict[bytes, bytes] | None = None,
 ) -> None:
-    """Add the partition's static-only row to ``p`` when it appears, or to ``p.gone`` when it goes."""
+    """Add the partition's static-only row to ``p`` when it appears, or to ``p.gone`` when it goes.
+    ``static``: the static view of ``merged`` if known; ``undecoded``: stored rows (row key -> state
+    blob) not in ``merged.rows``, unchanged by the batch, decoded here only if needed."""
     merged = merged or _stored_state(known)
-    static = model.static_view(merged)
+    if static is None:
+        static = model.static_view(merged)
     placeholder = None
     if not any(row.clustering is not None for _, row, _ in p.visible):  # no row shows for sure yet
         invisible = {key for key, _ in p.tombstones}
@@ -225,6 +282,12 @@ def _static_only_row(
             model.visible_row(pk, merged, ck, row, static) is not None
             for ck, row in merged.rows.items()
             if _row_key_from(p.pk_bytes, ck) not in invisible
+        ) and not any(
+            model.visible_row(pk, merged, ck, decode_row(blob), static) is not None
+            for key, blob in (undecoded or {}).items()
+            if key not in invisible
+            for ck in (split_row_key(key)[1],)
+            if ck is not None
         ):
             placeholder = model.static_only_row(pk, static)
     key = _row_key_from(p.pk_bytes, None)
@@ -238,66 +301,39 @@ def _static_only_row(
 def _stored_partition(known: StoredPartition | None) -> PartitionState:
     """A stored partition's state with its stored rows (the static-only row aside)."""
     merged = _stored_state(known)
-    for key, (blob, _) in known.rows.items() if known is not None else ():
-        _, clustering = split_row_key(key)
-        if blob and clustering is not None:
-            merged.rows[clustering] = decode_row(blob)
+    if known is not None:
+        _load_rows(merged, known, None, None)
     return merged
 
 
+def _load_rows(
+    merged: PartitionState,
+    known: StoredPartition,
+    wanted: set[bytes] | None,
+    blobs: dict[tuple, bytes] | None,
+) -> dict[bytes, bytes]:
+    """Decode ``known``'s stored rows (those in ``wanted``, None: all) into ``merged.rows``, noting
+    each one's blob by clustering in ``blobs``; gives back the rows left undecoded (key -> blob)."""
+    rest: dict[bytes, bytes] = {}
+    rows = merged.rows
+    for key, (blob, _) in known.rows.items():
+        if not blob:
+            continue  # the static-only row
+        if wanted is not None and key not in wanted:
+            rest[key] = blob
+            continue
+        clustering = split_row_key(key)[1]
+        if clustering is not None:
+            rows[clustering] = decode_row(blob)
+            if blobs is not None:
+                blobs[clustering] = blob
+    return rest
+
+
 def _stored_state(known: StoredPartition | None) -> PartitionState:
-    return decode_partition(known.state) if known is not None and known.state else PartitionState()
-
-
-def _simple(event: ChangeEvent, simple: set[str]) -> bool:
-    """An INSERT or UPDATE of live values of simple columns, each once, without deletions."""
-    if event.op not in (INSERT, UPDATE) or event.deletion_ts is not None:
-        return False
-    if not event.cells:
-        return event.liveness_ts is not None and event.liveness_ts > NO_SHADOW
-    seen = set()
-    for cell in event.cells:
-        if cell.kind != SET or cell.path is not None or cell.column not in simple or cell.column in seen:
-            return False
-        if cell.value is None or cell.ts <= NO_SHADOW:
-            return False
-        seen.add(cell.column)
-    return event.liveness_ts is None or event.liveness_ts > NO_SHADOW
-
-
-def _new_row(
-    pk: tuple[bytes, ...], key: bytes, event: ChangeEvent, static: StaticView
-) -> tuple[bytes, VisibleRow, bytes]:
-    """What :meth:`TableState.visible_row` and :func:`encode_row` give for a new row written by one
-    simple event (:func:`_simple`) in a partition without deletions: every written value shows,
-    next to the partition's static values. The row's versions are plain ``(ts, value, expires_at)``
-    tuples (what a :class:`Version` encodes as): nothing but the encoder reads them."""
-    liveness = None
-    forever = False  # something keeps the row for good (row_expires NEVER)
-    latest = NEVER  # else the latest expiry among what keeps it
-    if event.liveness_ts is not None:
-        expires_at = event.liveness_expires_at if event.liveness_ttl else NEVER
-        liveness = (event.liveness_ts, b"", expires_at)
-        if expires_at == NEVER:
-            forever = True
-        elif expires_at > latest:
-            latest = expires_at
-    cells = {}
-    static_values, static_expires, _ = static
-    values = dict(static_values) if static_values else {}
-    expires = dict(static_expires) if static_expires else {}
-    for cell in event.cells:
-        column, value, expires_at = cell.column, cell.value, cell.expires_at
-        cells[column] = (cell.ts, value, expires_at)
-        values[column] = value
-        if expires_at:
-            expires[column] = expires_at
-            if expires_at > latest:
-                latest = expires_at
-        else:
-            forever = True
-    row = VisibleRow(pk, tuple(event.clustering), values, expires, NEVER if forever else latest)
-    return key, row, encode_new_row(liveness, cells)
+    if known is None or not known.state or known.state == EMPTY_PARTITION:
+        return PartitionState()  # (decode_partition's answer for the empty state, without decoding)
+    return decode_partition(known.state)
 
 
 def reevaluate(table: TableDef, stored: dict[tuple[bytes, ...], StoredPartition]) -> list[PartitionPlan]:

@@ -66,18 +66,36 @@ def _row_in(stored: _StoredRow) -> RowState:
 
 
 def encode_row(row: RowState) -> bytes:
-    return _encoder.encode(_row_out(row))
+    # _row_out's fields as a plain tuple: the same msgpack array, without building the struct
+    elements, counters = row.elements, row.counters
+    return _encoder.encode(
+        (
+            row.liveness,
+            row.deletion_ts,
+            row.cells,
+            row.clears,
+            {k: list(e.items()) for k, e in elements.items()} if elements else _NONE,
+            {k: [(cid, clock, count) for cid, (clock, count) in s.items()] for k, s in counters.items()}
+            if counters
+            else _NONE,
+            row.counter_ts,
+        )
+    )
 
 
 VersionFields = tuple[int, "bytes | None", int]  # (ts, value, expires_at): what a Version encodes as
 
 
 def encode_new_row(
-    liveness: Version | VersionFields | None, cells: dict[str, Version] | dict[str, VersionFields]
+    liveness: Version | VersionFields | None,
+    cells: dict[str, Version] | dict[str, VersionFields],
+    clears: dict[str, int] | None = None,
+    elements: dict[str, list[tuple[bytes, Version]]] | dict[str, list[tuple[bytes, VersionFields]]] | None = None,
 ) -> bytes:
-    """``encode_row`` of a row state with a liveness and simple cells only (the same bytes); its
+    """``encode_row`` of a row state with a liveness, simple cells, clears and collection elements
+    only (the same bytes; ``elements``: each column's (path, version) pairs in the row's order); its
     versions may be given as their ``(ts, value, expires_at)`` fields."""
-    return _encoder.encode((liveness, None, cells, _NONE, _NONE, _NONE, _NONE))
+    return _encoder.encode((liveness, None, cells, clears or _NONE, elements or _NONE, _NONE, _NONE))
 
 
 def decode_row(data: bytes) -> RowState:

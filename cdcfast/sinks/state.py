@@ -30,13 +30,12 @@ import msgspec
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import TableDef
 from cdcfast.events import (
-    CLEAR,
-    COUNTER,
     PARTITION_DELETE,
     RANGE_DELETE,
-    TOMBSTONE,
+    Cell,
     ChangeEvent,
 )
+from cdcfast.sinks._state import apply_row_event, bind, raw_values, visible_row
 from cdcfast.values import EMPTY, CounterContext, decode, decode_cell_path, decode_cell_value
 
 NEVER = 0  # expires_at of a cell that does not expire
@@ -89,25 +88,14 @@ class RowState:
         self.deletion_ts = ts if self.deletion_ts is None else max(self.deletion_ts, ts)
 
     def apply(self, event: ChangeEvent) -> None:
-        if event.liveness_ts is not None:
-            expires = event.liveness_expires_at if event.liveness_ttl else NEVER
-            self.liveness = _keep(self.liveness, Version(event.liveness_ts, b"", expires))
-        if event.deletion_ts is not None and event.op not in (PARTITION_DELETE, RANGE_DELETE):
-            self.delete(event.deletion_ts)
-        for cell in event.cells:
-            if cell.kind == CLEAR:
-                self.clears[cell.column] = max(self.clears.get(cell.column, cell.ts), cell.ts)
-            elif cell.kind == COUNTER:
-                context = decode(COUNTER_TYPE, cell.value or b"")
-                assert isinstance(context, CounterContext)
-                self._add_shards(cell.column, {s.counter_id.bytes: (s.clock, s.count) for s in context.shards}, cell.ts)
-            else:
-                version = Version(cell.ts, None if cell.kind == TOMBSTONE else cell.value, cell.expires_at)
-                if cell.path is None:
-                    self.cells[cell.column] = _keep(self.cells.get(cell.column), version)
-                else:
-                    column = self.elements.setdefault(cell.column, {})
-                    column[cell.path] = _keep(column.get(cell.path), version)
+        """Fold a row event in: its liveness, row deletion and cells (compiled:
+        :func:`cdcfast.sinks._state.apply_row_event`)."""
+        apply_row_event(self, event, RowState._apply_counter)
+
+    def _apply_counter(self, cell: Cell) -> None:
+        context = decode(COUNTER_TYPE, cell.value or b"")
+        assert isinstance(context, CounterContext)
+        self._add_shards(cell.column, {s.counter_id.bytes: (s.clock, s.count) for s in context.shards}, cell.ts)
 
     def merge(self, other: RowState) -> None:
         """Fold another state of the same row in (a replica's, or a stored one)."""
@@ -312,7 +300,7 @@ class TableState:
             row = partition.rows.get(clustering)
             if row is None:
                 row = partition.rows[clustering] = RowState()
-            row.apply(event)
+            apply_row_event(row, event, RowState._apply_counter)  # (row.apply, a call less)
         return partition
 
     def apply_all(self, events: Iterable[ChangeEvent]) -> None:
@@ -347,38 +335,8 @@ class TableState:
     ) -> tuple[dict[str, Any], dict[str, int], int]:
         """Winning values (serialized bytes; element lists for complex columns; totals for
         counters), the expiry of each expiring one, and how many are live (not None). ``columns``:
-        (name, kind) pairs (:func:`_value_kind`)."""
-        values: dict[str, Any] = {}
-        expires: dict[str, int] = {}
-        live = 0
-        cells = row.cells
-        for name, kind in columns:
-            if kind == _SIMPLE:
-                version = cells.get(name)
-                if version is None or version.ts <= shadow or version.value is None:
-                    values[name] = None
-                    continue
-                expires_at = version.expires_at  # (Version.live, inlined)
-                if expires_at != NEVER and now is not None and now >= expires_at:
-                    values[name] = None
-                    continue
-                values[name] = version.value
-                if expires_at:
-                    expires[name] = expires_at
-                live += 1
-            elif kind == _COMPLEX:
-                elements = row.visible_elements(name, shadow, now)
-                values[name] = elements or None
-                if elements:
-                    live += 1
-                    soonest = [v.expires_at for v in row.elements[name].values() if v.expires_at]
-                    if soonest:
-                        expires[name] = min(soonest)
-            else:
-                total = values[name] = row.counter_total(name, shadow)
-                if total is not None:
-                    live += 1
-        return values, expires, live
+        (name, kind) pairs (:func:`_value_kind`). Compiled: :func:`cdcfast.sinks._state.raw_values`."""
+        return raw_values(row, columns, shadow, now)
 
     def visible_rows(self, pk: tuple[bytes, ...], now: int | None = None) -> list[VisibleRow]:
         """The rows ``SELECT *`` shows for one partition as of ``now`` (None: ignoring TTLs, with
@@ -414,22 +372,9 @@ class TableState:
         static: StaticView,
         now: int | None = None,
     ) -> VisibleRow | None:
-        """One row as ``SELECT *`` shows it, or None when it is not visible."""
-        shadow = self._row_shadow(partition, clustering, row)
-        values, expires, live = self._raw_values(row, self._regular_kinds, shadow, now)
-        marker = row.live_marker(shadow, now)
-        if not (live or marker):
-            return None
-        # What keeps the row: its live values (an expiring one until its expiry, which ``expires``
-        # holds, never NEVER; any other for good) and its live marker.
-        if live > len(expires) or (marker and row.liveness is not None and row.liveness.expires_at == NEVER):
-            row_expires = NEVER
-        else:
-            row_expires = max(expires.values(), default=NEVER)
-            if marker and row.liveness is not None and row.liveness.expires_at > row_expires:
-                row_expires = row.liveness.expires_at
-        static_values, static_expires, _ = static
-        return VisibleRow(pk, clustering, {**static_values, **values}, {**static_expires, **expires}, row_expires)
+        """One row as ``SELECT *`` shows it, or None when it is not visible (compiled:
+        :func:`cdcfast.sinks._state.visible_row`)."""
+        return visible_row(self, pk, partition, clustering, row, static, now)
 
     def static_only_row(self, pk: tuple[bytes, ...], static: StaticView) -> VisibleRow | None:
         """What a partition without visible rows shows: its static values alone, if any is live."""
@@ -478,6 +423,9 @@ class VisibleRow(msgspec.Struct):
         for name, raw in self.values.items():
             out[name] = column_value(columns[name].type, raw)
         return out
+
+
+bind(Version, VisibleRow)
 
 
 def column_value(ctype: CqlType, raw: Any) -> Any:

@@ -38,3 +38,20 @@ def test_new_rows_encode_as_encode_row_does() -> None:
     for liveness in (None, live, Version(7, b"", 99)):
         for cells in ({}, {"a": Version(3, b"x", 0)}, {"a": Version(3, b"x", 0), "b": Version(4, b"", 12)}):
             assert encode_new_row(liveness, cells) == encode_row(RowState(liveness=liveness, cells=cells))
+
+
+def test_new_rows_with_clears_and_elements_encode_as_encode_row_does() -> None:
+    from cdcfast.sinks.rowstore import encode_new_row
+    from cdcfast.sinks.state import RowState, Version
+
+    cells = {"a": Version(3, b"x", 0)}
+    for clears in ({}, {"m": 2}, {"m": 2, "s": 5}):
+        for elements in (
+            {},
+            {"m": [(b"k", Version(3, b"v", 0))]},
+            {"m": [(b"k", Version(3, b"v", 0)), (b"j", Version(4, b"w", 77))], "s": [(b"e", Version(6, b"", 0))]},
+        ):
+            row = RowState(liveness=Version(1, b"", 0), cells=cells, clears=clears)
+            row.elements = {column: dict(pairs) for column, pairs in elements.items()}
+            as_fields = {c: [(p, (v.ts, v.value, v.expires_at)) for p, v in pairs] for c, pairs in elements.items()}
+            assert encode_new_row((1, b"", 0), cells, clears, as_fields) == encode_row(row)

@@ -1,0 +1,16 @@
+"""Typed surface of cdcfast/sinks/_state.pyx (the state model's hottest loops, compiled)."""
+
+from collections.abc import Callable
+from typing import Any
+
+from cdcfast.events import Cell, ChangeEvent
+
+def bind(version_type: type, visible_row_type: type) -> None: ...
+def apply_row_event(row: Any, event: ChangeEvent, counter: Callable[[Any, Cell], None]) -> None: ...
+def apply_cells(row: Any, cells: list[Cell], counter: Callable[[Any, Cell], None]) -> None: ...
+def raw_values(
+    row: Any, columns: list[tuple[str, int]], shadow: int, now: int | None
+) -> tuple[dict[str, Any], dict[str, int], int]: ...
+def visible_row(
+    model: Any, pk: tuple[bytes, ...], partition: Any, clustering: Any, row: Any, static: Any, now: int | None
+) -> Any: ...
