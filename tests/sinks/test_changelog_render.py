@@ -184,20 +184,25 @@ def test_scalar_kinds_render_as_the_generic_change_log(column: str, values: list
     events = []
     for i, value in enumerate(values):
         ts = 1_700_000_000_000_000 + i
-        event = ChangeEvent(
-            event_id=b"",
-            keyspace="types",
-            table="all_types",
-            op="update",
-            partition_key=[i.to_bytes(4, "big")],
-            clustering=[b"ck", (2**40 + i).to_bytes(8, "big")],
-            ts=ts,
-            cells=[Cell(column, SET, ts, value), Cell("a_text", SET, ts, b"x", ttl=2**31 - 1, expires_at=2**40)],
-            segment_id=1,
-            position=i,
-        )
-        events.append(event.with_content_id())
+        cells = [Cell(column, SET, ts, value), Cell("a_text", SET, ts, b"x", ttl=2**31 - 1, expires_at=2**40)]
+        events.append(all_types_update(i, cells))
     assert_rows_equal_the_generic_change_log(table, events)
+
+
+def all_types_update(i: int, cells: list[Cell]) -> ChangeEvent:
+    """The ``i``-th types.all_types update, of ``cells`` (each its own row and partition)."""
+    return ChangeEvent(
+        event_id=b"",
+        keyspace="types",
+        table="all_types",
+        op="update",
+        partition_key=[i.to_bytes(4, "big")],
+        clustering=[b"ck", (2**40 + i).to_bytes(8, "big")],
+        ts=1_700_000_000_000_000 + i,
+        cells=cells,
+        segment_id=1,
+        position=i,
+    ).with_content_id()
 
 
 # -- collections, UDTs and the generic kinds -------------------------------------------------------
@@ -246,19 +251,7 @@ def all_types_events(cells: list[Cell], ttl_every: int = 5) -> list[ChangeEvent]
         ts = 1_700_000_000_000_000 + i
         if i % ttl_every == ttl_every - 1:
             cell = msgspec.structs.replace(cell, ttl=3600, expires_at=1_700_003_600)
-        event = ChangeEvent(
-            event_id=b"",
-            keyspace="types",
-            table="all_types",
-            op="update",
-            partition_key=[i.to_bytes(4, "big")],
-            clustering=[b"ck", (2**40 + i).to_bytes(8, "big")],
-            ts=ts,
-            cells=[cell, Cell("a_int", SET, ts, int32(i))],
-            segment_id=1,
-            position=i,
-        )
-        events.append(event.with_content_id())
+        events.append(all_types_update(i, [cell, Cell("a_int", SET, ts, int32(i))]))
     return events
 
 
