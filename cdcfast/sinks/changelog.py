@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import orjson
 
 from cdcfast.commitlog.cqltypes import CqlType
-from cdcfast.commitlog.schema import TableDef
+from cdcfast.commitlog.schema import ColumnDef, TableDef
+from cdcfast.errors import CdcfastError
 from cdcfast.events import TRUNCATE, ChangeEvent
 from cdcfast.sinks.truncation import record_json
 from cdcfast.transform.typemap import json_value
@@ -49,10 +52,30 @@ def element_value_type(ctype: CqlType, path: bytes | None) -> CqlType | None:
     return None
 
 
+class UnrenderableValue(CdcfastError):
+    """Bytes the change log cannot render (not a value of the column's type, or one JSON cannot
+    hold), naming the keyspace, table and column; the change becomes a dead letter."""
+
+
+@contextmanager
+def _rendering(table: TableDef, column: str) -> Iterator[None]:
+    try:
+        yield
+    except UnrenderableValue:
+        raise
+    except CdcfastError as exc:
+        raise UnrenderableValue(f"{table.keyspace}.{table.name}, column {column}: {exc}") from exc
+
+
+def _json(table: TableDef, column: ColumnDef, raw: bytes) -> Any:
+    with _rendering(table, column.name):
+        return json_value(column.type, decode(column.type, raw))
+
+
 def _key(table: TableDef, event: ChangeEvent) -> str:
-    key = {c.name: json_value(c.type, decode(c.type, raw)) for c, raw in zip(table.partition_key, event.partition_key)}
+    key = {c.name: _json(table, c, raw) for c, raw in zip(table.partition_key, event.partition_key)}
     for c, raw in zip(table.clustering, event.clustering):
-        key[c.name] = None if raw is None else json_value(c.type, decode(c.type, raw))
+        key[c.name] = None if raw is None else _json(table, c, raw)
     return orjson.dumps(key).decode()
 
 
@@ -63,15 +86,16 @@ def _cells(table: TableDef, event: ChangeEvent) -> str | None:
     for cell in event.cells:
         column = table.columns.get(cell.column)
         entry: dict[str, Any] = {"col": cell.column, "kind": CELL_KINDS[cell.kind], "ts": cell.ts}
-        if column is not None and cell.path is not None:
-            entry["path"] = json_value(element_key_type(column.type), decode_cell_path(column.type, cell.path))
-        if column is not None and cell.value is not None:
-            if column.type.is_complex:
-                value_type = element_value_type(column.type, cell.path)
-                value = decode_cell_value(column.type, cell.value, cell.path)
-            else:
-                value_type, value = column.type, decode(column.type, cell.value)
-            entry["value"] = None if value_type is None else json_value(value_type, value)
+        with _rendering(table, cell.column):
+            if column is not None and cell.path is not None:
+                entry["path"] = json_value(element_key_type(column.type), decode_cell_path(column.type, cell.path))
+            if column is not None and cell.value is not None:
+                if column.type.is_complex:
+                    value_type = element_value_type(column.type, cell.path)
+                    value = decode_cell_value(column.type, cell.value, cell.path)
+                else:
+                    value_type, value = column.type, decode(column.type, cell.value)
+                entry["value"] = None if value_type is None else json_value(value_type, value)
         if cell.ttl:
             entry["ttl"], entry["expires_at"] = cell.ttl, cell.expires_at
         out.append(entry)
@@ -85,9 +109,7 @@ def _range(table: TableDef, event: ChangeEvent) -> str | None:
         return None
 
     def bound(values: list[bytes | None] | None) -> list[Any]:
-        return [
-            None if v is None else json_value(c.type, decode(c.type, v)) for c, v in zip(table.clustering, values or [])
-        ]
+        return [None if v is None else _json(table, c, v) for c, v in zip(table.clustering, values or [])]
 
     return orjson.dumps(
         {

@@ -618,7 +618,7 @@ def test_regular_collection_cells_and_values_take_the_compiled_pass(monkeypatch:
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_a_null_key_in_a_text_keyed_frozen_map_is_a_dead_letter(target: str) -> None:
     """Cassandra refuses null map keys, so only damaged bytes hold one: the change is a dead letter
-    saying so, never a TypeError that stops the sink."""
+    saying so and naming the column, never a TypeError that stops the sink."""
     schema = load_schema(CORPUS_ROOT / "c50-v8-lz4" / "schema")
     table = next(t for t in schema.cdc_tables() if t.name == "all_types")
     events = all_types_events([cell("nested", frozen_map([(None, frozen([int32(1)]))]))], ttl_every=9)
@@ -626,5 +626,19 @@ def test_a_null_key_in_a_text_keyed_frozen_map_is_a_dead_letter(target: str) -> 
     good, _, dead, _ = codec_of(table, TARGETS[target]).screen(events, "node1")
 
     assert good == [] and [d.event for d in dead] == events
-    assert "a null map key" in dead[0].reason, dead[0].reason
+    assert dead[0].reason.startswith("types.all_types, column nested: ") and "a null map key" in dead[0].reason
     assert_rows_equal_the_generic_change_log(table, events, TARGETS[target])
+
+
+def test_bytes_the_change_log_cannot_render_make_a_dead_letter_naming_the_column() -> None:
+    schema = load_schema(CORPUS_ROOT / "c50-v8-lz4" / "schema")
+    table = next(t for t in schema.cdc_tables() if t.name == "all_types")
+    events = all_types_events([cell("a_text", b"bad \xff utf-8")], ttl_every=9)
+    key = msgspec.structs.replace(events[0], partition_key=[b"\x00\x01"]).with_content_id()  # an int of 2 bytes
+
+    good, _, dead, _ = codec_of(table).screen([*events, key], "node1")
+
+    assert good == []
+    where = [d.reason.split(": ", 1)[0] for d in dead]
+    assert where == ["types.all_types, column a_text", "types.all_types, column id"], [d.reason for d in dead]
+    assert_rows_equal_the_generic_change_log(table, [*events, key])
