@@ -37,18 +37,25 @@ _row_decoder = msgspec.msgpack.Decoder(_StoredRow)
 _partition_decoder = msgspec.msgpack.Decoder(_StoredPartition)
 
 
-def _row_out(row: RowState) -> _StoredRow:
-    return _StoredRow(
-        liveness=row.liveness,
-        deletion_ts=row.deletion_ts,
-        cells=row.cells,
-        clears=row.clears,
-        elements={k: list(e.items()) for k, e in row.elements.items()} if row.elements else _NONE,
-        counters={k: [(cid, clock, count) for cid, (clock, count) in s.items()] for k, s in row.counters.items()}
-        if row.counters
+def _row_fields(row: RowState) -> tuple:
+    """A row state's stored fields, in ``_StoredRow``'s order (encoded as they are: the same msgpack
+    array as the struct, without building it)."""
+    elements, counters = row.elements, row.counters
+    return (
+        row.liveness,
+        row.deletion_ts,
+        row.cells,
+        row.clears,
+        {k: list(e.items()) for k, e in elements.items()} if elements else _NONE,
+        {k: [(cid, clock, count) for cid, (clock, count) in s.items()] for k, s in counters.items()}
+        if counters
         else _NONE,
-        counter_ts=row.counter_ts,
+        row.counter_ts,
     )
+
+
+def _row_out(row: RowState) -> _StoredRow:
+    return _StoredRow(*_row_fields(row))
 
 
 def _row_in(stored: _StoredRow) -> RowState:
@@ -66,21 +73,7 @@ def _row_in(stored: _StoredRow) -> RowState:
 
 
 def encode_row(row: RowState) -> bytes:
-    # _row_out's fields as a plain tuple: the same msgpack array, without building the struct
-    elements, counters = row.elements, row.counters
-    return _encoder.encode(
-        (
-            row.liveness,
-            row.deletion_ts,
-            row.cells,
-            row.clears,
-            {k: list(e.items()) for k, e in elements.items()} if elements else _NONE,
-            {k: [(cid, clock, count) for cid, (clock, count) in s.items()] for k, s in counters.items()}
-            if counters
-            else _NONE,
-            row.counter_ts,
-        )
-    )
+    return _encoder.encode(_row_fields(row))
 
 
 VersionFields = tuple[int, "bytes | None", int]  # (ts, value, expires_at): what a Version encodes as

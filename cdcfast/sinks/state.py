@@ -51,10 +51,6 @@ class Version(msgspec.Struct, frozen=True, array_like=True):
     value: bytes | None
     expires_at: int = NEVER  # seconds since the epoch
 
-    def live(self, now: int | None) -> bool:
-        """Not a tombstone, and not expired as of ``now`` (None: ignore expiry)."""
-        return self.value is not None and (self.expires_at == NEVER or now is None or now < self.expires_at)
-
     def beats(self, other: Version) -> bool:
         if self.ts != other.ts:
             return self.ts > other.ts
@@ -121,22 +117,7 @@ class RowState:
                 mine[counter_id] = (clock, count)
         self.counter_ts[column] = max(self.counter_ts.get(column, ts), ts)
 
-    # -- visibility --------------------------------------------------------------------------
-    def visible_cell(self, column: str, shadow: int, now: int | None) -> bytes | None:
-        version = self.cells.get(column)
-        if version is None or version.ts <= shadow or not version.live(now):
-            return None
-        return version.value
-
-    def visible_elements(self, column: str, shadow: int, now: int | None) -> list[tuple[bytes, bytes]]:
-        """Live elements of a collection or UDT column, in stored (path) byte order."""
-        floor = max(shadow, self.clears.get(column, shadow))
-        return [
-            (path, version.value or b"")
-            for path, version in self.elements.get(column, {}).items()
-            if version.ts > floor and version.live(now)
-        ]
-
+    # -- visibility (the rest compiled: cdcfast.sinks._state.raw_values, visible_row) ------------
     def counter_total(self, column: str, shadow: int) -> int | None:
         """The counter's value: the sum of every leader's newest shard (docs/counters.md). A counter
         deletion is final, as in Cassandra."""
@@ -144,9 +125,6 @@ class RowState:
         if not shards or self.counter_ts[column] <= shadow or column in self.cells:
             return None
         return sum(count for _, count in shards.values())
-
-    def live_marker(self, shadow: int, now: int | None) -> bool:
-        return self.liveness is not None and self.liveness.ts > shadow and self.liveness.live(now)
 
 
 # -- clustering order (range deletions need it) -----------------------------------------------
