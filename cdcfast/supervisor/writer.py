@@ -252,25 +252,15 @@ class Writer:
         waiting meanwhile go together, up to ``write_limit`` events per write."""
         await self.start()
         collector = Collector()
+        pending: list[tuple[int, int, EventBatch]] = []
+        group: list[EventBatch] = []  # the next write: consecutive batches, in order
+        group_events = 0
+        next_seq = 0
+        open_rings = list(rings)
         try:
-            pending: list[tuple[int, int, EventBatch]] = []
-            group: list[EventBatch] = []  # the next write: consecutive batches, in order
-            group_events = 0
-            next_seq = 0
-            open_rings = list(rings)
             while open_rings or pending or group:
                 collector.now_and_then()
-                received = False
-                for ring in list(open_rings):
-                    try:
-                        message = ring.get(timeout=0)
-                    except RingClosed:
-                        open_rings.remove(ring)
-                        continue
-                    if message is not None:
-                        batch = BATCH_DECODER.decode(message)
-                        heapq.heappush(pending, (batch.seq, batch.part, batch))
-                        received = True
+                received = self._receive(open_rings, pending)
                 while pending and pending[0][0] == next_seq:
                     size = len(pending[0][2].events)
                     if group and group_events + size > self.write_limit:
@@ -281,23 +271,40 @@ class Writer:
                     if batch.final:
                         next_seq += 1
                 full = bool(pending) and pending[0][0] == next_seq  # the next batch waits for another write
-                if group and (full or not received):  # nothing else has arrived: write what is here
+                wrote = bool(group) and (full or not received)  # nothing else has arrived: write what is here
+                if wrote:
                     if self.down is None:
                         await self.apply_with_retries(group)
                     else:  # dropped here, kept in cdc_raw: the sink's checkpoint is still before it
                         self.item_events = 0
                     group, group_events = [], 0
-                    continue
                 if self.down is not None:
                     await self.probe()
                 if not open_rings and pending and pending[0][0] != next_seq:
                     self.log.error("work items missing at shutdown", expected=next_seq, pending=pending[0][0])
                     break
-                if not received:
+                if not (received or wrote):
                     await asyncio.sleep(0.002)
         finally:
             collector.resume()
         await self.disconnect()
+
+    @staticmethod
+    def _receive(open_rings: list[Ring], pending: list[tuple[int, int, EventBatch]]) -> bool:
+        """One batch from each ring that has one, into ``pending`` (a closed ring leaves
+        ``open_rings``); True if any came."""
+        received = False
+        for ring in list(open_rings):
+            try:
+                message = ring.get(timeout=0)
+            except RingClosed:
+                open_rings.remove(ring)
+                continue
+            if message is not None:
+                batch = BATCH_DECODER.decode(message)
+                heapq.heappush(pending, (batch.seq, batch.part, batch))
+                received = True
+        return received
 
 
 def writer_main(config: PipelineConfig, sink_index: int, ring_names: list[str], status: mp.Queue) -> None:
