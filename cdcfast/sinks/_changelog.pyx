@@ -284,6 +284,14 @@ cdef class BatchRender:
             digits[i] = b"-"
         return self.put(digits + i, 24 - i)
 
+    cdef int put_json_int(self, int64_t v) except -1:
+        """An integer as ``json_value`` gives it: a number while JSON-safe, else its digits as a string."""
+        if -JSON_SAFE <= v <= JSON_SAFE:
+            return self.put_int(v)
+        self.put_char(b'"')
+        self.put_int(v)
+        return self.put_char(b'"')
+
     cdef int put_number(self, object value) except -1:
         """An int field of the entry (ts, ttl, expires_at) as orjson writes it."""
         if type(value) is int and -9223372036854775807 <= value <= 9223372036854775807:
@@ -331,12 +339,7 @@ cdef class BatchRender:
         elif kind == INT8 and n == 1 or kind == INT16 and n == 2 or kind == INT32 and n == 4:
             return self.put_int(be_int(p, n))
         elif kind == INT64 and n == 8 or kind == VARINT and 1 <= n <= 8:
-            v = be_int(p, n)
-            if -JSON_SAFE <= v <= JSON_SAFE:
-                return self.put_int(v)
-            self.put_char(b'"')  # beyond JSON's safe range: its digits as a string (str(Decimal(v)))
-            self.put_int(v)
-            return self.put_char(b'"')
+            return self.put_json_int(be_int(p, n))  # beyond JSON's safe range: str(Decimal(v))
         elif kind == DURATION:
             if self.put_duration(p, n):
                 return 0
@@ -433,12 +436,7 @@ cdef class BatchRender:
         self.put(b',"days":', 8)
         self.put_int(parts[1])
         self.put(b',"nanoseconds":', 15)
-        if -JSON_SAFE <= parts[2] <= JSON_SAFE:
-            self.put_int(parts[2])
-        else:
-            self.put_char(b'"')
-            self.put_int(parts[2])
-            self.put_char(b'"')
+        self.put_json_int(parts[2])
         self.put_char(b"}")
         return 1
 
@@ -495,6 +493,22 @@ cdef class BatchRender:
             self.put_int(adjusted if adjusted >= 0 else -adjusted)
         return self.put_char(b'"')
 
+    cdef Py_ssize_t put_item(self, ValueRender r, const uint8_t* p, Py_ssize_t n, Py_ssize_t pos) except -2:
+        """The length-prefixed item at ``pos`` of a composite value (a negative length: null): the
+        position after it, or -1 if the value ends first."""
+        cdef Py_ssize_t size
+        if pos + 4 > n:
+            return -1
+        size = be_int(p + pos, 4)
+        pos += 4
+        if size < 0:
+            self.put(b"null", 4)
+            return pos
+        if size > n - pos:
+            return -1
+        self.put_raw(r, p + pos, size, None)
+        return pos + size
+
     cdef int put_composite(self, ValueRender r, const uint8_t* p, Py_ssize_t n) except -1:
         """A frozen collection, tuple, UDT or vector as ``fast_json`` renders ``fast_decoder``'s value.
         False for anything irregular (a negative count, a short or long value, a null or repeated
@@ -528,17 +542,9 @@ cdef class BatchRender:
                 if pos >= n:  # fields added to the type after the value was written
                     self.put(b"null", 4)
                     continue
-                if pos + 4 > n:
+                pos = self.put_item(items[i], p, n, pos)
+                if pos < 0:
                     return False
-                size = be_int(p + pos, 4)
-                pos += 4
-                if size < 0:
-                    self.put(b"null", 4)
-                    continue
-                if size > n - pos:
-                    return False
-                self.put_raw(items[i], p + pos, size, None)
-                pos += size
             self.put_char(b"]" if shape == TUPLE else b"}")
             return pos == n
         count = be_int(p, 4)
@@ -576,17 +582,9 @@ cdef class BatchRender:
             if shape == SEQUENCE:
                 continue
             self.put_char(b":" if shape == OBJECT else b",")
-            if pos + 4 > n:
+            pos = self.put_item(second, p, n, pos)
+            if pos < 0:
                 return False
-            size = be_int(p + pos, 4)
-            pos += 4
-            if size < 0:
-                self.put(b"null", 4)
-            elif size > n - pos:
-                return False
-            else:
-                self.put_raw(second, p + pos, size, None)
-                pos += size
             if shape == PAIRS:
                 self.put_char(b"]")
         self.put_char(b"}" if shape == OBJECT else b"]")
