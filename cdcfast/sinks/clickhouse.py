@@ -38,7 +38,7 @@ from cdcfast.events import ChangeEvent
 from cdcfast.sinks import clickhouse_versions as versions
 from cdcfast.sinks import migrate_clickhouse
 from cdcfast.sinks.base import WarehouseSink
-from cdcfast.sinks.clickhouse_sql import ident, qualified
+from cdcfast.sinks.clickhouse_sql import ident, literal, qualified
 from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
 from cdcfast.sinks.errors import WritersKeptRacing
 from cdcfast.sinks.merge import PartitionPlan, by_table, converge, partition_key_bytes, plan, scope
@@ -104,7 +104,7 @@ class TableWriter:
             self.codec.data = [self.codec.columns[c.name] for c in self.data_columns]
         self.row_columns = (
             [c.name for c in self.key_columns + self.data_columns]
-            + [f"_exp_{c.name}" for c in self.data_columns]
+            + ["_exp_names", "_exp_at"]
             + ["_key", "_pk", "_visible", "_row_expires", "_state", "_version", "_source", "_basis"]
         )
 
@@ -118,7 +118,6 @@ class TableWriter:
 
     def ddl(self) -> list[str]:
         columns = ",\n  ".join(f"{ident(c.name)} {self.sql_type(c)}" for c in self.key_columns + self.data_columns)
-        expiries = ",\n  ".join(f"{ident('_exp_' + c.name)} UInt32" for c in self.data_columns)
         return [
             f"CREATE DATABASE IF NOT EXISTS {ident(self.db)}",
             f"""CREATE TABLE IF NOT EXISTS {self.changes} (
@@ -127,7 +126,7 @@ class TableWriter:
 ) ENGINE = ReplacingMergeTree ORDER BY event_id""",
             f"""CREATE TABLE IF NOT EXISTS {self.rows} (
   {columns},
-  {expiries + "," if expiries else ""}
+  _exp_names Array(String), _exp_at Array(UInt32),
   _key String, _pk String, _visible UInt8, _row_expires UInt32, _state String, _version UInt64,
   _source String, _basis UInt64
 ) ENGINE = ReplacingMergeTree(_version) ORDER BY (_pk, _key, _source)
@@ -159,13 +158,13 @@ SETTINGS index_granularity = {STATE_INDEX_GRANULARITY}""",
         The inner query renames every column (``__v_<name>``): ClickHouse 18.16 resolves an alias
         inside its own expression (``if(..., x) AS x``) as a cycle."""
         inner = [f"{ident(c.name)} AS {ident('__v_' + c.name)}" for c in self.key_columns + self.data_columns]
-        inner += [ident("_exp_" + c.name) for c in self.data_columns]
+        inner += ["_exp_names", "_exp_at"]
         stored = [ident(c.name) for c in self.key_columns + self.data_columns]
-        stored += [ident("_exp_" + c.name) for c in self.data_columns] + ["_visible", "_row_expires"]
+        stored += ["_exp_names", "_exp_at", "_visible", "_row_expires"]
         outer = [f"{ident('__v_' + c.name)} AS {ident(c.name)}" for c in self.key_columns]
         for c in self.data_columns:
             target = self.targets[c.name]
-            value, expiry = ident("__v_" + c.name), ident("_exp_" + c.name)
+            value, expiry = ident("__v_" + c.name), f"_exp_at[indexOf(_exp_names, {literal(c.name)})]"  # 0: none
             # Arrays cannot be NULL: an empty array of the column's own type (a bare [] has no type).
             array = target.nullable_sql == target.sql and target.sql.startswith("Array")
             empty = f"arraySlice({value}, 1, 0)" if array else "NULL"
@@ -181,9 +180,9 @@ SETTINGS index_granularity = {STATE_INDEX_GRANULARITY}""",
         return convert_cell(self.targets[column], self.table.keyspace, self.table.name, column, raw)
 
     def state_values(self, row: VisibleRow, converted: Converted) -> list[Any]:
-        """A visible row's column values and value expiries (``row_columns`` up to ``_key``)."""
-        expires = row.expires.get
-        return self.codec.row_values(row, converted) + [expires(c.name, 0) for c in self.data_columns]
+        """A visible row's column values and its expiring values' expiries (``row_columns`` up to ``_key``)."""
+        expires = row.expires
+        return [*self.codec.row_values(row, converted), list(expires), list(expires.values())]
 
 
 class ClickHouseSink(WarehouseSink):
@@ -257,14 +256,15 @@ class ClickHouseSink(WarehouseSink):
         return writer
 
     def _view_up_to_date(self, writer: TableWriter) -> None:
-        """A state view made before truncations were applied, or before each writer kept its own
-        versions of a row, is made again (with the truncations' filter, showing the winning versions)."""
+        """A state view made before truncations were applied, before each writer kept its own versions
+        of a row, or before rows kept only their expiring values' expiries, is made again."""
         assert self.client is not None
         rows = self.client.execute(
             "SELECT create_table_query FROM system.tables WHERE database = %(db)s AND name = %(name)s",
             {"db": writer.db, "name": writer.table.name},
         )
-        if rows and any(part not in rows[0][0] for part in (f"{writer.table.name}__truncations", "LIMIT 1 BY")):
+        made = rows[0][0] if rows else ""
+        if rows and any(part not in made for part in (f"{writer.table.name}__truncations", "LIMIT 1 BY", "_exp_names")):
             self.client.execute(f"DROP TABLE IF EXISTS {writer.view}")
             self.client.execute(f"CREATE VIEW IF NOT EXISTS {writer.view} AS {writer.as_of_select('now()')}")
 
@@ -537,4 +537,4 @@ class ClickHouseSink(WarehouseSink):
         for c in writer.key_columns + writer.data_columns:
             target = writer.targets[c.name]
             out.append([] if target.nullable_sql == target.sql and target.sql.startswith("Array") else None)
-        return out + [0] * len(writer.data_columns)
+        return [*out, [], []]  # no expiries

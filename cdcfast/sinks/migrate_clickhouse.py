@@ -15,7 +15,7 @@ from clickhouse_driver.errors import ServerException
 
 from cdcfast.commitlog.schema import Schema, TableDef
 from cdcfast.log import get_logger
-from cdcfast.sinks.clickhouse_sql import ident, key_table, qualified
+from cdcfast.sinks.clickhouse_sql import ident, key_table, literal, qualified
 from cdcfast.sinks.errors import ErrorClass, classify
 from cdcfast.sinks.migrate import (
     REEVALUATE_CHUNK,
@@ -222,6 +222,7 @@ def prepare_table(sink: ClickHouseSink, table: TableDef) -> TableWriter:
         there, mine = False, None
     if there:
         _writers_versions(client, ks, table.name, log)
+        _sparse_expiries(client, ks, table.name, log)
     had = registered_columns(client, ks, table.name, table.id) if there else None
     stored = _migrate_columns(sink, table, log) if there else None
     writer = TableWriter(table, sink.mappings, sink.features, stored)
@@ -260,6 +261,33 @@ def _writers_versions(client: Client, keyspace: str, name: str, log: Any) -> Non
         log.info("state table keeps each writer's versions from now on", keyspace=keyspace, table=relation, ddl=ddl)
 
 
+def _sparse_expiries(client: Client, keyspace: str, name: str, log: Any) -> None:
+    """Rows tables made with one expiry column per data column (``_exp_<column>``) get the two
+    arrays rows keep now (the expiring values' columns and expiries); for the rows they hold, the
+    arrays are computed from the old columns on read (a DEFAULT), and merges store them. The old
+    columns stay: those rows' arrays are computed from them."""
+    relation = name + "__rows"
+    present = columns_of(client, keyspace, relation)
+    if "_exp_names" in present:
+        return
+    old = [c for c in present if c.startswith("_exp_")]
+    names = ", ".join(literal(c.removeprefix("_exp_")) for c in old)
+    expiries = ", ".join(ident(c) for c in old)
+    if old:
+        defaults = (
+            f" DEFAULT arrayFilter((n, e) -> e != 0, [{names}], [{expiries}])",
+            f" DEFAULT arrayFilter(e -> e != 0, [{expiries}])",
+        )
+    else:
+        defaults = ("", "")
+    ddl = (
+        f"ALTER TABLE {qualified(keyspace, relation)} ADD COLUMN _exp_names Array(String){defaults[0]}, "
+        f"ADD COLUMN _exp_at Array(UInt32){defaults[1]}"
+    )
+    _tolerant(client, ddl, lambda: "_exp_names" in columns_of(client, keyspace, relation))
+    log.info("rows keep their expiring values' expiries in two arrays from now on", keyspace=keyspace, table=relation)
+
+
 def _migrate_columns(sink: ClickHouseSink, table: TableDef, log: Any) -> set[str] | None:
     from cdcfast.sinks.clickhouse import TableWriter
 
@@ -272,15 +300,10 @@ def _migrate_columns(sink: ClickHouseSink, table: TableDef, log: Any) -> set[str
         return None
     full = TableWriter(table, sink.mappings, sink.features)
     relation = qualified(ks, rows_table)
-    add = {
-        c.name: f"ALTER TABLE {relation} ADD COLUMN {ident(c.name)} {full.sql_type(c)}, "
-        f"ADD COLUMN {ident('_exp_' + c.name)} UInt32"
-        for c in changes.added
-    }
-    drop = {
-        name: f"ALTER TABLE {relation} DROP COLUMN {ident(name)}, DROP COLUMN {ident('_exp_' + name)}"
-        for name in changes.dropped
-    }
+    add = {c.name: f"ALTER TABLE {relation} ADD COLUMN {ident(c.name)} {full.sql_type(c)}" for c in changes.added}
+    # A table made with an expiry column per value keeps them (see _sparse_expiries): the rows it
+    # held then read their expiries from them.
+    drop = {name: f"ALTER TABLE {relation} DROP COLUMN {ident(name)}" for name in changes.dropped}
     if sink.auto_migrate:
         for name, ddl in add.items():
             try:
