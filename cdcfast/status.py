@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cdcfast.commitlog import discover, read_cdc_index
+from cdcfast.commitlog import discover
 from cdcfast.config import PipelineConfig
 from cdcfast.sinks import open_sink
 from cdcfast.supervisor.messages import WHOLE_SEGMENT
@@ -29,9 +29,9 @@ def _pending(cdc_raw: Path, checkpoint: tuple[int, int]) -> tuple[int, int]:
     """Segments with durable data past ``checkpoint``, and how many logical bytes that is."""
     segments, nbytes = 0, 0
     for segment in discover([cdc_raw]) if cdc_raw.exists() else []:
-        if segment.idx_path is None:
+        if not segment.holds_cdc:
             continue
-        idx = read_cdc_index(segment.idx_path)
+        idx = segment.cdc_index()
         end = segment.path.stat().st_size if idx.completed else (idx.offset or 0)
         done = (
             0

@@ -28,7 +28,6 @@ from cdcfast.commitlog.segment import (
     SegmentFile,
     discover,
     open_segment,
-    read_cdc_index,
     read_descriptor,
     walk_sections,
 )
@@ -83,9 +82,9 @@ class CommitLogReader:
 
     def durable_range(self, segment: SegmentFile) -> ReadRange | None:
         """How far ``segment`` is durable, from its idx; None when nothing is known yet."""
-        if segment.idx_path is None:
+        if not segment.holds_cdc:
             return None if self.require_idx else ReadRange()
-        idx = read_cdc_index(segment.idx_path)
+        idx = segment.cdc_index()
         if idx.completed:
             return ReadRange()
         if idx.offset is None:

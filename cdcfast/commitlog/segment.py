@@ -22,6 +22,7 @@ from cdcfast.errors import EncryptedSegmentError, SegmentError
 SEGMENT_NAME = re.compile(r"^CommitLog-(\d+)-(\d+)\.log$")
 IDX_NAME = re.compile(r"^CommitLog-(\d+)-(\d+)(_cdc|-CDC)\.idx$")
 MESSAGING_BY_DESCRIPTOR = {6: 11, 7: 12, 8: 13}
+CASSANDRA_3 = 6  # the descriptor version of Cassandra 3.0-3.11, whose CDC writes no idx files
 COMPRESSED_HEADER = 12  # sync marker (8) + uncompressed length (4)
 
 
@@ -68,6 +69,25 @@ class SegmentFile:
     version: int
     segment_id: int
     idx_path: Path | None
+
+    @property
+    def holds_cdc(self) -> bool:
+        """Whether the segment in cdc_raw has CDC data. From 4.0 on, cdc_raw links every segment and
+        Cassandra writes an idx once one holds CDC data; Cassandra 3.x writes no idx and moves only
+        segments with CDC data there (docs: reference §7.2)."""
+        return self.idx_path is not None or self.version == CASSANDRA_3
+
+    def cdc_index(self) -> CdcIndex:
+        """How far the segment is durable: its idx, or for Cassandra 3.x, all of it (a segment is
+        moved into cdc_raw once discarded, complete and final). Nothing known without either."""
+        if self.idx_path is not None:
+            return read_cdc_index(self.idx_path)
+        if self.version == CASSANDRA_3:
+            try:
+                return CdcIndex(self.path.stat().st_size, True)
+            except FileNotFoundError:
+                pass
+        return CdcIndex(None, False)
 
 
 def discover(paths: Iterable[str | Path]) -> list[SegmentFile]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdcfast.commitlog import discover, load_schema, read_cdc_index
+from cdcfast.commitlog import discover, load_schema
 from cdcfast.commitlog.schema import durable_writes_warnings
 from cdcfast.config import PipelineConfig
 from cdcfast.log import get_logger
@@ -333,9 +333,9 @@ class Supervisor:
             )
             if state.dispatched >= WHOLE_SEGMENT:
                 continue
-            if segment.idx_path is None:
+            if not segment.holds_cdc:
                 continue  # no CDC data in it (yet)
-            idx = read_cdc_index(segment.idx_path)
+            idx = segment.cdc_index()
             if idx.offset is None:
                 break  # being rewritten: not known yet; later segments wait for it
             limit = None if idx.completed else idx.offset
@@ -347,7 +347,8 @@ class Supervisor:
             run["work"].put(item)
             progress.dispatched_seq += 1
             end = limit if limit is not None else segment.path.stat().st_size
-            self.lag.dispatched(item.seq, max(0, end - state.dispatched), segment.idx_path.stat().st_mtime)
+            synced = (segment.idx_path or segment.path).stat().st_mtime  # a 3.x segment has no idx
+            self.lag.dispatched(item.seq, max(0, end - state.dispatched), synced)
             state.dispatched = WHOLE_SEGMENT if limit is None else limit
             handed = True
             if limit is not None:
@@ -448,11 +449,11 @@ class Supervisor:
             return
         floor = min(progress.delivered.values())
         for segment in discover([self.cdc_raw]) if self.cdc_raw.exists() else []:
-            if segment.idx_path is None or (segment.segment_id, WHOLE_SEGMENT) > floor:
+            if not segment.holds_cdc or (segment.segment_id, WHOLE_SEGMENT) > floor:
                 continue
-            if not read_cdc_index(segment.idx_path).completed:
+            if not segment.cdc_index().completed:
                 continue
-            for path in (segment.path, segment.idx_path):
+            for path in (segment.path, segment.idx_path) if segment.idx_path else (segment.path,):
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
