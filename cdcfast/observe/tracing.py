@@ -85,15 +85,19 @@ def shutdown() -> None:
 
 
 @contextmanager
-def span(name: str, parent: str = "", **attributes: Any) -> Iterator[Span]:
-    """A span under the current one, or under ``parent`` (a context from :func:`context`)."""
+def span(name: str, parent: str = "", links: Sequence[str] = (), **attributes: Any) -> Iterator[Span]:
+    """A span under the current one, or under ``parent`` (a context from :func:`context`), linked to
+    the spans of ``links`` (contexts too: e.g. the other batches a write took together)."""
     if _tracer is None:
         yield Span()
         return
+    from opentelemetry.trace import Link, get_current_span
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    context = TraceContextTextMapPropagator().extract({"traceparent": parent}) if parent else None
-    with _tracer.start_as_current_span(name, context=context, attributes=attributes) as current:
+    propagator = TraceContextTextMapPropagator()
+    context = propagator.extract({"traceparent": parent}) if parent else None
+    linked = [Link(get_current_span(propagator.extract({"traceparent": c})).get_span_context()) for c in links if c]
+    with _tracer.start_as_current_span(name, context=context, links=linked, attributes=attributes) as current:
         yield Span(current)
 
 
@@ -124,6 +128,7 @@ def _json_lines_exporter(path: str, process: str) -> Any:
                     "trace_id": format(s.context.trace_id, "032x"),
                     "span_id": format(s.context.span_id, "016x"),
                     "parent_id": format(s.parent.span_id, "016x") if s.parent is not None else None,
+                    "links": [format(link.context.span_id, "016x") for link in s.links],
                     "start_ns": s.start_time,
                     "end_ns": s.end_time,
                     "attributes": dict(s.attributes or {}),

@@ -166,7 +166,9 @@ class Writer:
             started = time.monotonic()
             self.sink.dead_lettered = []  # what an earlier, failed attempt stored was rolled back or is kept again
             isolation = None
-            with tracing.span("cdcfast.write", parent=last.trace, sink=self.name, events=len(events)):
+            # the work items whose batches this write takes together with the last one's
+            linked = list(dict.fromkeys(b.trace for b in batches if b.trace != last.trace))
+            with tracing.span("cdcfast.write", parent=last.trace, links=linked, sink=self.name, events=len(events)):
                 try:
                     await self.sink.apply(events, tables, self.node, position)  # with its checkpoint
                 except Exception as exc:  # noqa: BLE001 - classified; only poison is handled here

@@ -89,3 +89,9 @@ def test_a_replay_traces_every_batch_from_read_to_write(corpus_scratch: Path, tm
         children = [s for s in spans if s["name"] == name]
         assert children and all(by_id[s["parent_id"]]["name"] == "cdcfast.batch" for s in children), name
     assert sum(s["attributes"]["events"] for s in writes) == len(events)
+    # A write takes the batches waiting in its rings together: it hangs under the last one's work item
+    # and links the others', so every work item with changes leads to the writes that delivered it.
+    items = {s["span_id"] for s in spans if s["name"] == "cdcfast.batch" and s["attributes"]["events"]}
+    parents = {w["parent_id"] for w in writes}
+    reached = parents | {link for w in writes for link in w["links"]}
+    assert items <= reached, f"{len(items - reached)} of {len(items)} work items lead to no write"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import queue
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from support.sinks import fresh_database, postgres_state
 
 from cdcfast.config import NullSink, PipelineConfig, PostgresSink, SourceConfig, TuningConfig
 from cdcfast.events import ChangeEvent
+from cdcfast.observe import tracing
 from cdcfast.supervisor.messages import BATCH_ENCODER, EventBatch, schema_fingerprint
 from cdcfast.supervisor.ring import Ring
 from cdcfast.supervisor.writer import Writer, undelivered
@@ -128,6 +130,36 @@ def test_waiting_batches_are_written_together_up_to_the_sinks_batch_size(corpus_
         if got != want:
             failures.append(differences(table, got, want))
     assert not failures, "\n\n".join(failures)
+
+
+def test_a_write_of_several_work_items_hangs_under_the_last_and_links_the_others(corpus_scratch, tmp_path) -> None:  # noqa: ANN001
+    if not (CORPUS_ROOT / CORPUS).exists():
+        pytest.skip("corpus missing")
+    corpus = Corpus(CORPUS, corpus_scratch)
+    _, events = cdc_events(corpus)
+    dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
+    writer = writer_for(dsn, corpus.schema_dir, tmp_path, 10 * WRITE_LIMIT)
+    spans = tmp_path / "spans.jsonl"
+    tracing.setup("test", setting=f"jsonl:{spans}")
+    ring = Ring(capacity=64 << 20, create=True)
+    try:
+        items = work_items(events[: 3 * PARTS_PER_ITEM * PART], schema_fingerprint(writer.schema))
+        assert len(items) == 3
+        for item in items:  # each work item decoded under its own span, as a parser does
+            with tracing.span("cdcfast.batch", seq=item[0].seq) as span:
+                context = tracing.context(span)
+            for part in item:
+                ring.put(BATCH_ENCODER.encode(msgspec.structs.replace(part, trace=context)))
+        ring.close_writing()
+        asyncio.run(writer.run([ring]))  # everything waits: one write takes the three items
+    finally:
+        tracing.shutdown()
+        ring.close()
+    recorded = [json.loads(line) for line in spans.read_text().splitlines()]
+    items_spans = [s["span_id"] for s in recorded if s["name"] == "cdcfast.batch"]
+    (write,) = [s for s in recorded if s["name"] == "cdcfast.write"]
+    assert write["parent_id"] == items_spans[-1]
+    assert write["links"] == items_spans[:-1]
 
 
 def test_the_write_limit_defaults_to_the_tunings_write_batch_size(tmp_path) -> None:  # noqa: ANN001
