@@ -72,6 +72,7 @@ class Tracked:
     version: int
     segment_id: int
     dispatched: int  # logical position handed out so far (WHOLE_SEGMENT: all of it)
+    holds_cdc: bool = False  # seen with CDC data (an idx): its disappearance before delivery is a loss
 
 
 @dataclass
@@ -238,6 +239,7 @@ class Supervisor:
             )
             self._start_parsers(run)
             tracked: dict[int, Tracked] = {}
+            self._check_resume_segment(resume)
             idle_polls = 0
             while not self.stopping:
                 dispatched = self._dispatch(run, tracked, resume, progress)
@@ -324,7 +326,9 @@ class Supervisor:
     ) -> bool:
         """Hand out newly durable stretches, oldest segment first. True if anything was handed out."""
         handed = False
-        for segment in discover([self.cdc_raw]) if self.cdc_raw.exists() else []:
+        segments = discover([self.cdc_raw]) if self.cdc_raw.exists() else []
+        self._report_vanished(tracked, {s.segment_id for s in segments})
+        for segment in segments:
             if segment.segment_id < resume[0]:
                 continue
             start = resume[1] if segment.segment_id == resume[0] else 0
@@ -335,6 +339,7 @@ class Supervisor:
                 continue
             if not segment.holds_cdc:
                 continue  # no CDC data in it (yet)
+            state.holds_cdc = True
             idx = segment.cdc_index()
             if idx.offset is None:
                 break  # being rewritten: not known yet; later segments wait for it
@@ -354,6 +359,33 @@ class Supervisor:
             if limit is not None:
                 break  # still being written: newer segments wait
         return handed
+
+    def _report_vanished(self, tracked: dict[int, Tracked], present: set[int]) -> None:
+        """Segments with CDC data gone from cdc_raw before all of them was handed out: Cassandra 4.1+
+        with ``cdc_block_writes: false`` deletes the oldest CDC segments when cdc_raw is full (an
+        operator may, too). Their changes after what was handed out are lost to the sinks: said and
+        counted, never passed over silently."""
+        for state in [t for t in tracked.values() if t.holds_cdc and t.segment_id not in present]:
+            if state.dispatched < WHOLE_SEGMENT:
+                self._lost(state.segment_id, state.dispatched)
+            del tracked[state.segment_id]
+
+    def _check_resume_segment(self, resume: tuple[int, int]) -> None:
+        """The segment the sinks' oldest checkpoint is in the middle of must still be there: cdcfast
+        deletes a segment only once every sink has all of it."""
+        if resume[0] < 0 or resume[1] >= WHOLE_SEGMENT or not self.cdc_raw.exists():
+            return
+        if resume[0] not in {s.segment_id for s in discover([self.cdc_raw])}:
+            self._lost(resume[0], resume[1])
+
+    def _lost(self, segment_id: int, after: int) -> None:
+        metrics.record_read_issue("segment_deleted")
+        self.log.error(
+            "segment deleted before it was delivered: its changes after this position, if any, are lost to "
+            "the sinks (Cassandra deletes CDC segments when cdc_raw is full and cdc_block_writes is false)",
+            segment=segment_id,
+            lost_after=after,
+        )
 
     def _drain_status(self, run: dict[str, Any], progress: Progress) -> None:
         while True:
