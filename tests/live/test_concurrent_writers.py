@@ -21,41 +21,16 @@ import uuid
 
 import pytest
 from clickhouse_driver import Client
+from support.schemas import one_table_schema
 from support.services import ensure_services
 from support.throwaway import made_clickhouse_database
 
-from cdcfast.commitlog.schema import schema_from_rows
 from cdcfast.events import PARTITION_DELETE, UPDATE, Cell, ChangeEvent
 from cdcfast.sinks import clickhouse
 from cdcfast.sinks.clickhouse import ClickHouseSink
 from cdcfast.sinks.errors import ErrorClass, classify
 
 pytestmark = pytest.mark.services
-
-
-def one_table_schema(keyspace: str, static: bool = False):
-    def column(name: str, kind: str, position: int, ctype: str) -> dict:
-        order = "asc" if kind == "clustering" else "none"
-        return {
-            "keyspace_name": keyspace, "table_name": "t", "column_name": name, "kind": kind,
-            "position": position, "type": ctype, "clustering_order": order,
-        }  # fmt: skip
-
-    rows = {
-        "keyspaces": [{"keyspace_name": keyspace, "durable_writes": True, "replication": {}}],
-        "tables": [{"keyspace_name": keyspace, "table_name": "t", "id": str(uuid.uuid4()), "cdc": True}],
-        "columns": [
-            column("id", "partition_key", 0, "int"),
-            column("seq", "clustering", 0, "int"),
-            column("a", "regular", -1, "text"),
-            column("b", "regular", -1, "text"),
-            column("c", "regular", -1, "text"),
-        ]
-        + ([column("s", "static", -1, "text")] if static else []),
-        "types": [],
-        "dropped_columns": [],
-    }
-    return schema_from_rows(rows, source="test")
 
 
 def update(keyspace: str, column: str, value: str, ts: int, seq: int = 1) -> ChangeEvent:

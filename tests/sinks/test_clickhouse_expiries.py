@@ -16,41 +16,16 @@ import uuid
 
 import pytest
 from clickhouse_driver import Client
+from support.schemas import one_table_schema
 from support.services import ensure_services
 from support.throwaway import made_clickhouse_database
 
-from cdcfast.commitlog.schema import schema_from_rows
 from cdcfast.events import UPDATE, Cell, ChangeEvent
 from cdcfast.sinks.clickhouse import ClickHouseSink
 
 pytestmark = pytest.mark.services
 TS = 1_700_000_000_000_000  # µs
 EXPIRES = 1_750_000_000  # seconds (June 2025): a's value in row 1 expires then; b's never
-
-
-def schema(keyspace: str):
-    def column(name: str, kind: str, position: int, ctype: str) -> dict:
-        return {
-            "keyspace_name": keyspace, "table_name": "t", "column_name": name, "kind": kind,
-            "position": position, "type": ctype, "clustering_order": "asc" if kind == "clustering" else "none",
-        }  # fmt: skip
-
-    return schema_from_rows(
-        {
-            "keyspaces": [{"keyspace_name": keyspace, "durable_writes": True, "replication": {}}],
-            "tables": [{"keyspace_name": keyspace, "table_name": "t", "id": str(uuid.uuid4()), "cdc": True}],
-            "columns": [
-                column("id", "partition_key", 0, "int"),
-                column("seq", "clustering", 0, "int"),
-                column("a", "regular", -1, "text"),
-                column("b", "regular", -1, "text"),
-                column("c", "regular", -1, "text"),
-            ],
-            "types": [],
-            "dropped_columns": [],
-        },
-        source="test",
-    )
 
 
 def write(keyspace: str, seq: int, cells: list[Cell]) -> ChangeEvent:
@@ -71,7 +46,7 @@ class Table:
         self.dsn = ensure_services(["clickhouse"])["clickhouse"]
         self.keyspace = "ttl_" + uuid.uuid4().hex[:10]
         made_clickhouse_database(self.dsn, self.keyspace)
-        self.schema = schema(self.keyspace)
+        self.schema = one_table_schema(self.keyspace)
         self.client = Client.from_url(self.dsn)
 
     def apply(self, events: list[ChangeEvent]) -> ClickHouseSink:

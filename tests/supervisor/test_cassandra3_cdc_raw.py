@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 from conftest import Corpus
-from support.expected import as_of, differences, load_expected
 from support.pipeline import supervise_command
 from support.services import ensure_services
-from support.sinks import fresh_database, postgres_state
+from support.sinks import fresh_database, postgres_differences
 
-from cdcfast.commitlog import discover, load_schema
+from cdcfast.commitlog import discover
 from cdcfast.commitlog.segment import open_segment, read_cdc_index, read_descriptor
 from cdcfast.generate.framing import descriptor_header
 
@@ -66,11 +65,6 @@ def test_until_idle_delivers_and_cleans_a_cassandra3_cdc_raw(corpus: Corpus, tmp
         supervise_command(cdc_raw, corpus.schema_dir, pg, until_idle=True), capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    schema, when = load_schema(corpus.schema_dir), as_of(corpus.root)
-    failures = []
-    for table in schema.cdc_tables():
-        got, want = asyncio.run(postgres_state(pg, table, when)), load_expected(corpus.root, table)
-        if got != want:
-            failures.append(differences(table, got, want))
+    failures = postgres_differences(pg, corpus)
     assert not failures, "\n\n".join(failures)
     assert not list(cdc_raw.iterdir())  # delivered to every sink: deleted, or 3.x refuses CDC writes when full

@@ -21,10 +21,9 @@ import asyncpg
 import msgspec
 import pytest
 from conftest import CORPUS_ROOT, Corpus
-from support.expected import as_of, differences, load_expected
 from support.replay import batches, cdc_events
 from support.services import ensure_services
-from support.sinks import fresh_database, postgres_state
+from support.sinks import fresh_database, postgres_differences
 
 from cdcfast.config import NullSink, PipelineConfig, PostgresSink, SourceConfig, TuningConfig
 from cdcfast.events import ChangeEvent
@@ -123,12 +122,7 @@ def test_waiting_batches_are_written_together_up_to_the_sinks_batch_size(corpus_
             await conn.close()
 
     assert asyncio.run(stored()) == (len(events), (events[-1].segment_id, events[-1].position))
-    when = as_of(corpus.root)
-    failures = []
-    for table in schema.cdc_tables():
-        got, want = asyncio.run(postgres_state(dsn, table, when)), load_expected(corpus.root, table)
-        if got != want:
-            failures.append(differences(table, got, want))
+    failures = postgres_differences(dsn, corpus)
     assert not failures, "\n\n".join(failures)
 
 

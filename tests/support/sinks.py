@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
 import asyncpg
 from clickhouse_driver import Client
 
+from cdcfast.commitlog import load_schema
 from cdcfast.sinks.clickhouse import TableWriter as ClickHouseTable
 from cdcfast.sinks.postgres import TableWriter as PostgresTable
 from cdcfast.transform.typemap import ClickHouseFeatures, load_mappings
-from support.expected import canonical_rows
+from support.expected import as_of, canonical_rows, differences, load_expected
 from support.throwaway import made_postgres_database
 from support.warehouse import from_clickhouse, from_postgres
 
@@ -44,6 +46,17 @@ async def postgres_state(dsn: str, table, when: int) -> dict:
     return canonical_rows(
         table, [{c.name: from_postgres(c.type, writer.targets[c.name].sql, r[c.name]) for c in columns} for r in rows]
     )
+
+
+def postgres_differences(dsn: str, corpus) -> list[str]:  # noqa: ANN001 (conftest.Corpus)
+    """How each CDC table's state in PostgreSQL ``dsn`` differs from the corpus' ``expected/``."""
+    schema, when = load_schema(corpus.schema_dir), as_of(corpus.root)
+    failures = []
+    for table in schema.cdc_tables():
+        got, want = asyncio.run(postgres_state(dsn, table, when)), load_expected(corpus.root, table)
+        if got != want:
+            failures.append(differences(table, got, want))
+    return failures
 
 
 def clickhouse_state(dsn: str, table, when: int) -> dict:
