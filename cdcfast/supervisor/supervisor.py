@@ -28,6 +28,7 @@ from cdcfast.config import PipelineConfig
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics
 from cdcfast.observe.http import HealthState, start_server
+from cdcfast.supervisor.folder_watch import FolderWatch
 from cdcfast.supervisor.messages import WHOLE_SEGMENT, WorkItem
 from cdcfast.supervisor.parser import parser_main
 from cdcfast.supervisor.restart import RestartPolicy
@@ -180,9 +181,11 @@ class Supervisor:
         self._check_schema()
         for name in remove_stale_rings():
             self.log.warning("removed a ring left by a supervisor that was killed", ring=name)
+        self.watch = FolderWatch(self.cdc_raw)
         try:
             return self._supervise()
         finally:
+            self.watch.close()
             server.close()
 
     def _check_schema(self) -> None:
@@ -262,7 +265,7 @@ class Supervisor:
                     else:
                         self.log.info("idle: everything durable is delivered", events=progress.events)
                         break
-                time.sleep(self.source.poll_interval)
+                self.watch.wait(self.source.poll_interval)  # woken early when an idx is written
             self._stop(run, graceful=True)
             self._drain_status(run, progress)
             return 0
