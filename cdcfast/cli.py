@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--masking-rules", help="masking rules YAML; secrets from CDCFAST_PII_SALT / CDCFAST_PHI_KEY"
     )
     supervise.add_argument("--metrics-addr", help="HOST:PORT for /metrics, /health, /ready (default 127.0.0.1:9464)")
-    supervise.add_argument("--poll-interval", type=float, help="seconds between cdc_raw scans (default 0.5)")
+    supervise.add_argument("--poll-interval", type=float, help="longest wait between cdc_raw scans (default 0.5)")
     supervise.add_argument(
         "--cdc-total-space", help="the node's cdc_total_space (e.g. 4GiB): cdcfast warns at 80%% (default: Cassandra's)"
     )
