@@ -279,6 +279,9 @@ class TuningConfig(_Section, frozen=True):
     parser_workers: PositiveInt = 2  # processes decoding segments
     ring_buffer_size: ByteSize = ByteSize(64 << 20)  # shared-memory ring between parsers and sinks
     batch_size: PositiveInt = 5000  # events per batch a parser sends through a ring
+    # commit log bytes (logical) per work item: a durable stretch is cut at section ends into items
+    # of about this size, which the parsers decode in parallel (smaller: sooner first batches)
+    work_item_bytes: ByteSize = ByteSize(4 << 20)
     # most events per sink write, unless the sink says otherwise: a writer writes the batches waiting
     # in its rings together (each write has a fixed cost; a backlog is caught up in fewer writes)
     write_batch_size: PositiveInt = 50_000

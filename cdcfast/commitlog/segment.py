@@ -244,6 +244,50 @@ def walk_sections(
         yield offset, what
 
 
+def section_bounds(path: Path, limit: int | None = None, after: int = 0) -> list[int]:
+    """The logical positions where ``path``'s sections end, after ``after`` and at most at ``limit``
+    (None: to the end of the marker chain), ascending.
+
+    No entry spans two sections, so reads between consecutive bounds (``ReadRange(a, b)``) partition
+    a read of the whole stretch exactly: this is where work items may be cut. Only the descriptor,
+    the sync markers and, in compressed segments, each section's uncompressed length are read;
+    nothing is decompressed or decoded.
+
+    Raises :class:`SegmentError` for an unreadable descriptor, an encrypted segment, or a damaged
+    marker or impossible length before ``limit`` (damage after it is not this stretch's), and
+    ``OSError`` when the file cannot be opened.
+    """
+    data = open_segment(path)
+    try:
+        descriptor = read_descriptor(path, data)  # a pre-allocated (zeroed) file fails here too
+        compressed = descriptor.compression is not None
+        markers, end = _commitlog.walk_sync_markers(
+            data, descriptor.segment_id, descriptor.header_len, len(data), compressed
+        )
+        bounds: list[int] = []
+        logical = descriptor.header_len
+        for marker, nxt in markers:
+            if limit is not None and logical >= limit:
+                return bounds  # the rest of the chain is beyond the stretch
+            if compressed:
+                (size,) = struct.unpack_from(">i", data, marker + 8)
+                if size < 0:
+                    raise SegmentError(str(path), marker, f"negative section length {size}")
+                logical += 8 + size
+            else:
+                logical = nxt
+            if after < logical and (limit is None or logical <= limit):
+                bounds.append(logical)
+        if isinstance(end, tuple) and (limit is None or logical < limit):
+            kind, offset = end
+            what = "sync marker CRC mismatch" if kind == "bad_crc" else "sync marker points outside the file"
+            raise SegmentError(str(path), offset, what)
+        return bounds
+    finally:
+        if hasattr(data, "close"):
+            data.close()
+
+
 def open_segment(path: Path) -> bytes | mmap.mmap:
     """Memory-map a segment (read-only); tiny files are simply read."""
     with open(path, "rb") as handle:

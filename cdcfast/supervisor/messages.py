@@ -14,14 +14,15 @@ WHOLE_SEGMENT = 2**31 - 1
 
 
 class WorkItem(msgspec.Struct, frozen=True):
-    """One durable stretch of a segment to decode: entries ending after ``after``, up to ``limit``."""
+    """A part of a durable stretch of a segment to decode: entries ending after ``after``, up to
+    ``limit``. The supervisor cuts stretches at section ends, so items partition the entries."""
 
     seq: int
     path: str
     version: int
     segment_id: int
     after: int
-    limit: int | None  # None: the whole marker chain (the idx said COMPLETED)
+    limit: int | None  # None: to the end of the marker chain (a COMPLETED segment's last item)
 
 
 class EventBatch(msgspec.Struct, array_like=True):

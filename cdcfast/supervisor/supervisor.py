@@ -1,6 +1,10 @@
 """The supervisor: watches ``cdc_raw``, hands durable stretches of segments to parser workers, owns
 the processes, and deletes what every sink has. It never decodes and never writes SQL.
 
+Work items: each stretch is cut at section ends (sync markers) into items of about
+``tuning.work_item_bytes``, which the parsers decode in parallel (:func:`plan_items`); finding the
+cuts reads the marker chain only.
+
 Order and checkpoints: work items are numbered and writers apply them in that order, so a sink's
 checkpoint ``(segment, position)`` always means "everything before is delivered". A segment is
 handed out only once every older segment that holds CDC data (has an idx) is COMPLETED: Cassandra
@@ -18,13 +22,16 @@ import os
 import queue
 import signal
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cdcfast.commitlog import discover, load_schema
 from cdcfast.commitlog.schema import durable_writes_warnings
+from cdcfast.commitlog.segment import section_bounds
 from cdcfast.config import PipelineConfig
+from cdcfast.errors import SegmentError
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics
 from cdcfast.observe.http import HealthState, start_server
@@ -85,6 +92,46 @@ class Progress:
     last_error: dict[str, str] = field(default_factory=dict)  # sink (or process) -> last error
     down: dict[str, SinkDown] = field(default_factory=dict)  # sinks not written at the moment
     started: float = field(default_factory=time.time)
+
+
+class Stretch(NamedTuple):
+    """One work item's share of a segment: entries ending after ``after``, up to ``limit`` (None: to
+    the end of the marker chain); ``end`` is where it ends in logical bytes, when known."""
+
+    after: int
+    limit: int | None
+    end: int | None
+
+
+def plan_items(path: Path, after: int, limit: int | None, item_bytes: int) -> list[Stretch]:
+    """The work items of one durable stretch of ``path`` (after ``after``, up to ``limit``; None: a
+    COMPLETED segment's whole marker chain), in order.
+
+    The stretch is cut at section ends (:func:`section_bounds`: no entry spans two sections, so the
+    items partition its entries exactly) into items of at most about ``item_bytes`` logical bytes,
+    as even as the sections allow, for the parsers to decode in parallel. Only the last item keeps
+    the stretch's ``limit``: a checkpoint at an earlier item's end is a real position, never
+    ``WHOLE_SEGMENT``. A segment whose sections cannot be found (a damaged chain, an unreadable or
+    encrypted header, a file gone) stays one item: its parser reports what is wrong, as for any item.
+    """
+    if limit is not None and limit - after <= item_bytes:
+        return [Stretch(after, limit, limit)]
+    try:
+        bounds = section_bounds(path, limit, after)
+    except (OSError, SegmentError):
+        return [Stretch(after, limit, limit)]
+    end = limit if limit is not None else (bounds[-1] if bounds else after)
+    inside = [b for b in bounds if b < end]  # where a cut leaves something on both sides
+    pieces = -(-(end - after) // item_bytes)
+    cuts: list[int] = []
+    for number in range(1, pieces):
+        target = after + (end - after) * number // pieces
+        i = bisect_left(inside, target)
+        nearest = min(inside[max(0, i - 1) : i + 1], key=lambda b: abs(b - target), default=None)
+        if nearest is not None and nearest > (cuts[-1] if cuts else after):
+            cuts.append(nearest)
+    starts, ends = [after, *cuts], [*cuts, end]
+    return [Stretch(a, b, b) for a, b in zip(starts[:-1], ends)] + [Stretch(starts[-1], limit, end)]
 
 
 def write_pid(config: PipelineConfig, name: str) -> None:
@@ -327,7 +374,8 @@ class Supervisor:
     def _dispatch(
         self, run: dict[str, Any], tracked: dict[int, Tracked], resume: tuple[int, int], progress: Progress
     ) -> bool:
-        """Hand out newly durable stretches, oldest segment first. True if anything was handed out."""
+        """Hand out newly durable stretches, oldest segment first, each as the work items
+        :func:`plan_items` cuts it into. True if anything was handed out."""
         handed = False
         segments = discover([self.cdc_raw]) if self.cdc_raw.exists() else []
         self._report_vanished(tracked, {s.segment_id for s in segments})
@@ -349,19 +397,38 @@ class Supervisor:
             limit = None if idx.completed else idx.offset
             if limit is not None and limit <= state.dispatched:
                 break  # nothing new; newer segments wait until this one completes
-            item = WorkItem(
-                progress.dispatched_seq, str(segment.path), segment.version, segment.segment_id, state.dispatched, limit
-            )
-            run["work"].put(item)
-            progress.dispatched_seq += 1
-            end = limit if limit is not None else segment.path.stat().st_size
-            synced = (segment.idx_path or segment.path).stat().st_mtime  # a 3.x segment has no idx
-            self.lag.dispatched(item.seq, max(0, end - state.dispatched), synced)
+            written_at = (segment.idx_path or segment.path).stat().st_mtime  # a 3.x segment has no idx
+            for stretch in plan_items(segment.path, state.dispatched, limit, self.config.tuning.work_item_bytes):
+                item = WorkItem(
+                    progress.dispatched_seq,
+                    str(segment.path),
+                    segment.version,
+                    segment.segment_id,
+                    stretch.after,
+                    stretch.limit,
+                )
+                run["work"].put(item)
+                progress.dispatched_seq += 1
+                self.lag.dispatched(item.seq, max(0, self._item_end(segment.path, stretch) - stretch.after), written_at)
+                self.log.debug(
+                    "work item handed out", seq=item.seq, segment=item.segment_id, after=item.after, limit=item.limit
+                )
             state.dispatched = WHOLE_SEGMENT if limit is None else limit
             handed = True
             if limit is not None:
                 break  # still being written: newer segments wait
         return handed
+
+    @staticmethod
+    def _item_end(path: Path, stretch: Stretch) -> int:
+        """Where a work item ends, for the lag in bytes; a segment whose sections could not be found
+        (its parser reports why) counts its file's size."""
+        if stretch.end is not None:
+            return stretch.end
+        try:
+            return path.stat().st_size
+        except OSError:
+            return stretch.after
 
     def _report_vanished(self, tracked: dict[int, Tracked], present: set[int]) -> None:
         """Segments with CDC data gone from cdc_raw before all of them was handed out: Cassandra 4.1+
