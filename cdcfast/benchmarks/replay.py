@@ -15,13 +15,11 @@ from __future__ import annotations
 import bisect
 import os
 import shutil
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdcfast import _commitlog
-from cdcfast.commitlog.segment import discover, open_segment, read_descriptor
+from cdcfast.commitlog.segment import discover, section_bounds
 from cdcfast.errors import ConfigError
 from cdcfast.supervisor.messages import WHOLE_SEGMENT
 
@@ -56,34 +54,11 @@ class InputSegment:
         self.section_events = counts
 
 
-def section_ends(path: Path) -> list[int]:
-    """Logical end offsets of the sections along a segment's sync-marker chain."""
-    data = open_segment(path)
-    try:
-        descriptor = read_descriptor(path, data)
-        compressed = descriptor.compression is not None
-        markers, _ = _commitlog.walk_sync_markers(
-            data, descriptor.segment_id, descriptor.header_len, len(data), compressed
-        )
-        ends, logical = [], descriptor.header_len
-        for marker, nxt in markers:
-            if compressed:
-                (size,) = struct.unpack_from(">i", data, marker + 8)
-                logical += 8 + size
-            else:
-                logical = nxt
-            ends.append(logical)
-        return ends
-    finally:
-        if hasattr(data, "close"):
-            data.close()
-
-
 def input_segments(folder: Path) -> list[InputSegment]:
     """The segments of ``folder`` in order, with their sections (events are counted later)."""
     out = []
     for segment in discover([folder]):
-        ends = section_ends(segment.path)
+        ends = section_bounds(segment.path)
         if ends:
             out.append(
                 InputSegment(segment.path, segment.version, segment.segment_id, ends, segment.path.stat().st_size)
