@@ -38,7 +38,7 @@ from cdcfast.sinks import migrate_postgres
 from cdcfast.sinks._pgcopy import COPY_HEADER, COPY_TRAILER, Unencodable, change_row_copy, state_kinds, state_row_copy
 from cdcfast.sinks.base import WarehouseSink
 from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_paused
-from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
+from cdcfast.sinks.merge import StoredPartition, batch_keys, by_table, plan, scope
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import StateWork, state_work
@@ -499,8 +499,8 @@ class PostgresSink(WarehouseSink):
         # Lock the batch's partitions (new ones inserted, the others locked by a no-op update, in key
         # order: concurrent writers never deadlock) and read their states; then load what the merge
         # needs (scope) of the stored rows and row tombstones.
-        pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))
-        by_bytes = {partition_key_bytes(pk): pk for pk in pks}
+        keys = batch_keys(events)  # each partition's and row's key, encoded once for the batch
+        by_bytes = keys.partitions
         stored = {
             by_bytes[r[0]]: StoredPartition(r[1])
             for r in await conn.fetch(
@@ -509,14 +509,14 @@ class PostgresSink(WarehouseSink):
                 sorted(by_bytes),
             )
         }
-        whole, row_keys = scope(writer.table, events)
-        whole_bytes = [partition_key_bytes(pk) for pk in whole]
+        whole, row_keys = scope(writer.table, events, keys)
+        whole_bytes = [keys.pk_bytes[pk] for pk in whole]
         in_state: set[bytes] = set()
         in_tombstones: set[bytes] = set()
         for pk_raw, key, blob, shown in await conn.fetch(writer.load_query, whole_bytes, row_keys):
             stored[by_bytes[pk_raw]].rows[key] = (blob, shown)
             (in_state if shown else in_tombstones).add(key)
-        plans = plan(writer.table, stored, events)
+        plans = plan(writer.table, stored, events, keys)
 
         tombstone_rows: list[tuple[bytes, bytes, bytes]] = []
         partition_rows: list[tuple[bytes, bytes]] = []
