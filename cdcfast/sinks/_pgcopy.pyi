@@ -1,6 +1,6 @@
 """Typed surface of cdcfast/sinks/_pgcopy.pyx (change-log rows in PostgreSQL's binary COPY format)."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 COPY_HEADER: bytes
@@ -23,3 +23,10 @@ class Unencodable(Exception): ...
 
 def state_kinds(sqls: Iterable[str]) -> bytes | None: ...
 def state_row_copy(kinds: bytes, values: Sequence[Any]) -> bytes: ...
+def state_rows_copy(
+    kinds: bytes,
+    plans: Iterable[Any],
+    row_values: Callable[[Any, Any, dict[str, Any]], list[Any]],
+    codec: Any,
+    memo: dict[str, Any],
+) -> list[bytes]: ...

@@ -161,7 +161,24 @@ cdef enum:
     S_DATE = 11
     S_JSONB = 12
     S_NUMERIC = 13
-    S_TEXT_ARRAY = 14
+    S_INET = 15
+    S_ARRAY = 0x40  # flag: a one-dimensional array of the kind in the low bits
+
+# The element type of each array kind, as asyncpg writes it (the column's element type).
+cdef dict ARRAY_ELEMENT_OIDS = {
+    S_TEXT: 25,
+    S_INT2: 21,
+    S_INT4: 23,
+    S_INT8: 20,
+    S_FLOAT8: 701,
+    S_FLOAT4: 700,
+    S_BOOL: 16,
+    S_UUID: 2950,
+    S_BYTEA: 17,
+    S_TIMESTAMPTZ: 1184,
+    S_DATE: 1082,
+    S_INET: 869,
+}
 
 STATE_SQL = {
     "text": S_TEXT,
@@ -178,10 +195,16 @@ STATE_SQL = {
     "date": S_DATE,
     "jsonb": S_JSONB,
     "numeric": S_NUMERIC,
-    "text[]": S_TEXT_ARRAY,
+    "inet": S_INET,
 }
+STATE_SQL.update({
+    sql + "[]": S_ARRAY | kind for sql, kind in list(STATE_SQL.items()) if kind in ARRAY_ELEMENT_OIDS
+})
 
 import datetime as _dt
+import ipaddress as _ipaddress
+
+import orjson as _orjson
 import uuid as _uuid
 from decimal import Decimal as _Decimal
 
@@ -204,6 +227,8 @@ from libc.math cimport isinf
 import_datetime()
 cdef object UTC = _dt.timezone.utc
 cdef object UUID_TYPE = _uuid.UUID
+cdef object IPV4_TYPE = _ipaddress.IPv4Address
+cdef object IPV6_TYPE = _ipaddress.IPv6Address
 cdef int64_t PG_EPOCH_ORDINAL = _dt.date(2000, 1, 1).toordinal()
 cdef int64_t DATE_MAX_ORDINAL = _dt.date.max.toordinal()  # asyncpg: infinity
 cdef int64_t DATE_MIN_ORDINAL = _dt.date.min.toordinal()  # asyncpg: -infinity
@@ -291,6 +316,12 @@ cdef Py_ssize_t value_size(uint8_t kind, object value) except -2:
         if not PyDate_CheckExact(value):
             raise Unencodable()
         return 4
+    if kind == S_INET:
+        if type(value) is IPV4_TYPE:
+            return 8
+        if type(value) is IPV6_TYPE:
+            return 20
+        raise Unencodable()  # networks and interfaces: asyncpg
     raise Unencodable()
 
 
@@ -339,6 +370,16 @@ cdef char* put_value(char* p, uint8_t kind, object value, Py_ssize_t n):
         return p + 16
     if kind == S_BYTEA:
         memcpy(p, PyBytes_AS_STRING(value), n)
+        return p + n
+    if kind == S_INET:
+        # inet's binary form as asyncpg writes an address: family (PGSQL_AF_INET 2, PGSQL_AF_INET6
+        # 3), prefix bits (the whole address), not a CIDR, the address' length, its bytes
+        packed = value.packed
+        p[0] = 2 if n == 8 else 3
+        p[1] = <char>(32 if n == 8 else 128)
+        p[2] = 0
+        p[3] = <char>(n - 4)
+        memcpy(p + 4, PyBytes_AS_STRING(packed), n - 4)
         return p + n
     if kind == S_TIMESTAMPTZ:
         days = ordinal(PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value), PyDateTime_GET_DAY(value))
@@ -422,38 +463,30 @@ cdef bytes numeric_bytes(object value):
     return out
 
 
-cdef bytes text_array_bytes(object value):
-    """A list of texts (None: NULL elements) in array_send's layout, as asyncpg writes a flat list:
-    one dimension (also when empty), flags 0, element type text (oid 25), the length, lower bound 1,
-    then each element (length -1 for NULL)."""
+cdef bytes array_bytes(uint8_t kind, object value):
+    """A list of values of one element kind (None: NULL elements) in array_send's layout, as asyncpg
+    writes a flat list: one dimension (also when empty), flags 0, the element type's oid, the
+    length, lower bound 1, then each element as the column kind writes it (length -1 for NULL).
+    Anything but a list of values of that kind (a tuple, nested lists) is Unencodable."""
+    cdef uint8_t element = kind & ~S_ARRAY
     cdef Py_ssize_t size = 20, n, i, count
-    cdef const char* text
+    cdef list items
     if type(value) is not list:
         raise Unencodable()
-    count = len(<list>value)
+    items = value
+    count = len(items)
     for i in range(count):
-        item = (<list>value)[i]
-        if item is None:
-            size += 4
-        elif type(item) is str:
-            PyUnicode_AsUTF8AndSize(item, &n)
-            size += 4 + n
-        else:
-            raise Unencodable()  # nested lists and other element types: asyncpg
+        n = value_size(element, items[i])
+        size += 4 + (n if n > 0 else 0)
     out = PyBytes_FromStringAndSize(NULL, size)
     cdef char* p = PyBytes_AS_STRING(out)
     p = put32(p, 1)
     p = put32(p, 0)
-    p = put32(p, 25)
+    p = put32(p, <int32_t>ARRAY_ELEMENT_OIDS[element])
     p = put32(p, <int32_t>count)
     p = put32(p, 1)
     for i in range(count):
-        item = (<list>value)[i]
-        if item is None:
-            p = put32(p, -1)
-        else:
-            text = PyUnicode_AsUTF8AndSize(item, &n)
-            p = put_bytes(p, text, n)
+        p = put_value(p, element, items[i], value_size(element, items[i]))
     return out
 
 
@@ -461,6 +494,39 @@ def state_row_copy(bytes kinds, values) -> bytes:
     """One state row (``values``: a sequence, one per column, encoded by ``kinds``, see
     :func:`state_kinds`) in binary COPY form; raises :class:`Unencodable` for a value of a type
     this encoder does not write."""
+    return row_copy(kinds, list(values))
+
+
+cdef object dumps = _orjson.dumps
+cdef object EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)  # cdcfast.sinks.postgres.EPOCH
+cdef object timedelta = _dt.timedelta
+
+
+def state_rows_copy(bytes kinds, plans, row_values, codec, dict memo) -> list:
+    """The visible rows of ``plans`` (``PartitionPlan``s) as state rows, in one pass: each the bytes
+    :func:`state_row_copy` gives for ``TableWriter.state_record``'s record (the row's values by
+    ``row_values(codec, row, memo)``, then its key, partition key, expiries as JSON, the time
+    nothing keeps it any more, and its state). Raises :class:`Unencodable` as that does."""
+    cdef list out = []
+    cdef list values
+    for p in plans:
+        pk_bytes = p.pk_bytes
+        for key, row, blob in p.visible:
+            values = row_values(codec, row, memo)
+            expires = row.expires
+            row_expires = row.row_expires
+            values.append(key)
+            values.append(pk_bytes)
+            values.append(dumps(expires) if expires else None)
+            values.append(EPOCH + timedelta(seconds=row_expires) if row_expires else None)
+            values.append(blob)
+            out.append(row_copy(kinds, values))
+    return out
+
+
+cdef bytes row_copy(bytes kinds, list row):
+    """:func:`state_row_copy` of ``row``, a list of its own (the numeric and array values in it are
+    replaced by their bytes)."""
     cdef Py_ssize_t count = PyBytes_GET_SIZE(kinds)
     cdef const uint8_t* k = <const uint8_t*>PyBytes_AS_STRING(kinds)
     cdef Py_ssize_t i, size = 2, n
@@ -468,16 +534,15 @@ def state_row_copy(bytes kinds, values) -> bytes:
     cdef Py_ssize_t* sizes = small
     cdef uint8_t[64] own
     cdef uint8_t kind
-    cdef list row = list(values)
     if len(row) != count:
         raise ValueError(f"a state row of {count} columns, not {len(row)}")
     if count > 64:
         raise Unencodable()  # wider tables: asyncpg
     for i in range(count):
         kind = k[i]
-        if kind == S_NUMERIC or kind == S_TEXT_ARRAY:  # encoded first, then copied as bytes
+        if kind == S_NUMERIC or kind & S_ARRAY:  # encoded first, then copied as bytes
             if row[i] is not None:
-                row[i] = numeric_bytes(row[i]) if kind == S_NUMERIC else text_array_bytes(row[i])
+                row[i] = numeric_bytes(row[i]) if kind == S_NUMERIC else array_bytes(kind, row[i])
             kind = S_BYTEA
         own[i] = kind
         n = value_size(kind, row[i])

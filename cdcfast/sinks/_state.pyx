@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The state model's two hottest loops, compiled: an event's cells folded into a row state
-(:meth:`cdcfast.sinks.state.RowState.apply`) and a row's winning values
-(:meth:`cdcfast.sinks.state.TableState._raw_values`).
+"""The state model's hottest loops, compiled: an event's cells folded into a row state
+(:meth:`cdcfast.sinks.state.RowState.apply`), a row's winning values
+(:meth:`cdcfast.sinks.state.TableState._raw_values`) and a row state's stored fields
+(:func:`row_fields`, for :func:`cdcfast.sinks.rowstore.encode_row`).
 
 Every writer runs them for each event of a batch and each row it writes (about a seventh of a
 writer's CPU as Python). They do exactly what the Python did, on the same objects: the model's
@@ -192,3 +193,26 @@ def raw_values(row, list columns, shadow, now):
             if total is not None:
                 live += 1
     return values, expires, live
+
+
+cdef dict EMPTY_FIELD = {}  # an empty field of a stored row (cdcfast.sinks.rowstore)
+
+
+def row_fields(row):
+    """A row state's stored fields in ``cdcfast.sinks.rowstore._StoredRow``'s order, encoded as they
+    are (the same msgpack array as the struct, without building it): collection elements as
+    (path, version) lists, counters as (counter id, clock, count) lists, an empty one as ``{}``."""
+    cdef dict elements = row.elements, counters = row.counters
+    cdef dict element_lists, shard_lists
+    if elements:
+        element_lists = {column: list((<dict>versions).items()) for column, versions in elements.items()}
+    else:
+        element_lists = EMPTY_FIELD
+    if counters:
+        shard_lists = {
+            column: [(counter_id, shard[0], shard[1]) for counter_id, shard in (<dict>shards).items()]
+            for column, shards in counters.items()
+        }
+    else:
+        shard_lists = EMPTY_FIELD
+    return (row.liveness, row.deletion_ts, row.cells, row.clears, element_lists, shard_lists, row.counter_ts)

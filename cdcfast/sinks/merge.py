@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 import msgspec
 
 from cdcfast.commitlog.schema import TableDef
-from cdcfast.events import PARTITION_DELETE, RANGE_DELETE, ChangeEvent
-from cdcfast.sinks._merge import new_row as _new_row
-from cdcfast.sinks._merge import simple_event as _simple
-from cdcfast.sinks.rowstore import decode_partition, decode_row, encode_partition, encode_row
-from cdcfast.sinks.state import PartitionState, StaticView, TableState, VisibleRow
+from cdcfast.events import ChangeEvent
+from cdcfast.sinks._merge import BatchKeys, apply_events, batch_keys, new_rows, plan_partitions
+from cdcfast.sinks.rowstore import decode_partition, decode_row, encode_partition
+from cdcfast.sinks.state import PartitionState, RowState, StaticView, TableState, VisibleRow
 
 NO_SHADOW = -(2**63)  # the shadow of a row without deletions: only a timestamp above it shows
 
@@ -61,21 +60,16 @@ def by_table(events: Iterable[ChangeEvent]) -> dict[tuple[str, str], list[Change
     return groups
 
 
-def scope(table: TableDef, events: list[ChangeEvent]) -> tuple[list[tuple[bytes, ...]], list[bytes]]:
+def scope(
+    table: TableDef, events: list[ChangeEvent], keys: BatchKeys | None = None
+) -> tuple[list[tuple[bytes, ...]], list[bytes]]:
     """Which stored state a batch needs: whole partitions (partition or range deletions, static
     changes, any change in a table with static columns, whose values show on every row), and
-    single rows for the rest. Returns (partition keys to load whole, row keys to load)."""
-    has_static = any(c.kind == "static" for c in table.columns.values())
-    whole: dict[tuple[bytes, ...], None] = {}
-    for event in events:
-        if has_static or event.static or event.op in (PARTITION_DELETE, RANGE_DELETE):
-            whole[tuple(event.partition_key)] = None
-    rows = {
-        row_key(event.partition_key, event.clustering): None
-        for event in events
-        if tuple(event.partition_key) not in whole
-    }
-    return list(whole), list(rows)
+    single rows for the rest. Returns (partition keys to load whole, row keys to load).
+    ``keys``: the batch's :func:`batch_keys`, if made already."""
+    if keys is None:
+        keys = batch_keys(events)
+    return keys.scope(any(c.kind == "static" for c in table.columns.values()))
 
 
 @dataclass
@@ -107,157 +101,141 @@ EMPTY_PARTITION = encode_partition(PartitionState())
 
 
 def plan(
-    table: TableDef, stored: dict[tuple[bytes, ...], StoredPartition], events: list[ChangeEvent]
+    table: TableDef,
+    stored: dict[tuple[bytes, ...], StoredPartition],
+    events: list[ChangeEvent],
+    keys: BatchKeys | None = None,
 ) -> list[PartitionPlan]:
-    """Apply ``events`` (all of ``table``) to the stored partitions they touch.
+    """Apply ``events`` (all of ``table``) to the stored partitions they touch (``keys``: the
+    batch's :func:`batch_keys`, if made already).
 
     Only rows whose stored form changes are planned: the rows the events touch (or every stored
     row of a partition whose own state changed: a deletion, a range deletion, a static value), minus
     those whose state and visibility come out as they were stored (a replay), plus the static-only
     row when it appears or goes.
 
-    A new row written by a single event with simple cells only (:func:`_simple`), in a partition
-    without deletions and without a partition-level change in the batch, is planned straight from
-    its event (:func:`_new_row`): the model's answer for it, without the model's work."""
+    Three steps: new rows planned straight from their event (:func:`_plan_new_rows`), the other
+    events applied to the stored state they need (:func:`_load_and_apply`), and each of their
+    partitions' rows planned from the model (:func:`_plan_partitions`)."""
+    if keys is None:
+        keys = batch_keys(events)
     model = TableState(table)
-    simple = {c.name for c in model.regular if not c.type.is_complex and not c.type.is_counter}
-    complex_columns = frozenset(c.name for c in model.regular if c.type.is_complex and not c.type.is_counter)
-    # Each partition key is encoded once; each row event's key (its row's stored identity, also what
-    # counts its events) is built from it.
-    pk_bytes: dict[tuple[bytes, ...], bytes] = {}
-    partition_level: set[tuple[bytes, ...]] = set()
-    counts: dict[bytes, int] = {}
-    pks: list[tuple[bytes, ...]] = []
-    keys: list[bytes | None] = []  # None: a partition-level event
-    for event in events:
-        pk = tuple(event.partition_key)
-        pkb = pk_bytes.get(pk)
-        if pkb is None:
-            pkb = pk_bytes[pk] = partition_key_bytes(pk)
-        pks.append(pk)
-        if event.op in (PARTITION_DELETE, RANGE_DELETE) or event.static:
-            partition_level.add(pk)
-            keys.append(None)
-        else:
-            event_key = _row_key_from(pkb, event.clustering)
-            counts[event_key] = counts.get(event_key, 0) + 1
-            keys.append(event_key)
-
     plans: dict[tuple[bytes, ...], PartitionPlan] = {}
     views: dict[tuple[bytes, ...], StaticView | None] = {}  # None: no new row goes straight there
-    # The view of each stored partition state (by its blob; b"" for none): most partitions share
-    # one, having no deletion and no static value. _new_row only reads views.
-    blob_views: dict[bytes, StaticView | None] = {}
-    slow: list[tuple[ChangeEvent, tuple[bytes, ...], bytes | None]] = []
-    for event, pk, key in zip(events, pks, keys):
-        if (
-            key is not None
-            and pk not in partition_level
-            and counts[key] == 1
-            and _simple(event, simple, complex_columns)
-        ):
-            known = stored.get(pk)
-            if pk in views:
-                view = views[pk]
-            else:
-                state_blob = known.state or b"" if known is not None else b""
-                if state_blob in blob_views:
-                    view = blob_views[state_blob]
-                else:
-                    state = _stored_state(known)
-                    fresh = state.deletion_ts is None and not state.ranges
-                    view = blob_views[state_blob] = model.static_view(state) if fresh else None
-                views[pk] = view
-            if view is not None and (known is None or key not in known.rows):
-                planned = _new_row(pk, key, event, view)
-                if planned is not None:
-                    p = plans.get(pk)
-                    if p is None:
-                        p = plans[pk] = PartitionPlan(pk, pk_bytes[pk], None, [], [], [])
-                    p.visible.append(planned)
-                    continue
-        slow.append((event, pk, key))
+    slow = _plan_new_rows(model, stored, events, keys, plans, views)
+    loaded = _load_and_apply(model, stored, slow, keys)
+    statics = _plan_partitions(model, stored, keys, loaded, plans)
+    if model.static_columns:  # the static-only row shows while the partition has no visible row
+        for pk, p in plans.items():
+            view = statics.get(pk) or views.get(pk)
+            _static_only_row(model, pk, p, stored.get(pk), model.partitions.get(pk), view, loaded.undecoded.get(pk))
+    return list(plans.values())
 
-    # The stored rows each partition's slow events touch: in a partition whose own state the batch
-    # leaves alone, the other stored rows keep their stored form (decoded only if the static-only
-    # row's fate needs them, see _static_only_row).
+
+def _plan_new_rows(
+    model: TableState,
+    stored: dict[tuple[bytes, ...], StoredPartition],
+    events: list[ChangeEvent],
+    keys: BatchKeys,
+    plans: dict[tuple[bytes, ...], PartitionPlan],
+    views: dict[tuple[bytes, ...], StaticView | None],
+) -> list[tuple[ChangeEvent, tuple[bytes, ...], bytes | None]]:
+    """The fast path: a new row written by a single event with simple cells only
+    (:func:`_merge.simple_event`), in a partition without deletions and without a partition-level
+    change in the batch, is planned straight from its event (:func:`_merge.new_row`): the model's
+    answer for it, without the model's work. Compiled: :func:`_merge.new_rows`. Gives back the
+    other events, each as (event, partition key, row key or None), for the model."""
+    simple = {c.name for c in model.regular if not c.type.is_complex and not c.type.is_counter}
+    complex_columns = frozenset(c.name for c in model.regular if c.type.is_complex and not c.type.is_counter)
+
+    def fresh_view(known: StoredPartition | None) -> StaticView | None:
+        # The view of a stored partition state without deletions (most partitions share one).
+        state = _stored_state(known)
+        return model.static_view(state) if state.deletion_ts is None and not state.ranges else None
+
+    return new_rows(events, keys, stored, simple, complex_columns, fresh_view, plans, views, PartitionPlan)
+
+
+@dataclass
+class _Loaded:
+    """What :func:`_load_and_apply` found of the stored state, for :func:`_plan_partitions`."""
+
+    kept: set[tuple[bytes, ...]]  # partitions whose stored state stays right
+    undecoded: dict[tuple[bytes, ...], dict[bytes, bytes]]  # stored rows left undecoded: row key -> blob
+    blobs: dict[tuple[bytes, ...], dict[tuple, bytes]]  # decoded stored rows: clustering -> blob
+    touched: dict[tuple[bytes, ...], dict[tuple, bytes]]  # rows the events touch: clustering -> row key
+
+
+def _load_and_apply(
+    model: TableState,
+    stored: dict[tuple[bytes, ...], StoredPartition],
+    slow: list[tuple[ChangeEvent, tuple[bytes, ...], bytes | None]],
+    keys: BatchKeys,
+) -> _Loaded:
+    """The model's part: each slow event's partition loaded into the model from its stored state
+    and rows, then the event applied (the loop compiled: :func:`_merge.apply_events`). In a
+    partition whose own state the batch leaves alone, only the stored rows its slow events touch
+    are decoded; the others keep their stored form (decoded only if the static-only row's fate
+    needs them, see :func:`_static_only_row`)."""
     wanted: dict[tuple[bytes, ...], set[bytes]] = {}
     for _, pk, key in slow:
         if key is not None:
             wanted.setdefault(pk, set()).add(key)
+    partition_level = keys.partition_level
     # Whether a stored partition state's blob is what encode_partition gives for it (by blob): then
     # a partition without a partition-level event keeps it, unwritten (most partitions share one).
     canonical: dict[bytes, bool] = {}
-    undecoded: dict[tuple[bytes, ...], dict[bytes, bytes]] = {}  # row key -> stored state blob
-    stored_blobs: dict[tuple[bytes, ...], dict[tuple, bytes]] = {}  # decoded row's clustering -> blob
-    kept: set[tuple[bytes, ...]] = set()  # partitions whose stored state stays right
-    touched: dict[tuple[bytes, ...], dict[tuple, bytes]] = {}  # row clustering -> row key
+    loaded = _Loaded(set(), {}, {}, {})
+    kept = loaded.kept
     partitions = model.partitions
-    for event, pk, key in slow:
-        if pk not in partitions:
-            known = stored.get(pk)
-            merged = partitions[pk] = _stored_state(known)
-            known_state = known.state if known is not None else None
-            if pk not in partition_level:
-                if not known_state:
-                    kept.add(pk)
-                else:
-                    same = canonical.get(known_state)
-                    if same is None:
-                        same = canonical[known_state] = encode_partition(merged) == known_state
-                    if same:
-                        kept.add(pk)
-            if known is not None and known.rows:
-                blobs = stored_blobs[pk] = {}
-                rest = _load_rows(merged, known, wanted.get(pk) if pk in kept else None, blobs)
-                if rest:
-                    undecoded[pk] = rest
-        model.apply(event)
-        rows = touched.get(pk)
-        if rows is None:
-            rows = touched[pk] = {}
-        if key is not None:
-            rows[tuple(event.clustering)] = key
 
-    statics: dict[tuple[bytes, ...], StaticView] = {}
-    for pk, touched_rows in touched.items():
-        merged = partitions[pk]
+    def load(pk: tuple[bytes, ...]) -> None:
+        # A partition's first slow event: its stored state and rows into the model.
         known = stored.get(pk)
-        known_rows = known.rows if known is not None else {}
-        known_stale = known.stale if known is not None else set()
-        if pk in kept:
-            changed, blob = False, None
-        else:
-            blob = encode_partition(merged)
-            changed = blob != (known.state if known is not None and known.state else EMPTY_PARTITION)
-        static = statics[pk] = model.static_view(merged)
-        pkb = pk_bytes[pk]
-        p = plans.get(pk)
-        if p is None:
-            p = plans[pk] = PartitionPlan(pk, pkb, None, [], [], [])
-        p.state = blob if changed else None
-        blobs = stored_blobs.get(pk, {})
-        for clustering in merged.rows if changed else touched_rows:
-            row = merged.rows[clustering]
-            key = touched_rows.get(clustering)
-            if key is None:  # a stored row the batch leaves alone (its partition's state changed)
-                key = _row_key_from(pkb, clustering)
-                row_blob = blobs[clustering]
+        merged = partitions[pk] = _stored_state(known)
+        known_state = known.state if known is not None else None
+        if pk not in partition_level:
+            if not known_state:
+                kept.add(pk)
             else:
-                row_blob = encode_row(row)
-            shown = model.visible_row(pk, merged, clustering, row, static)
-            if not changed and known_rows.get(key) == (row_blob, shown is not None) and key not in known_stale:
-                continue  # stored as it is
-            if shown is not None:
-                p.visible.append((key, shown, row_blob))
-            else:
-                p.tombstones.append((key, row_blob))
+                same = canonical.get(known_state)
+                if same is None:
+                    same = canonical[known_state] = encode_partition(merged) == known_state
+                if same:
+                    kept.add(pk)
+        if known is not None and known.rows:
+            blobs = loaded.blobs[pk] = {}
+            rest = _load_rows(merged, known, wanted.get(pk) if pk in kept else None, blobs)
+            if rest:
+                loaded.undecoded[pk] = rest
 
-    if model.static_columns:  # the static-only row shows while the partition has no visible row
-        for pk, p in plans.items():
-            view = statics.get(pk) or views.get(pk)
-            _static_only_row(model, pk, p, stored.get(pk), partitions.get(pk), view, undecoded.get(pk))
-    return list(plans.values())
+    apply_events(slow, model, load, loaded.touched, RowState, RowState._apply_counter)
+    return loaded
+
+
+def _plan_partitions(
+    model: TableState,
+    stored: dict[tuple[bytes, ...], StoredPartition],
+    keys: BatchKeys,
+    loaded: _Loaded,
+    plans: dict[tuple[bytes, ...], PartitionPlan],
+) -> dict[tuple[bytes, ...], StaticView]:
+    """Each partition the model holds, planned into ``plans``: its new state when it changed, and
+    the rows whose stored form changes (every row of a partition whose state changed, else the
+    rows the events touched). Gives back each partition's static view. Compiled:
+    :func:`_merge.plan_partitions`."""
+    return plan_partitions(
+        model,
+        stored,
+        keys.pk_bytes,
+        loaded.touched,
+        loaded.kept,
+        loaded.blobs,
+        plans,
+        PartitionPlan,
+        encode_partition,
+        EMPTY_PARTITION,
+    )
 
 
 def _static_only_row(

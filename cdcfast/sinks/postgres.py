@@ -36,10 +36,19 @@ from cdcfast.errors import ConfigError
 from cdcfast.events import ChangeEvent
 from cdcfast.log import get_logger
 from cdcfast.sinks import migrate_postgres
-from cdcfast.sinks._pgcopy import COPY_HEADER, COPY_TRAILER, Unencodable, change_row_copy, state_kinds, state_row_copy
+from cdcfast.sinks._pgcopy import (
+    COPY_HEADER,
+    COPY_TRAILER,
+    Unencodable,
+    change_row_copy,
+    state_kinds,
+    state_row_copy,
+    state_rows_copy,
+)
+from cdcfast.sinks._scalars import row_values
 from cdcfast.sinks.base import WarehouseSink
 from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_paused
-from cdcfast.sinks.merge import StoredPartition, by_table, partition_key_bytes, plan, scope
+from cdcfast.sinks.merge import PartitionPlan, StoredPartition, batch_keys, by_table, plan, scope
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import StateWork, state_work
@@ -61,6 +70,11 @@ CHANGE_COLUMNS = (
     "deletion_ts",
     "range",
 )
+
+TOMBSTONE_COLUMNS = ("_key", "_pk", "_state")  # an invisible row's table: all bytea (TableWriter.ddl)
+_tombstone_kinds = state_kinds(["bytea"] * len(TOMBSTONE_COLUMNS))
+assert _tombstone_kinds is not None  # bytea has an encoder
+TOMBSTONE_KINDS: bytes = _tombstone_kinds
 
 SETUP_LOCK = "cdcfast setup"  # advisory lock key while creating cdcfast's own schema and tables
 
@@ -511,8 +525,8 @@ class PostgresSink(WarehouseSink):
         # Lock the batch's partitions (new ones inserted, the others locked by a no-op update, in key
         # order: concurrent writers never deadlock) and read their states; then load what the merge
         # needs (scope) of the stored rows and row tombstones.
-        pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))
-        by_bytes = {partition_key_bytes(pk): pk for pk in pks}
+        keys = batch_keys(events)  # each partition's and row's key, encoded once for the batch
+        by_bytes = keys.partitions
         stored = {
             by_bytes[r[0]]: StoredPartition(r[1])
             for r in await conn.fetch(
@@ -521,16 +535,16 @@ class PostgresSink(WarehouseSink):
                 sorted(by_bytes),
             )
         }
-        whole, row_keys = scope(writer.table, events)
-        whole_bytes = [partition_key_bytes(pk) for pk in whole]
+        whole, row_keys = scope(writer.table, events, keys)
+        whole_bytes = [keys.pk_bytes[pk] for pk in whole]
         in_state: set[bytes] = set()
         in_tombstones: set[bytes] = set()
         for pk_raw, key, blob, shown in await conn.fetch(writer.load_query, whole_bytes, row_keys):
             stored[by_bytes[pk_raw]].rows[key] = (blob, shown)
             (in_state if shown else in_tombstones).add(key)
-        plans = plan(writer.table, stored, events)
+        plans = plan(writer.table, stored, events, keys)
 
-        tombstone_rows: list[tuple[bytes, bytes, bytes]] = []
+        tombstone_rows: list[bytes] = []  # (row key, partition key, row state) in binary COPY form
         partition_rows: list[tuple[bytes, bytes]] = []
         drop_state: list[bytes] = []
         drop_tombstones: list[bytes] = []
@@ -538,7 +552,7 @@ class PostgresSink(WarehouseSink):
             if p.state is not None:
                 partition_rows.append((p.pk_bytes, p.state))
             for key, blob in p.tombstones:
-                tombstone_rows.append((key, p.pk_bytes, blob))
+                tombstone_rows.append(state_row_copy(TOMBSTONE_KINDS, (key, p.pk_bytes, blob)))
             for key in [key for key, _ in p.tombstones] + [key for key, _, _ in p.visible]:
                 if key in in_state:
                     drop_state.append(key)
@@ -553,11 +567,7 @@ class PostgresSink(WarehouseSink):
                 drop_tombstones,
             )
         if any(p.visible for p in plans):
-            state_record = writer.state_record
-            records = [
-                state_record(row, key, p.pk_bytes, blob, converted) for p in plans for key, row, blob in p.visible
-            ]
-            rows = await self._state_rows(writer, records)
+            rows = await self._state_rows(writer, plans, converted)
             if rows is not None:
                 await conn.copy_to_table(
                     writer.table.name,
@@ -567,15 +577,20 @@ class PostgresSink(WarehouseSink):
                     format="binary",
                 )
             else:
+                state_record = writer.state_record
+                records = [
+                    state_record(row, key, p.pk_bytes, blob, converted) for p in plans for key, row, blob in p.visible
+                ]
                 await conn.copy_records_to_table(
                     writer.table.name, schema_name=writer.table.keyspace, records=records, columns=writer.state_columns
                 )
         if tombstone_rows:
-            await conn.copy_records_to_table(
+            await conn.copy_to_table(
                 f"{writer.table.name}__tombstones",
                 schema_name=writer.table.keyspace,
-                records=tombstone_rows,
-                columns=("_key", "_pk", "_state"),
+                source=binary_copy(tombstone_rows),
+                columns=TOMBSTONE_COLUMNS,
+                format="binary",
             )
         if partition_rows:
             await conn.execute(
@@ -585,11 +600,14 @@ class PostgresSink(WarehouseSink):
                 [r[1] for r in partition_rows],
             )
 
-    async def _state_rows(self, writer: TableWriter, records: list[tuple]) -> list[bytes] | None:
-        """The state rows in binary COPY form (:func:`cdcfast.sinks._pgcopy.state_row_copy`), each
-        value written as asyncpg writes it for the column's type as the table has it now (read in
-        this transaction, as asyncpg reads it for ``copy_records_to_table``); None when a column's
-        type or a value is not one that encoder writes: asyncpg then encodes the batch."""
+    async def _state_rows(
+        self, writer: TableWriter, plans: list[PartitionPlan], converted: Converted
+    ) -> list[bytes] | None:
+        """The visible rows of ``plans`` as state rows in binary COPY form, in one pass
+        (:func:`cdcfast.sinks._pgcopy.state_rows_copy`: the bytes of ``TableWriter.state_record``'s
+        records), each value written as asyncpg writes it for the column's type as the table has it
+        now (read in this transaction, as asyncpg reads it for ``copy_records_to_table``); None when
+        a column's type or a value is not one that encoder writes: asyncpg then encodes the batch."""
         assert self.conn is not None
         types = dict(
             await self.conn.fetch(
@@ -604,7 +622,7 @@ class PostgresSink(WarehouseSink):
         if kinds is None:
             return None
         try:
-            return [state_row_copy(kinds, record) for record in records]
+            return state_rows_copy(kinds, plans, row_values, writer.codec, converted.values)
         except Unencodable:
             return None
 

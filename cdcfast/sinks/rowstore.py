@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from cdcfast.sinks._state import row_fields as _row_fields  # a row state's stored fields, compiled
 from cdcfast.sinks.state import PartitionState, RangeDeletion, RowState, Version
 
 
@@ -33,25 +34,11 @@ class _StoredPartition(msgspec.Struct, array_like=True, omit_defaults=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _NONE: dict = {}  # an empty field of a stored row (array-like: every field is written)
+# For the compiled planner (cdcfast/sinks/_merge.pyx), which writes encode_new_row's bytes itself:
+encode_fields = _encoder.encode  # a stored row's fields (in ``_StoredRow``'s order) as its msgpack array
+EMPTY_FIELD = _NONE
 _row_decoder = msgspec.msgpack.Decoder(_StoredRow)
 _partition_decoder = msgspec.msgpack.Decoder(_StoredPartition)
-
-
-def _row_fields(row: RowState) -> tuple:
-    """A row state's stored fields, in ``_StoredRow``'s order (encoded as they are: the same msgpack
-    array as the struct, without building it)."""
-    elements, counters = row.elements, row.counters
-    return (
-        row.liveness,
-        row.deletion_ts,
-        row.cells,
-        row.clears,
-        {k: list(e.items()) for k, e in elements.items()} if elements else _NONE,
-        {k: [(cid, clock, count) for cid, (clock, count) in s.items()] for k, s in counters.items()}
-        if counters
-        else _NONE,
-        row.counter_ts,
-    )
 
 
 def _row_out(row: RowState) -> _StoredRow:

@@ -298,3 +298,74 @@ def test_new_rows_with_collection_elements_are_planned_as_the_model_has_them() -
         assert set(want_tombstones) == {row_key([_int(1)], [_int(c)]) for c in (6, 7)}
         assert got_visible == want_visible, table.name
         assert got_tombstones == want_tombstones, table.name
+
+
+# -- the batch's keys, compiled (cdcfast.sinks._merge.batch_keys) ----------------------------------
+from cdcfast.sinks.merge import batch_keys  # noqa: E402
+
+
+def _reference_keys(events: list[ChangeEvent]) -> tuple[list, list, dict, list]:
+    """What batch_keys gives, from the Python definitions: each event's partition key and row key
+    (None for a partition-level event), each partition's key bytes, the partition-level partitions."""
+    pks = [tuple(e.partition_key) for e in events]
+    partition_level = [e.static or e.op in (PARTITION_DELETE, RANGE_DELETE) for e in events]
+    keys = [None if level else row_key(e.partition_key, e.clustering) for e, level in zip(events, partition_level)]
+    pk_bytes = {pk: partition_key_bytes(pk) for pk in pks}
+    return pks, keys, pk_bytes, list(dict.fromkeys(pk for pk, level in zip(pks, partition_level) if level))
+
+
+def _reference_scope(table: TableDef, events: list[ChangeEvent]) -> tuple[list, list]:
+    """:func:`scope` as it was written in Python, event by event."""
+    has_static = any(c.kind == "static" for c in table.columns.values())
+    whole = {
+        tuple(e.partition_key): None
+        for e in events
+        if has_static or e.static or e.op in (PARTITION_DELETE, RANGE_DELETE)
+    }
+    rows = {row_key(e.partition_key, e.clustering): None for e in events if tuple(e.partition_key) not in whole}
+    return list(whole), list(rows)
+
+
+def _assert_keys_agree(table: TableDef, events: list[ChangeEvent]) -> None:
+    keys = batch_keys(events)
+    pks, row_keys, pk_bytes, partition_level = _reference_keys(events)
+    assert keys.pks == pks
+    assert keys.keys == row_keys
+    assert keys.pk_bytes == pk_bytes and list(keys.pk_bytes) == list(pk_bytes)
+    assert keys.partitions == {encoded: pk for pk, encoded in pk_bytes.items()}
+    assert list(keys.partition_level) == partition_level
+    counted: dict[bytes, int] = {}
+    for key in row_keys:
+        if key is not None:
+            counted[key] = counted.get(key, 0) + 1
+    assert keys.counts == counted
+    assert scope(table, events, keys) == scope(table, events) == _reference_scope(table, events)
+
+
+def test_batch_keys_equal_the_python_keys_on_every_corpus_event(corpus: Corpus) -> None:
+    schema, events = cdc_events(corpus)
+    for table in schema.cdc_tables():
+        mine = [e for e in events if (e.keyspace, e.table) == (table.keyspace, table.name)]
+        for start in range(0, len(mine), 997):
+            _assert_keys_agree(table, mine[start : start + 997])
+
+
+def test_batch_keys_of_odd_keys_equal_the_python_keys() -> None:
+    """Values of every msgpack length class (0, 255, 256, 65535, 65536 bytes), null clustering values,
+    more than 15 clustering values (msgpack's longer array header), and no clustering at all."""
+    table = _table(static=False)
+    sizes = [0, 1, 255, 256, 65535, 65536]
+    events = [
+        ChangeEvent(b"", "mp", "rows", UPDATE, [b"p" * size], [b"c" * other], 1, [])
+        for size in sizes
+        for other in sizes
+    ]
+    events += [
+        ChangeEvent(b"", "mp", "rows", UPDATE, [b"a", b"b"], [None, b"x"] * 9, 1, []),
+        ChangeEvent(b"", "mp", "rows", UPDATE, [b"a", b"b"], [], 1, []),
+        ChangeEvent(b"", "mp", "rows", UPDATE, [b"a"] * 16, [None], 1, []),
+        ChangeEvent(b"", "mp", "rows", PARTITION_DELETE, [b"a", b"b"], [], 1, [], deletion_ts=1),
+        ChangeEvent(b"", "mp", "rows", UPDATE, [b"a", b"b"], [b"x"], 1, [], static=True),
+    ]
+    _assert_keys_agree(table, events + events[:3])
+    _assert_keys_agree(_table(static=True), events)
