@@ -10,7 +10,8 @@ Needs the throwaway servers (scripts/services.sh start). For each sink, ``--roun
 2. the bare load: the same change-log rows (rendered by the writers' own encoders before the clock
    starts) into a fresh table defined like the change logs (same columns and types, the same
    unique key; a hypertable on TimescaleDB; a ``ReplacingMergeTree`` on ``event_id`` on
-   ClickHouse), by binary COPY resp. one columnar native insert per batch.
+   ClickHouse), by binary COPY resp. one columnar native insert per batch, with the writers'
+   session settings (LZ4 TOAST compression on PostgreSQL).
 
 Each side's best round counts (the machines are shared and noisy), and their ratio is printed (the
 target: the writer at 70% or more of the bare rate), next to the ratio of each side's median round.
@@ -153,6 +154,7 @@ async def bare_postgres_run(dsn: str, records: list[tuple], timescale: bool) -> 
     """A binary COPY of the same change-log rows into a table defined like the change logs."""
     conn = await asyncpg.connect(dsn)
     await conn.set_type_codec("jsonb", encoder=_jsonb, decoder=bytes, schema="pg_catalog", format="binary")
+    await conn.execute("SET default_toast_compression = 'lz4'")  # as the writers do: the same server work
     key = "event_id, change_time" if timescale else "event_id"
     await conn.execute(
         "CREATE TABLE bare (event_id uuid NOT NULL, op text NOT NULL, ts bigint NOT NULL, "
