@@ -1,5 +1,6 @@
-"""The supervisor: watches ``cdc_raw``, hands durable stretches of segments to parser workers, owns
-the processes, and deletes what every sink has. It never decodes and never writes SQL.
+"""The supervisor: watches ``cdc_raw`` (woken when an idx is written: :mod:`.folder_watch`), hands
+durable stretches of segments to parser workers, owns the processes, and deletes what every sink
+has. It never decodes and never writes SQL.
 
 Work items: each stretch is cut at section ends (sync markers) into items of about
 ``tuning.work_item_bytes``, which the parsers decode in parallel (:func:`plan_items`); finding the
@@ -7,7 +8,8 @@ cuts reads the marker chain only.
 
 Order and checkpoints: work items are numbered and writers apply them in that order, so a sink's
 checkpoint ``(segment, position)`` always means "everything before is delivered". A segment is
-handed out only once every older segment that holds CDC data (has an idx) is COMPLETED: Cassandra
+handed out only once every older segment that holds CDC data (has an idx, or is a Cassandra 3.x
+segment, moved in complete) is COMPLETED: Cassandra
 closes a segment before the next one syncs, so this costs nothing and keeps checkpoints honest.
 
 Resume: writers report their sink's checkpoint when they start; reading restarts from the oldest
