@@ -9,8 +9,8 @@ cuts reads the marker chain only.
 Order and checkpoints: work items are numbered and writers apply them in that order, so a sink's
 checkpoint ``(segment, position)`` always means "everything before is delivered". A segment is
 handed out only once every older segment that holds CDC data (has an idx, or is a Cassandra 3.x
-segment, moved in complete) is COMPLETED: Cassandra
-closes a segment before the next one syncs, so this costs nothing and keeps checkpoints honest.
+segment, moved in complete) is COMPLETED: Cassandra closes a segment before the next one syncs, so
+this costs nothing and keeps checkpoints honest.
 
 Resume: writers report their sink's checkpoint when they start; reading restarts from the oldest
 of them, and each writer skips what its sink already has.
