@@ -19,7 +19,7 @@ from support.expected import as_of, load_expected
 from support.pipeline import supervise_command, timescale_dsn
 from support.replay import cdc_events
 from support.services import ensure_services
-from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, postgres_state
+from support.sinks import clickhouse_state, fresh_clickhouse, fresh_database, postgres_change_rows, postgres_state
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 KILLS_PER_PROCESS = int(os.environ.get("CDCFAST_KILLS", "20"))
@@ -156,18 +156,8 @@ def test_kill_nine_anything_loses_and_duplicates_nothing(corpus_scratch: Path, t
         got = clickhouse_state(dsns["clickhouse"], table, when)
         assert set(got) == set(want), table.qualified_name
     ids = {e.event_id for e in events}
-    import asyncpg
-
-    async def change_rows(dsn: str) -> int:
-        conn = await asyncpg.connect(dsn)
-        total = 0
-        for table in schema.cdc_tables():
-            total += await conn.fetchval(f'SELECT count(*) FROM "{table.keyspace}"."{table.name}_changes"')
-        await conn.close()
-        return total
-
-    assert asyncio.run(change_rows(pg)) == len(ids)
-    assert asyncio.run(change_rows(ts)) == len(ids)
+    assert asyncio.run(postgres_change_rows(pg, schema)) == len(ids)
+    assert asyncio.run(postgres_change_rows(ts, schema)) == len(ids)
     ch_total = sum(
         client.execute(f"SELECT count() FROM `{t.keyspace}`.`{t.name}_changes` FINAL")[0][0]
         for t in schema.cdc_tables()

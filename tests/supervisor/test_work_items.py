@@ -11,14 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
 import pytest
 from conftest import CORPUS_ROOT, Corpus
 from support.expected import as_of, differences, load_expected
 from support.replay import cdc_events
 from support.segments import build_segment, real_mutations
 from support.services import ensure_services
-from support.sinks import fresh_database, postgres_state
+from support.sinks import fresh_database, postgres_change_rows, postgres_state
 
 from cdcfast.commitlog import discover
 from cdcfast.commitlog.segment import raw_entries, section_bounds
@@ -146,15 +145,6 @@ def checkpoint(dsn: str) -> tuple[int, int]:
     return asyncio.run(read())
 
 
-async def change_rows(dsn: str, schema) -> int:  # noqa: ANN001
-    conn = await asyncpg.connect(dsn)
-    total = 0
-    for table in schema.cdc_tables():
-        total += await conn.fetchval(f'SELECT count(*) FROM "{table.keyspace}"."{table.name}_changes"')
-    await conn.close()
-    return total
-
-
 def assert_delivered(corpus: Corpus, dsn: str) -> None:
     schema, events = cdc_events(corpus)
     when = as_of(corpus.root)
@@ -165,7 +155,7 @@ def assert_delivered(corpus: Corpus, dsn: str) -> None:
         if got != want:
             failures.append(differences(table, got, want))
     assert not failures, "\n\n".join(failures)
-    assert asyncio.run(change_rows(dsn, schema)) == len({e.event_id for e in events})
+    assert asyncio.run(postgres_change_rows(dsn, schema)) == len({e.event_id for e in events})
 
 
 def items_by_segment(items: list[dict]) -> dict[int, list[tuple[int, int | None]]]:

@@ -48,6 +48,16 @@ async def postgres_state(dsn: str, table, when: int) -> dict:
     )
 
 
+async def postgres_change_rows(dsn: str, schema) -> int:  # noqa: ANN001 (Schema)
+    """Rows in the change logs of ``schema``'s CDC tables in PostgreSQL ``dsn``."""
+    conn = await asyncpg.connect(dsn)
+    total = 0
+    for table in schema.cdc_tables():
+        total += await conn.fetchval(f'SELECT count(*) FROM "{table.keyspace}"."{table.name}_changes"')
+    await conn.close()
+    return total
+
+
 def postgres_differences(dsn: str, corpus) -> list[str]:  # noqa: ANN001 (conftest.Corpus)
     """How each CDC table's state in PostgreSQL ``dsn`` differs from the corpus' ``expected/``."""
     schema, when = load_schema(corpus.schema_dir), as_of(corpus.root)
