@@ -239,9 +239,13 @@ def walk_sections(
         yield Section(chunk, 0, size, logical + 8, marker)
         logical += 8 + size
     if isinstance(end, tuple):
-        kind, offset = end
-        what = "sync marker CRC mismatch" if kind == "bad_crc" else "sync marker points outside the file"
-        yield offset, what
+        yield _chain_break(end)
+
+
+def _chain_break(end: tuple[str, int]) -> tuple[int, str]:
+    """Where and why the marker chain ended early (``walk_sync_markers``' ``(kind, offset)``)."""
+    kind, offset = end
+    return offset, "sync marker CRC mismatch" if kind == "bad_crc" else "sync marker points outside the file"
 
 
 def section_bounds(path: Path, limit: int | None = None, after: int = 0) -> list[int]:
@@ -279,9 +283,7 @@ def section_bounds(path: Path, limit: int | None = None, after: int = 0) -> list
             if after < logical and (limit is None or logical <= limit):
                 bounds.append(logical)
         if isinstance(end, tuple) and (limit is None or logical < limit):
-            kind, offset = end
-            what = "sync marker CRC mismatch" if kind == "bad_crc" else "sync marker points outside the file"
-            raise SegmentError(str(path), offset, what)
+            raise SegmentError(str(path), *_chain_break(end))
         return bounds
     finally:
         if hasattr(data, "close"):
