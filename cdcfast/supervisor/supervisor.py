@@ -557,7 +557,7 @@ class Supervisor:
                 continue
             if not segment.cdc_index().completed:
                 continue
-            for path in (segment.path, segment.idx_path) if segment.idx_path else (segment.path,):
+            for path in [p for p in (segment.path, segment.idx_path) if p is not None]:  # 3.x: no idx
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
