@@ -26,7 +26,7 @@ from support.expected import as_of, load_expected
 from support.pipeline import supervise_command
 from support.replay import cdc_events
 from support.services import PrivateServices, ensure_services
-from support.sinks import clickhouse_state, fresh_database, postgres_state
+from support.sinks import clickhouse_state, fresh_database, postgres_change_rows, postgres_state
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 CORPUS = "c50-v8-lz4"
@@ -101,15 +101,7 @@ def assert_equal_to_expected(corpus: Corpus, pg: str, ch: str) -> None:
         assert asyncio.run(postgres_state(pg, table, when)) == want, table.qualified_name
         assert set(clickhouse_state(ch, table, when)) == set(want), table.qualified_name
 
-    async def change_rows() -> int:
-        conn = await asyncpg.connect(pg)
-        total = 0
-        for table in schema.cdc_tables():
-            total += await conn.fetchval(f'SELECT count(*) FROM "{table.keyspace}"."{table.name}_changes"')
-        await conn.close()
-        return total
-
-    assert asyncio.run(change_rows()) == len({e.event_id for e in events})  # none lost, none twice
+    assert asyncio.run(postgres_change_rows(pg, schema)) == len({e.event_id for e in events})  # none lost, none twice
 
 
 @dataclass
