@@ -299,7 +299,7 @@ class Supervisor:
                 self._check_children(run)
                 self._clean(tracked, resume, progress)
                 self._write_status(run, progress)
-                self._publish(tracked)
+                self._publish(tracked, progress)
                 caught_up = all(
                     progress.acked.get(s.name, -1) == progress.dispatched_seq - 1
                     for s in self.config.sinks
@@ -493,7 +493,7 @@ class Supervisor:
                 self._write_status(run, progress)
             raise PipelineFailed(f"sink {sink}: {message[2]}")
 
-    def _publish(self, tracked: dict[int, Tracked]) -> None:
+    def _publish(self, tracked: dict[int, Tracked], progress: Progress) -> None:
         self.health.beat("supervisor")
         self.lag.publish()
         for sink in self.config.sinks:
@@ -509,7 +509,11 @@ class Supervisor:
                 percent=round(100 * used / total, 1),
             )
         self.warned_cdc_raw = filling
-        metrics.set_segments_pending(sum(1 for t in tracked.values() if t.dispatched < WHOLE_SEGMENT))
+        # Pending: holds CDC data some sink's checkpoint is not past yet (what keeps it in cdc_raw).
+        floor = min(progress.delivered.values(), default=(-1, -1))
+        metrics.set_segments_pending(
+            sum(1 for t in tracked.values() if t.holds_cdc and (t.segment_id, WHOLE_SEGMENT) > floor)
+        )
 
     def _write_status(self, run: dict[str, Any], progress: Progress) -> None:
         """``<state_dir>/status.json``, what ``cdcfast status`` shows next to the sinks' own state."""

@@ -141,6 +141,9 @@ def test_live_pipeline_metrics_health_and_graceful_stop(corpus_scratch, tmp_path
         assert scrape(url).get("cdcfast_events_read_total") == len(events)
         time.sleep(2)
         assert scrape(url).get("cdcfast_replication_lag_seconds") == 0
+        # The node's segment links without CDC data (no idx) stay in cdc_raw: nothing is pending.
+        assert any(p.suffix == ".log" for p in cdc_raw.iterdir())
+        assert scrape(url).get("cdcfast_segments_pending") == 0
         ready = urllib.request.urlopen(url + "/ready", timeout=5)
         assert ready.status == 200 and json.loads(ready.read())["status"] == "ready"
         health = json.loads(urllib.request.urlopen(url + "/health", timeout=5).read())
@@ -155,6 +158,44 @@ def test_live_pipeline_metrics_health_and_graceful_stop(corpus_scratch, tmp_path
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_segments_pending_counts_cdc_segments_a_down_sink_has_not_got(corpus_scratch, tmp_path: Path) -> None:
+    """With one sink down, every segment holding CDC data stays pending (and in cdc_raw) after the
+    other sink has all of them; segment links without CDC data are never pending."""
+    import time
+
+    from support.replay import cdc_events
+
+    corpus = Corpus("c50-v8-lz4", corpus_scratch)
+    _, events = cdc_events(corpus)
+    pg = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
+    down = "postgresql://postgres@127.0.0.1:1/nowhere"  # refused: the sink is down from the start
+    cdc_raw, state = tmp_path / "cdc_raw", tmp_path / "state"
+    shutil.copytree(corpus.cdc_raw, cdc_raw)
+    with_cdc = {p.name.removesuffix("_cdc.idx") for p in cdc_raw.glob("*_cdc.idx")}
+    assert 0 < len(with_cdc) < len(list(cdc_raw.glob("*.log")))  # the corpus has links without CDC data
+    command = supervise_command(cdc_raw, corpus.schema_dir, pg, down, state=state)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "log", "w"))
+    try:
+        address = state / "run" / "metrics.addr"
+        deadline = time.monotonic() + 300
+        while not address.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        url = address.read_text()
+        totals: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            totals = scrape(url)
+            if totals.get("cdcfast_events_written_total", 0.0) >= len(events):
+                break
+            time.sleep(0.5)
+        assert totals.get("cdcfast_events_written_total") == len(events), (tmp_path / "log").read_text()[-3000:]
+        time.sleep(1)  # a supervisor round after the last checkpoint
+        assert scrape(url).get("cdcfast_segments_pending") == len(with_cdc)
+        assert {p.name.removesuffix("_cdc.idx") for p in cdc_raw.glob("*_cdc.idx")} == with_cdc  # none deleted
+    finally:
+        process.kill()
+        process.wait(timeout=60)
 
 
 def test_a_cdc_table_without_durable_writes_is_named_at_start(tmp_path: Path) -> None:
