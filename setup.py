@@ -2,7 +2,8 @@
 the change-event builder (cdcfast/_events.pyx), the writers' binary COPY rows
 (cdcfast/sinks/_pgcopy.pyx), their change-log JSON (cdcfast/sinks/_changelog.pyx), PostgreSQL
 scalar values (cdcfast/sinks/_scalars.pyx), the state model's hottest loops
-(cdcfast/sinks/_state.pyx) and the rows merge plans straight from their event (cdcfast/sinks/_merge.pyx)."""
+(cdcfast/sinks/_state.pyx), the rows merge plans straight from their event (cdcfast/sinks/_merge.pyx)
+and ClickHouse change-log columns in Native format (cdcfast/sinks/_chnative.pyx)."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -25,6 +26,7 @@ extensions = [
     Extension("cdcfast.sinks._scalars", ["cdcfast/sinks/_scalars.pyx"], extra_compile_args=["-O3"]),
     Extension("cdcfast.sinks._state", ["cdcfast/sinks/_state.pyx"], extra_compile_args=["-O3"]),
     Extension("cdcfast.sinks._merge", ["cdcfast/sinks/_merge.pyx"], extra_compile_args=["-O3"]),
+    Extension("cdcfast.sinks._chnative", ["cdcfast/sinks/_chnative.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

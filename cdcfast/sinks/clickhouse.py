@@ -37,7 +37,9 @@ from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
 from cdcfast.events import ChangeEvent
 from cdcfast.sinks import clickhouse_versions as versions
 from cdcfast.sinks import migrate_clickhouse
+from cdcfast.sinks._chnative import change_log_columns
 from cdcfast.sinks.base import WarehouseSink
+from cdcfast.sinks.clickhouse_native import NativeClient, NativeRows
 from cdcfast.sinks.clickhouse_sql import ident, literal, qualified
 from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
 from cdcfast.sinks.errors import WritersKeptRacing
@@ -53,6 +55,33 @@ SETTLE_ROUNDS = 20  # reads after writing while other writers change the same ro
 # most of a big table on each write. Smaller marks cost a larger index in memory (one entry per 256
 # rows) and nothing measurable on inserts.
 STATE_INDEX_GRANULARITY = 256
+
+
+CHANGE_LOG_COLUMNS = (
+    "event_id", "op", "ts", "change_time", "segment_id", "position", "source", "key", "cells", "deletion_ts", "range",
+)  # fmt: skip
+# The change log's column types as the server reports them for an insert into a table made by ddl()
+# (what cdcfast.sinks._chnative encodes).
+CHANGE_LOG_TYPES = [
+    "UUID", "String", "Int64", "DateTime('UTC')", "Int64", "Int32", "String", "String", "Nullable(String)",
+    "Nullable(Int64)", "Nullable(String)",
+]  # fmt: skip
+
+
+def change_fields(*fields: Any) -> tuple:
+    """A change-log row as screening renders it (``change_record``'s arguments), for
+    :func:`change_log_rows`: converted only if the driver is to encode it."""
+    return fields
+
+
+def change_log_rows(rows: list[tuple]) -> NativeRows:
+    """Rows of :func:`change_fields` as an insert's data: encoded by cdcfast when the table is as
+    ddl() makes it (:mod:`cdcfast.sinks._chnative`), else by the driver from ``change_record``."""
+    return NativeRows(rows, CHANGE_LOG_TYPES, change_log_columns, _change_log_columnar)
+
+
+def _change_log_columnar(rows: list[tuple]) -> list[list[Any]]:
+    return [list(c) for c in zip(*(change_record(*r) for r in rows))]
 
 
 def change_record(
@@ -209,7 +238,7 @@ class ClickHouseSink(WarehouseSink):
 
     async def connect(self) -> None:
         self.checkpoints.clear()
-        self.client = Client.from_url(self.dsn)
+        self.client = NativeClient.from_url(self.dsn)
         version = self.client.execute("SELECT version()")[0][0]
         self.features = ClickHouseFeatures.from_version(version)
         self.client.execute("CREATE DATABASE IF NOT EXISTS cdcfast")
@@ -437,22 +466,19 @@ class ClickHouseSink(WarehouseSink):
     def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str, writer_name: str) -> None:
         client = self.client
         assert client is not None
-        events, changes, dead, converted = writer.codec.screen(events, source, change_record)
+        events, changes, dead, converted = writer.codec.screen(events, source, change_fields)
         if dead:
             self._dead_letters(dead, source, replayed=0)
         if not events:
             return
         client.execute(
-            f"INSERT INTO {writer.changes} (event_id, op, ts, change_time, segment_id, position, source, key, cells, "
-            "deletion_ts, range) VALUES",
-            [list(c) for c in zip(*changes)],
-            columnar=True,
+            f"INSERT INTO {writer.changes} ({', '.join(CHANGE_LOG_COLUMNS)}) VALUES", change_log_rows(changes)
         )
         work = state_work(events)
         generation = None  # the current one: read with the states
         if work.truncation is not None:
             generation = self._truncate(writer, work.truncation, source)
-            events = writer.codec.screen(work.events, source, change_record)[0]  # raced ones: screened again
+            events = writer.codec.screen(work.events, source, change_fields)[0]  # raced ones: screened again
             if not events:
                 return
         pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))

@@ -1,0 +1,3 @@
+"""Typed surface of cdcfast/sinks/_chnative.pyx (change-log rows as ClickHouse Native-format columns)."""
+
+def change_log_columns(rows: list[tuple]) -> list[bytes]: ...
