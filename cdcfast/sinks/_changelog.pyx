@@ -39,9 +39,11 @@ from cdcfast.sinks._bigendian cimport be_int
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
+from cdcfast._slots cimport Field, field_of, read
+
 import orjson
 
-from cdcfast.events import COUNTER, SET, TRUNCATE
+from cdcfast.events import COUNTER, SET, TRUNCATE, Cell, ChangeEvent
 
 cdef object dumps = orjson.dumps
 cdef int SET_KIND = SET
@@ -53,6 +55,28 @@ cdef int64_t INT32_MIN = -(2 ** 31)
 cdef int64_t INT32_MAX = 2 ** 31 - 1
 cdef int64_t DECIMAL_SCALE = 10 ** 6  # cdcfast.sinks.encode._DECIMAL_SCALE: beyond, the generic decoder
 cdef const char* HEX = b"0123456789abcdef"
+
+# Struct fields read in the loops below (cdcfast._slots)
+cdef Field CELL_COLUMN = field_of(Cell, "column")
+cdef Field CELL_EXPIRES_AT = field_of(Cell, "expires_at")
+cdef Field CELL_KIND = field_of(Cell, "kind")
+cdef Field CELL_PATH = field_of(Cell, "path")
+cdef Field CELL_TS = field_of(Cell, "ts")
+cdef Field CELL_TTL = field_of(Cell, "ttl")
+cdef Field CELL_VALUE = field_of(Cell, "value")
+cdef Field EVENT_CELLS = field_of(ChangeEvent, "cells")
+cdef Field EVENT_CLUSTERING = field_of(ChangeEvent, "clustering")
+cdef Field EVENT_DELETION_TS = field_of(ChangeEvent, "deletion_ts")
+cdef Field EVENT_EVENT_ID = field_of(ChangeEvent, "event_id")
+cdef Field EVENT_OP = field_of(ChangeEvent, "op")
+cdef Field EVENT_PARTITION_KEY = field_of(ChangeEvent, "partition_key")
+cdef Field EVENT_POSITION = field_of(ChangeEvent, "position")
+cdef Field EVENT_RANGE_END = field_of(ChangeEvent, "range_end")
+cdef Field EVENT_RANGE_END_INCLUSIVE = field_of(ChangeEvent, "range_end_inclusive")
+cdef Field EVENT_RANGE_START = field_of(ChangeEvent, "range_start")
+cdef Field EVENT_RANGE_START_INCLUSIVE = field_of(ChangeEvent, "range_start_inclusive")
+cdef Field EVENT_SEGMENT_ID = field_of(ChangeEvent, "segment_id")
+cdef Field EVENT_TS = field_of(ChangeEvent, "ts")
 NUL_JSON = b"\\u0000"  # how orjson writes U+0000 (cdcfast.sinks.encode._NUL_JSON)
 
 # How a column's values are rendered (see the module docstring).
@@ -602,7 +626,7 @@ cdef class BatchRender:
         cdef TableRender table = self.table
         cdef ColumnRender c
         cdef Py_ssize_t i, count
-        partition_key = event.partition_key
+        partition_key = read(event, EVENT_PARTITION_KEY)
         pk = tuple(partition_key)
         prefix = self.partitions.get(pk)
         if prefix is None:
@@ -618,7 +642,7 @@ cdef class BatchRender:
                 self.convert(c, raw)
             prefix = self.take(0)
             self.partitions[pk] = prefix
-        clustering = event.clustering
+        clustering = read(event, EVENT_CLUSTERING)
         count = min(len(table.clustering), len(clustering))
         if count == 0:
             return <bytes>prefix + b"}"
@@ -644,7 +668,7 @@ cdef class BatchRender:
         missing or irregular path, a set cell with a value, anything the Python renderers refuse."""
         cdef Py_ssize_t start = self.len
         cdef int done
-        path, value = cell.path, cell.value
+        path, value = read(cell, CELL_PATH), read(cell, CELL_VALUE)
         if type(path) is not bytes or not (value is None or type(value) is bytes):
             return 0
         try:
@@ -654,7 +678,7 @@ cdef class BatchRender:
         if not done:
             self.len = start
             return 0
-        if value is not None and (cell.kind == SET_KIND or cell.kind == COUNTER_KIND):
+        if value is not None and (read(cell, CELL_KIND) == SET_KIND or read(cell, CELL_KIND) == COUNTER_KIND):
             self.screen_element(c, path, value, start)
         return 1
 
@@ -682,9 +706,9 @@ cdef class BatchRender:
         cdef Py_ssize_t index = 0
         cdef int cells = c.cells
         self.put_bytes(c.entry_head)
-        self.put_bytes(self.table.kinds[cell.kind])
+        self.put_bytes(self.table.kinds[read(cell, CELL_KIND)])
         self.put(b',"ts":', 6)
-        self.put_number(cell.ts)
+        self.put_number(read(cell, CELL_TS))
         self.put(b',"path":', 8)
         if cells == LIST_CELLS:
             if n != 16:
@@ -711,11 +735,11 @@ cdef class BatchRender:
                 if cells == MAP_CELLS:
                     index = 1
                 self.put_value(c.items[index], value)
-        if cell.ttl:
+        if read(cell, CELL_TTL):
             self.put(b',"ttl":', 7)
-            self.put_number(cell.ttl)
+            self.put_number(read(cell, CELL_TTL))
             self.put(b',"expires_at":', 14)
-            self.put_number(cell.expires_at)
+            self.put_number(read(cell, CELL_EXPIRES_AT))
         self.put_char(b"}")
         return 1
 
@@ -733,35 +757,35 @@ cdef class BatchRender:
             if not first:
                 self.put_char(b",")
             first = False
-            c = table.columns.get(cell.column)
-            if c is not None and (cell.path is not None or c.is_complex):
+            c = table.columns.get(read(cell, CELL_COLUMN))
+            if c is not None and (read(cell, CELL_PATH) is not None or c.is_complex):
                 if c.cells and self.put_cell(c, cell):
                     continue
                 entry = table.complex_entry(c.codec, cell)
-                if cell.ttl:
-                    entry["ttl"], entry["expires_at"] = cell.ttl, cell.expires_at
+                if read(cell, CELL_TTL):
+                    entry["ttl"], entry["expires_at"] = read(cell, CELL_TTL), read(cell, CELL_EXPIRES_AT)
                 self.put_bytes(dumps(entry))
                 continue
             if c is None:
                 self.put(b'{"col":', 7)
-                self.put_bytes(dumps(cell.column))
+                self.put_bytes(dumps(read(cell, CELL_COLUMN)))
                 self.put(b',"kind":', 8)
             else:
                 self.put_bytes(c.entry_head)
-            self.put_bytes(table.kinds[cell.kind])
+            self.put_bytes(table.kinds[read(cell, CELL_KIND)])
             self.put(b',"ts":', 6)
-            self.put_number(cell.ts)
-            value = cell.value
+            self.put_number(read(cell, CELL_TS))
+            value = read(cell, CELL_VALUE)
             if c is not None and value is not None:
                 self.put(b',"value":', 9)
                 self.put_value(c.value, value)
-                if cell.kind == SET_KIND:
+                if read(cell, CELL_KIND) == SET_KIND:
                     self.convert(c, value)
-            if cell.ttl:
+            if read(cell, CELL_TTL):
                 self.put(b',"ttl":', 7)
-                self.put_number(cell.ttl)
+                self.put_number(read(cell, CELL_TTL))
                 self.put(b',"expires_at":', 14)
-                self.put_number(cell.expires_at)
+                self.put_number(read(cell, CELL_EXPIRES_AT))
             self.put_char(b"}")
         self.put_char(b"]")
         return self.take(0)
@@ -769,11 +793,11 @@ cdef class BatchRender:
     cdef object range_json(self, event):
         """``TableCodec.range_json``: a range deletion's bounds, each clustering value rendered as in
         the key (a truncation's record, and flags that are not booleans, by the Python method)."""
-        start, end = event.range_start, event.range_end
-        if start is None and end is None and event.op != TRUNCATE_OP:
+        start, end = read(event, EVENT_RANGE_START), read(event, EVENT_RANGE_END)
+        if start is None and end is None and read(event, EVENT_OP) != TRUNCATE_OP:
             return None
-        start_inclusive, end_inclusive = event.range_start_inclusive, event.range_end_inclusive
-        if event.op == TRUNCATE_OP or type(start_inclusive) is not bool or type(end_inclusive) is not bool:
+        start_inclusive, end_inclusive = read(event, EVENT_RANGE_START_INCLUSIVE), read(event, EVENT_RANGE_END_INCLUSIVE)
+        if read(event, EVENT_OP) == TRUNCATE_OP or type(start_inclusive) is not bool or type(end_inclusive) is not bool:
             return self.table.range_json(event)
         self.len = 0
         self.put(b'{"start":', 9)
@@ -811,18 +835,18 @@ cdef class BatchRender:
         """The event's change-log row: ``record(event_id, op, ts, segment_id, position, source, key
         JSON, cells JSON, deletion_ts, range JSON)``."""
         key = self.key_json(event)
-        cells = self.cells_json(event.cells)
+        cells = self.cells_json(read(event, EVENT_CELLS))
         range_ = self.range_json(event)
         return self.record(
-            event.event_id,
-            event.op,
-            event.ts,
-            event.segment_id,
-            event.position,
+            read(event, EVENT_EVENT_ID),
+            read(event, EVENT_OP),
+            read(event, EVENT_TS),
+            read(event, EVENT_SEGMENT_ID),
+            read(event, EVENT_POSITION),
             self.source,
             key,
             cells,
-            event.deletion_ts,
+            read(event, EVENT_DELETION_TS),
             range_,
         )
 

@@ -14,9 +14,11 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memcpy
 
+from cdcfast._slots cimport Field, field_of, read
+
 import msgspec
 
-from cdcfast.events import CLEAR, INSERT, PARTITION_DELETE, RANGE_DELETE, SET, UPDATE
+from cdcfast.events import CLEAR, INSERT, PARTITION_DELETE, RANGE_DELETE, SET, UPDATE, Cell, ChangeEvent
 from cdcfast.sinks._state import apply_row_event, row_fields, visible_row
 from cdcfast.sinks.rowstore import encode_fields, EMPTY_FIELD
 from cdcfast.sinks.state import NEVER, VisibleRow
@@ -24,6 +26,23 @@ from cdcfast.sinks.state import NEVER, VisibleRow
 cdef object NO_SHADOW = -(2**63)  # cdcfast.sinks.merge.NO_SHADOW
 cdef object encode_key = msgspec.msgpack.Encoder().encode  # the keys' encoder (cdcfast.sinks.merge)
 cdef object MISSING = object()
+
+# Struct fields read in the loops below (cdcfast._slots)
+cdef Field CELL_COLUMN = field_of(Cell, "column")
+cdef Field CELL_EXPIRES_AT = field_of(Cell, "expires_at")
+cdef Field CELL_KIND = field_of(Cell, "kind")
+cdef Field CELL_PATH = field_of(Cell, "path")
+cdef Field CELL_TS = field_of(Cell, "ts")
+cdef Field CELL_VALUE = field_of(Cell, "value")
+cdef Field EVENT_CELLS = field_of(ChangeEvent, "cells")
+cdef Field EVENT_CLUSTERING = field_of(ChangeEvent, "clustering")
+cdef Field EVENT_DELETION_TS = field_of(ChangeEvent, "deletion_ts")
+cdef Field EVENT_LIVENESS_EXPIRES_AT = field_of(ChangeEvent, "liveness_expires_at")
+cdef Field EVENT_LIVENESS_TS = field_of(ChangeEvent, "liveness_ts")
+cdef Field EVENT_LIVENESS_TTL = field_of(ChangeEvent, "liveness_ttl")
+cdef Field EVENT_OP = field_of(ChangeEvent, "op")
+cdef Field EVENT_PARTITION_KEY = field_of(ChangeEvent, "partition_key")
+cdef Field EVENT_STATIC = field_of(ChangeEvent, "static")
 
 
 # -- keys -----------------------------------------------------------------------------------------
@@ -150,7 +169,7 @@ def batch_keys(list events):
     cdef dict pk_bytes = {}, partitions = {}, partition_level = {}, counts = {}
     cdef dict canonical = {}  # partition key -> its first tuple
     for event in events:
-        pk = tuple(event.partition_key)
+        pk = tuple(read(event, EVENT_PARTITION_KEY))
         known = canonical.get(pk)
         if known is None:
             canonical[pk] = pk
@@ -159,12 +178,12 @@ def batch_keys(list events):
         else:
             pk = known
         pks.append(pk)
-        op = event.op
-        if op == PARTITION_DELETE or op == RANGE_DELETE or event.static:
+        op = read(event, EVENT_OP)
+        if op == PARTITION_DELETE or op == RANGE_DELETE or read(event, EVENT_STATIC):
             partition_level[pk] = None
             keys.append(None)
             continue
-        key = event_row_key(<bytes>pk_bytes[pk], event.clustering)
+        key = event_row_key(<bytes>pk_bytes[pk], read(event, EVENT_CLUSTERING))
         keys.append(key)
         counts[key] = counts.get(key, 0) + 1
     out.pks, out.keys, out.pk_bytes, out.partitions = pks, keys, pk_bytes, partitions
@@ -237,7 +256,7 @@ def apply_events(list slow, model, load, dict touched, row_type, counter):
         if key is None:
             model.apply(event)
             continue
-        clustering = tuple(event.clustering)
+        clustering = tuple(read(event, EVENT_CLUSTERING))
         row = partition.rows.get(clustering)
         if row is None:
             row = partition.rows[clustering] = row_type()
@@ -305,16 +324,16 @@ cpdef bint simple_event(event, simple, complex_columns=frozenset()):
     """An INSERT or UPDATE of live values of simple columns, each once, and of elements of
     collection or UDT columns (``complex_columns``), each once, maybe after a clear of the column
     (once), without deletions or tombstones."""
-    if event.op not in (INSERT, UPDATE) or event.deletion_ts is not None:
+    if read(event, EVENT_OP) not in (INSERT, UPDATE) or read(event, EVENT_DELETION_TS) is not None:
         return False
-    if not event.cells:
-        return event.liveness_ts is not None and event.liveness_ts > NO_SHADOW
+    if not read(event, EVENT_CELLS):
+        return read(event, EVENT_LIVENESS_TS) is not None and read(event, EVENT_LIVENESS_TS) > NO_SHADOW
     cdef set seen = set()  # columns, and (column, path) of elements
-    for cell in event.cells:
-        kind, path, column = cell.kind, cell.path, cell.column
+    for cell in read(event, EVENT_CELLS):
+        kind, path, column = read(cell, CELL_KIND), read(cell, CELL_PATH), read(cell, CELL_COLUMN)
         if path is None:
             if kind == SET:
-                if column not in simple or cell.value is None or cell.ts <= NO_SHADOW:
+                if column not in simple or read(cell, CELL_VALUE) is None or read(cell, CELL_TS) <= NO_SHADOW:
                     return False
             elif kind != CLEAR or column not in complex_columns:
                 return False
@@ -322,13 +341,13 @@ cpdef bint simple_event(event, simple, complex_columns=frozenset()):
                 return False
             seen.add(column)
         else:
-            if kind != SET or column not in complex_columns or cell.value is None:
+            if kind != SET or column not in complex_columns or read(cell, CELL_VALUE) is None:
                 return False
             element = (column, path)
             if element in seen:
                 return False
             seen.add(element)
-    return event.liveness_ts is None or event.liveness_ts > NO_SHADOW
+    return read(event, EVENT_LIVENESS_TS) is None or read(event, EVENT_LIVENESS_TS) > NO_SHADOW
 
 
 cpdef object new_row(pk, key, event, static):
@@ -342,9 +361,9 @@ cpdef object new_row(pk, key, event, static):
     cdef bint shows
     liveness = None
     latest = NEVER  # else the latest expiry among what keeps it
-    if event.liveness_ts is not None:
-        expires_at = event.liveness_expires_at if event.liveness_ttl else NEVER
-        liveness = (event.liveness_ts, b"", expires_at)
+    if read(event, EVENT_LIVENESS_TS) is not None:
+        expires_at = read(event, EVENT_LIVENESS_EXPIRES_AT) if read(event, EVENT_LIVENESS_TTL) else NEVER
+        liveness = (read(event, EVENT_LIVENESS_TS), b"", expires_at)
         if expires_at == NEVER:
             forever = True
         elif expires_at > latest:
@@ -356,18 +375,18 @@ cpdef object new_row(pk, key, event, static):
     values = dict(static_values) if static_values else {}
     expires = dict(static_expires) if static_expires else {}
     shows = liveness is not None
-    for cell in event.cells:
-        column, value, expires_at = cell.column, cell.value, cell.expires_at
-        if cell.path is not None:
+    for cell in read(event, EVENT_CELLS):
+        column, value, expires_at = read(cell, CELL_COLUMN), read(cell, CELL_VALUE), read(cell, CELL_EXPIRES_AT)
+        if read(cell, CELL_PATH) is not None:
             found = elements.get(column)
             if found is None:
                 found = elements[column] = []
-            found.append((cell.path, (cell.ts, value, expires_at)))
-        elif cell.kind == CLEAR:
-            clears[column] = cell.ts
+            found.append((read(cell, CELL_PATH), (read(cell, CELL_TS), value, expires_at)))
+        elif read(cell, CELL_KIND) == CLEAR:
+            clears[column] = read(cell, CELL_TS)
         else:
             shows = True
-            cells[column] = (cell.ts, value, expires_at)
+            cells[column] = (read(cell, CELL_TS), value, expires_at)
             values[column] = value
             if expires_at:
                 expires[column] = expires_at
@@ -397,6 +416,6 @@ cpdef object new_row(pk, key, event, static):
             forever = True
     if not shows:
         return None
-    row = VisibleRow(pk, tuple(event.clustering), values, expires, NEVER if forever else latest)
+    row = VisibleRow(pk, tuple(read(event, EVENT_CLUSTERING)), values, expires, NEVER if forever else latest)
     # rowstore.encode_new_row's bytes, without its call
     return key, row, encode_fields((liveness, None, cells, clears or EMPTY_FIELD, elements or EMPTY_FIELD, EMPTY_FIELD, EMPTY_FIELD))

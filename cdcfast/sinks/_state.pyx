@@ -10,6 +10,25 @@ dataclasses and :class:`~cdcfast.sinks.state.Version` structs. ``tests/sinks/tes
 and ``tests/sinks/test_merge.py`` check the model against Cassandra's corpora.
 """
 
+from cdcfast._slots cimport Field, field_of, read
+
+from cdcfast.events import Cell, ChangeEvent
+
+# Struct fields read in the loops below (cdcfast._slots)
+cdef Field EVENT_LIVENESS_TS = field_of(ChangeEvent, "liveness_ts")
+cdef Field EVENT_LIVENESS_TTL = field_of(ChangeEvent, "liveness_ttl")
+cdef Field EVENT_LIVENESS_EXPIRES_AT = field_of(ChangeEvent, "liveness_expires_at")
+cdef Field EVENT_DELETION_TS = field_of(ChangeEvent, "deletion_ts")
+cdef Field EVENT_OP = field_of(ChangeEvent, "op")
+cdef Field EVENT_CELLS = field_of(ChangeEvent, "cells")
+cdef Field CELL_COLUMN = field_of(Cell, "column")
+cdef Field CELL_KIND = field_of(Cell, "kind")
+cdef Field CELL_TS = field_of(Cell, "ts")
+cdef Field CELL_VALUE = field_of(Cell, "value")
+cdef Field CELL_PATH = field_of(Cell, "path")
+cdef Field CELL_EXPIRES_AT = field_of(Cell, "expires_at")
+cdef Field VERSION_TS, VERSION_VALUE, VERSION_EXPIRES_AT  # set by bind()
+
 # cdcfast.sinks.state's classes (bound by state.py, which imports this module)
 cdef object Version = None
 cdef object VisibleRow = None
@@ -27,25 +46,29 @@ cdef enum:
 
 def bind(version_type, visible_row_type):
     """Give the module the structs it builds (state.py, once they are defined)."""
-    global Version, VisibleRow
+    global Version, VisibleRow, VERSION_TS, VERSION_VALUE, VERSION_EXPIRES_AT
     Version = version_type
     VisibleRow = visible_row_type
+    VERSION_TS = field_of(version_type, "ts")
+    VERSION_VALUE = field_of(version_type, "value")
+    VERSION_EXPIRES_AT = field_of(version_type, "expires_at")
 
 
 def apply_row_event(row, event, counter):
     """``RowState.apply``: a row event's liveness, row deletion and cells folded into ``row``."""
-    liveness_ts = event.liveness_ts
+    liveness_ts = read(event, EVENT_LIVENESS_TS)
     if liveness_ts is not None:
-        version = Version(liveness_ts, b"", event.liveness_expires_at if event.liveness_ttl else 0)
+        expires_at = read(event, EVENT_LIVENESS_EXPIRES_AT) if read(event, EVENT_LIVENESS_TTL) else 0
+        version = Version(liveness_ts, b"", expires_at)
         current = row.liveness
         if current is None or version.beats(current):
             row.liveness = version
-    deletion_ts = event.deletion_ts
-    if deletion_ts is not None and event.op not in ("partition_delete", "range_delete"):
+    deletion_ts = read(event, EVENT_DELETION_TS)
+    if deletion_ts is not None and read(event, EVENT_OP) not in ("partition_delete", "range_delete"):
         current = row.deletion_ts
         if current is None or current < deletion_ts:
             row.deletion_ts = deletion_ts
-    cells = event.cells
+    cells = read(event, EVENT_CELLS)
     if cells:
         apply_cells(row, cells, counter)
 
@@ -97,35 +120,34 @@ def apply_cells(row, list cells, counter):
     cdef dict clears
     cdef int kind
     for cell in cells:
-        kind = cell.kind
+        kind = read(cell, CELL_KIND)
         if kind == CLEAR:
             clears = row.clears
-            ts = cell.ts
-            column = cell.column
+            ts = read(cell, CELL_TS)
+            column = read(cell, CELL_COLUMN)
             known = clears.get(column)
             clears[column] = ts if known is None or known < ts else known
             continue
         if kind == COUNTER:
             counter(row, cell)
             continue
-        ts = cell.ts
-        path = cell.path
+        ts = read(cell, CELL_TS)
+        path = read(cell, CELL_PATH)
         if path is None:
             versions = row_cells
-            key = cell.column
+            key = read(cell, CELL_COLUMN)
         else:
-            column = cell.column
+            column = read(cell, CELL_COLUMN)
             found = elements.get(column)
             if found is None:
                 found = elements[column] = {}
             versions = found
             key = path
         current = versions.get(key)
-        if current is None or ts > current.ts:
-            versions[key] = Version(ts, None if kind == TOMBSTONE else cell.value, cell.expires_at)
-        elif ts == current.ts:
-            version = Version(ts, None if kind == TOMBSTONE else cell.value, cell.expires_at)
-            if version.beats(current):
+        current_ts = None if current is None else read(current, VERSION_TS)
+        if current is None or ts >= current_ts:
+            version = Version(ts, None if kind == TOMBSTONE else read(cell, CELL_VALUE), read(cell, CELL_EXPIRES_AT))
+            if current is None or ts > current_ts or version.beats(current):
                 versions[key] = version
 
 
@@ -151,11 +173,11 @@ def raw_values(row, list columns, shadow, now):
             if version is None:
                 values[name] = None
                 continue
-            value = version.value
-            if value is None or version.ts <= shadow:
+            value = read(version, VERSION_VALUE)
+            if value is None or read(version, VERSION_TS) <= shadow:
                 values[name] = None
                 continue
-            expires_at = version.expires_at
+            expires_at = read(version, VERSION_EXPIRES_AT)
             if expires_at:
                 if not ignore_expiry and now >= expires_at:
                     values[name] = None
@@ -174,11 +196,11 @@ def raw_values(row, list columns, shadow, now):
             shown = []
             soonest = None
             for path, version in column_elements.items():
-                expires_at = version.expires_at
+                expires_at = read(version, VERSION_EXPIRES_AT)
                 if expires_at and (soonest is None or expires_at < soonest):
                     soonest = expires_at
-                value = version.value
-                if value is not None and version.ts > floor:
+                value = read(version, VERSION_VALUE)
+                if value is not None and read(version, VERSION_TS) > floor:
                     if not expires_at or ignore_expiry or now < expires_at:
                         shown.append((path, value))
             if shown:

@@ -69,7 +69,7 @@ def _keep(current: Version | None, new: Version) -> Version:
     return new if current is None or new.beats(current) else current
 
 
-@dataclass
+@dataclass(slots=True)
 class RowState:
     liveness: Version | None = None  # value b"" marks a live primary key
     deletion_ts: int | None = None
