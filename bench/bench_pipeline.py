@@ -28,7 +28,6 @@ Everything lands in one JSON file; the text summary is printed as it goes.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -38,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -48,10 +46,10 @@ SHARED = REPO.parent / "shared"
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # for children
 
-import asyncpg  # noqa: E402
 from bench_parse import cdcfast_bench, java_bench  # noqa: E402
 from clickhouse_driver import Client  # noqa: E402
 from support.services import ensure_services  # noqa: E402
+from throwaway_databases import Databases  # noqa: E402
 
 from cdcfast.commitlog import discover  # noqa: E402
 
@@ -99,14 +97,6 @@ def slice_of(folder: Path, count: int, target: Path) -> Path:
     return target
 
 
-async def fresh_postgres(dsn: str) -> str:
-    name = "bp_" + uuid.uuid4().hex[:10]
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    return dsn.rsplit("/", 1)[0] + "/" + name
-
-
 def server_pids() -> list[str]:
     """``--server NAME=PID`` options for the throwaway servers (scripts/services.sh's pid files)."""
     folder = Path(os.environ.get("CDCFAST_SERVICES_DIR", "/tmp/cdcfast-services"))
@@ -123,15 +113,17 @@ def server_pids() -> list[str]:
     return out
 
 
-def fresh_sinks(dsns: dict[str, str]) -> dict[str, str]:
-    """An empty database in each server (ClickHouse: the keyspaces' databases dropped)."""
+def fresh_sinks(dsns: dict[str, str], databases: Databases) -> dict[str, str]:
+    """An empty database in each server (ClickHouse: the keyspaces' databases dropped), the
+    previous run's PostgreSQL and TimescaleDB databases dropped."""
     client = Client.from_url(dsns["clickhouse"])
     for database in KEYSPACES:
         client.execute(f"DROP DATABASE IF EXISTS `{database}`")
     client.disconnect()
-    ts = asyncio.run(fresh_postgres(dsns["timescaledb"]))
+    databases.drop_all()
+    ts = databases.fresh(dsns["timescaledb"])
     return {
-        "postgresql": asyncio.run(fresh_postgres(dsns["postgres"])),
+        "postgresql": databases.fresh(dsns["postgres"]),
         "timescaledb": "timescaledb://" + ts.split("://", 1)[1],
         "clickhouse": dsns["clickhouse"],
     }
@@ -296,20 +288,22 @@ def main() -> int:
             run_bench("null_half_rate", "pipeline", "--segments", str(part), "--rate", str(half))
 
     dsns = ensure_services(["postgres", "timescaledb", "clickhouse"])
+    databases = Databases("bp_")
     part = slice_of(segments, args.e2e_segments, work / "slice")
     if "e2e" not in args.skip:
-        sinks = fresh_sinks(dsns)
+        sinks = fresh_sinks(dsns, databases)
         options = [a for dsn in sinks.values() for a in ("--sink", dsn)]
         first = run_bench("e2e_all_sinks", "e2e", "--segments", str(part), *options)
         if "paced" not in args.skip:
             half = round((first["pipeline"].get("events_per_s") or 1000) / 2)
-            sinks = fresh_sinks(dsns)
+            sinks = fresh_sinks(dsns, databases)
             options = [a for dsn in sinks.values() for a in ("--sink", dsn)]
             run_bench("e2e_all_sinks_half_rate", "e2e", "--segments", str(part), *options, "--rate", str(half))
     if "solo" not in args.skip:
         for name in ("postgresql", "timescaledb", "clickhouse"):
-            sinks = fresh_sinks(dsns)
+            sinks = fresh_sinks(dsns, databases)
             run_bench(f"e2e_{name}", "e2e", "--segments", str(part), "--sink", sinks[name])
+    databases.drop_all()
     results["machine_after"] = machine()
     save()
     say(f"results: {args.out}")

@@ -37,7 +37,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from support.services import ensure_services  # noqa: E402
+from throwaway_databases import Databases  # noqa: E402
 
 from cdcfast.commitlog import CommitLogReader, discover, load_schema  # noqa: E402
 from cdcfast.events import events_from_batch  # noqa: E402
@@ -125,14 +125,6 @@ def clickhouse_pid() -> int | None:
     )
     match = re.search(r"pid=(\d+)", status.stdout)
     return int(match.group(1)) if match else None
-
-
-async def fresh_postgres(dsn: str) -> str:
-    name = "b_" + uuid.uuid4().hex[:10]
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    return dsn.rsplit("/", 1)[0] + "/" + name
 
 
 async def writer_run(kind: str, dsn: str, schema, events) -> dict[str, Any]:
@@ -224,6 +216,7 @@ def main() -> int:
     gc.freeze()
     results: dict[str, Any] = {}
     services = {"postgresql": "postgres", "timescaledb": "timescaledb", "clickhouse": "clickhouse"}
+    databases = Databases("b_")
     for kind in args.sinks.split(","):
         writer_runs, bare_runs = [], []
         for _ in range(args.rounds):
@@ -235,9 +228,10 @@ def main() -> int:
                 bare_runs.append(bare_clickhouse_run(dsns["clickhouse"], ch_records))
             else:
                 dsn = dsns[services[kind]]
-                writer_runs.append(asyncio.run(writer_run(kind, asyncio.run(fresh_postgres(dsn)), schema, events)))
-                bare = bare_postgres_run(asyncio.run(fresh_postgres(dsn)), pg_records, kind == "timescaledb")
+                writer_runs.append(asyncio.run(writer_run(kind, databases.fresh(dsn), schema, events)))
+                bare = bare_postgres_run(databases.fresh(dsn), pg_records, kind == "timescaledb")
                 bare_runs.append(asyncio.run(bare))
+                databases.drop_all()
         writer, bare = best(writer_runs), best(bare_runs)
         results[kind] = {
             "writer": writer,

@@ -326,10 +326,12 @@ cpdef bint simple_event(event, simple, complex_columns=frozenset()):
     (once), without deletions or tombstones."""
     if read(event, EVENT_OP) not in (INSERT, UPDATE) or read(event, EVENT_DELETION_TS) is not None:
         return False
-    if not read(event, EVENT_CELLS):
-        return read(event, EVENT_LIVENESS_TS) is not None and read(event, EVENT_LIVENESS_TS) > NO_SHADOW
+    liveness_ts = read(event, EVENT_LIVENESS_TS)
+    cells = read(event, EVENT_CELLS)
+    if not cells:
+        return liveness_ts is not None and liveness_ts > NO_SHADOW
     cdef set seen = set()  # columns, and (column, path) of elements
-    for cell in read(event, EVENT_CELLS):
+    for cell in cells:
         kind, path, column = read(cell, CELL_KIND), read(cell, CELL_PATH), read(cell, CELL_COLUMN)
         if path is None:
             if kind == SET:
@@ -347,7 +349,7 @@ cpdef bint simple_event(event, simple, complex_columns=frozenset()):
             if element in seen:
                 return False
             seen.add(element)
-    return read(event, EVENT_LIVENESS_TS) is None or read(event, EVENT_LIVENESS_TS) > NO_SHADOW
+    return liveness_ts is None or liveness_ts > NO_SHADOW
 
 
 cpdef object new_row(pk, key, event, static):
@@ -361,9 +363,10 @@ cpdef object new_row(pk, key, event, static):
     cdef bint shows
     liveness = None
     latest = NEVER  # else the latest expiry among what keeps it
-    if read(event, EVENT_LIVENESS_TS) is not None:
+    liveness_ts = read(event, EVENT_LIVENESS_TS)
+    if liveness_ts is not None:
         expires_at = read(event, EVENT_LIVENESS_EXPIRES_AT) if read(event, EVENT_LIVENESS_TTL) else NEVER
-        liveness = (read(event, EVENT_LIVENESS_TS), b"", expires_at)
+        liveness = (liveness_ts, b"", expires_at)
         if expires_at == NEVER:
             forever = True
         elif expires_at > latest:
@@ -377,16 +380,17 @@ cpdef object new_row(pk, key, event, static):
     shows = liveness is not None
     for cell in read(event, EVENT_CELLS):
         column, value, expires_at = read(cell, CELL_COLUMN), read(cell, CELL_VALUE), read(cell, CELL_EXPIRES_AT)
-        if read(cell, CELL_PATH) is not None:
+        path, ts = read(cell, CELL_PATH), read(cell, CELL_TS)
+        if path is not None:
             found = elements.get(column)
             if found is None:
                 found = elements[column] = []
-            found.append((read(cell, CELL_PATH), (read(cell, CELL_TS), value, expires_at)))
+            found.append((path, (ts, value, expires_at)))
         elif read(cell, CELL_KIND) == CLEAR:
-            clears[column] = read(cell, CELL_TS)
+            clears[column] = ts
         else:
             shows = True
-            cells[column] = (read(cell, CELL_TS), value, expires_at)
+            cells[column] = (ts, value, expires_at)
             values[column] = value
             if expires_at:
                 expires[column] = expires_at
