@@ -100,6 +100,16 @@ def scrape(url: str) -> dict[str, float]:
     return totals
 
 
+def metrics_url(state: Path, deadline: float) -> str:
+    """The running supervisor's metrics address, once it has written it into its state folder."""
+    import time
+
+    address = state / "run" / "metrics.addr"
+    while not address.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return address.read_text()
+
+
 def test_live_pipeline_metrics_health_and_graceful_stop(corpus_scratch, tmp_path: Path) -> None:
     """A following (not --until-idle) pipeline: /metrics counts exactly the delivered changes, the lag
     falls to zero when idle, /ready answers, and SIGTERM drains and exits 0."""
@@ -125,11 +135,8 @@ def test_live_pipeline_metrics_health_and_graceful_stop(corpus_scratch, tmp_path
         stderr=open(tmp_path / "log", "w"),
     )
     try:
-        address = state / "run" / "metrics.addr"
         deadline = time.monotonic() + 600
-        while not address.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        url = address.read_text()
+        url = metrics_url(state, deadline)
         written = 0.0
         while time.monotonic() < deadline:
             totals = scrape(url)
@@ -178,11 +185,8 @@ def test_segments_pending_counts_cdc_segments_a_down_sink_has_not_got(corpus_scr
     command = supervise_command(cdc_raw, corpus.schema_dir, pg, down, state=state)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "log", "w"))
     try:
-        address = state / "run" / "metrics.addr"
         deadline = time.monotonic() + 300
-        while not address.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        url = address.read_text()
+        url = metrics_url(state, deadline)
         totals: dict[str, float] = {}
         while time.monotonic() < deadline:
             totals = scrape(url)
