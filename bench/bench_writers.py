@@ -8,10 +8,14 @@ Needs the throwaway servers (scripts/services.sh start). For each sink, ``--roun
 1. the writer applying every change event of the corpus into a fresh database (change log, merged
    state, checkpoint; batches of 5000 events by default, as the pipeline sends them);
 2. the bare load: the same change-log rows (rendered by the writers' own encoders before the clock
-   starts) into a fresh table defined like the change logs (same columns and types, the same
-   unique key; a hypertable on TimescaleDB; a ``ReplacingMergeTree`` on ``event_id`` on
-   ClickHouse), by binary COPY resp. one columnar native insert per batch, with the writers'
-   session settings (LZ4 TOAST compression on PostgreSQL).
+   starts, down to the bytes on the wire: binary COPY rows, Native-format columns) into a fresh
+   table defined like the change logs (same columns and types, the same unique key; a hypertable
+   on TimescaleDB; a ``ReplacingMergeTree`` on ``event_id`` on ClickHouse), by binary COPY resp.
+   one native insert per batch, with the writers' session settings (LZ4 TOAST compression on
+   PostgreSQL). The ratio is against this bare load;
+3. the same rows encoded by the drivers in the timed part (asyncpg's ``copy_records_to_table``,
+   clickhouse-driver's columnar insert of Python values), as the bare load was measured before
+   session 7 (``bare_driver``).
 
 Each side's best round counts (the machines are shared and noisy), and their ratio is printed (the
 target: the writer at 70% or more of the bare rate), next to the ratio of each side's median round.
@@ -52,8 +56,12 @@ from throwaway_databases import Databases  # noqa: E402
 from cdcfast.commitlog import CommitLogReader, discover, load_schema  # noqa: E402
 from cdcfast.events import events_from_batch  # noqa: E402
 from cdcfast.sinks import open_sink  # noqa: E402
+from cdcfast.sinks._chnative import change_log_columns  # noqa: E402
+from cdcfast.sinks._pgcopy import change_row_copy  # noqa: E402
+from cdcfast.sinks.clickhouse import CHANGE_LOG_COLUMNS, CHANGE_LOG_TYPES  # noqa: E402
 from cdcfast.sinks.clickhouse import change_record as clickhouse_record  # noqa: E402
-from cdcfast.sinks.postgres import CHANGE_COLUMNS, _jsonb, change_record  # noqa: E402
+from cdcfast.sinks.clickhouse_native import NativeClient, NativeRows  # noqa: E402
+from cdcfast.sinks.postgres import CHANGE_COLUMNS, _jsonb, binary_copy, change_record  # noqa: E402
 from cdcfast.sinks.postgres import TableWriter as PostgresTable  # noqa: E402
 from cdcfast.transform.typemap import load_mappings  # noqa: E402
 
@@ -142,8 +150,11 @@ async def writer_run(kind: str, dsn: str, schema, events) -> dict[str, Any]:
     return result
 
 
-async def bare_postgres_run(dsn: str, records: list[tuple], timescale: bool) -> dict[str, Any]:
-    """A binary COPY of the same change-log rows into a table defined like the change logs."""
+async def bare_postgres_run(
+    dsn: str, records: list[tuple], timescale: bool, encoded: list[bytes] | None = None
+) -> dict[str, Any]:
+    """A binary COPY of the same change-log rows into a table defined like the change logs: rows in
+    binary COPY form already (``encoded``), else ``records`` encoded by asyncpg."""
     conn = await asyncpg.connect(dsn)
     await conn.set_type_codec("jsonb", encoder=_jsonb, decoder=bytes, schema="pg_catalog", format="binary")
     await conn.execute("SET default_toast_compression = 'lz4'")  # as the writers do: the same server work
@@ -159,16 +170,21 @@ async def bare_postgres_run(dsn: str, records: list[tuple], timescale: bool) -> 
         await conn.execute("SELECT create_hypertable('bare', 'change_time')")
     clock = Clock(await conn.fetchval("SELECT pg_backend_pid()"))
     for i in range(0, len(records), BATCH):
-        await conn.copy_records_to_table("bare", records=records[i : i + BATCH], columns=CHANGE_COLUMNS)
+        if encoded is not None:
+            source = binary_copy(encoded[i : i + BATCH])
+            await conn.copy_to_table("bare", source=source, columns=CHANGE_COLUMNS, format="binary")
+        else:
+            await conn.copy_records_to_table("bare", records=records[i : i + BATCH], columns=CHANGE_COLUMNS)
     result = clock.stop(len(records))
     await conn.close()
     return result
 
 
-def bare_clickhouse_run(dsn: str, records: list[tuple]) -> dict[str, Any]:
-    """One columnar native insert per batch of the same change-log rows, into a table defined like
-    the change logs."""
-    client = Client.from_url(dsn)
+def bare_clickhouse_run(dsn: str, records: list[tuple], encoded: list[list[bytes]] | None = None) -> dict[str, Any]:
+    """One native insert per batch of the same change-log rows, into a table defined like the
+    change logs: each batch's Native-format columns already made (``encoded``), else ``records``
+    encoded by clickhouse-driver."""
+    client = NativeClient.from_url(dsn)
     client.execute("DROP TABLE IF EXISTS default.bare")
     client.execute(
         "CREATE TABLE default.bare (event_id UUID, op String, ts Int64, change_time DateTime('UTC'), "
@@ -176,9 +192,14 @@ def bare_clickhouse_run(dsn: str, records: list[tuple]) -> dict[str, Any]:
         "deletion_ts Nullable(Int64), range Nullable(String)) ENGINE = ReplacingMergeTree ORDER BY event_id"
     )
     clock = Clock(clickhouse_pid())
-    for i in range(0, len(records), BATCH):
+    for n, i in enumerate(range(0, len(records), BATCH)):
         part = records[i : i + BATCH]
-        client.execute("INSERT INTO default.bare VALUES", [list(c) for c in zip(*part)], columnar=True)
+        if encoded is not None:
+            columns = encoded[n]
+            data = NativeRows(part, CHANGE_LOG_TYPES, lambda _: columns, lambda _: [])  # noqa: B023 - used at once
+            client.execute(f"INSERT INTO default.bare ({', '.join(CHANGE_LOG_COLUMNS)}) VALUES", data)
+        else:
+            client.execute("INSERT INTO default.bare VALUES", [list(c) for c in zip(*part)], columnar=True)
     result = clock.stop(len(records))
     client.execute("DROP TABLE default.bare")
     return result
@@ -211,38 +232,48 @@ def main() -> int:
     schema, events = corpus_events(args.corpus, args.segments, args.segment_count)
     rows = change_rows(schema, events)
     pg_records = [change_record(*r) for r in rows]
+    pg_encoded = [change_row_copy(*r) for r in rows]
     ch_records = [clickhouse_record(*r) for r in rows]
+    ch_encoded = [change_log_columns([tuple(r) for r in rows[i : i + BATCH]]) for i in range(0, len(rows), BATCH)]
     gc.collect()
     gc.freeze()
     results: dict[str, Any] = {}
     services = {"postgresql": "postgres", "timescaledb": "timescaledb", "clickhouse": "clickhouse"}
     databases = Databases("b_")
     for kind in args.sinks.split(","):
-        writer_runs, bare_runs = [], []
+        writer_runs, bare_runs, driver_runs = [], [], []
         for _ in range(args.rounds):
             if kind == "clickhouse":
                 client = Client.from_url(dsns["clickhouse"])
                 for database in CLICKHOUSE_DATABASES:
                     client.execute(f"DROP DATABASE IF EXISTS `{database}`")
                 writer_runs.append(asyncio.run(writer_run(kind, dsns["clickhouse"], schema, events)))
-                bare_runs.append(bare_clickhouse_run(dsns["clickhouse"], ch_records))
+                bare_runs.append(bare_clickhouse_run(dsns["clickhouse"], ch_records, ch_encoded))
+                driver_runs.append(bare_clickhouse_run(dsns["clickhouse"], ch_records))
             else:
                 dsn = dsns[services[kind]]
                 writer_runs.append(asyncio.run(writer_run(kind, databases.fresh(dsn), schema, events)))
-                bare = bare_postgres_run(databases.fresh(dsn), pg_records, kind == "timescaledb")
-                bare_runs.append(asyncio.run(bare))
+                timescale = kind == "timescaledb"
+                bare_runs.append(
+                    asyncio.run(bare_postgres_run(databases.fresh(dsn), pg_records, timescale, pg_encoded))
+                )
+                driver_runs.append(asyncio.run(bare_postgres_run(databases.fresh(dsn), pg_records, timescale)))
                 databases.drop_all()
-        writer, bare = best(writer_runs), best(bare_runs)
+        writer, bare, driver = best(writer_runs), best(bare_runs), best(driver_runs)
         results[kind] = {
             "writer": writer,
             "bare": bare,
+            "bare_driver": driver,
             "ratio": round(writer["per_s"] / bare["per_s"], 3),
             "median_ratio": round(writer["median_per_s"] / bare["median_per_s"], 3),
+            "ratio_to_bare_driver": round(writer["per_s"] / driver["per_s"], 3),
         }
         print(
             f"{kind}: writer {writer['per_s']:,.0f} events/s {writer['rounds_per_s']}, "
             f"bare {bare['per_s']:,.0f} rows/s {bare['rounds_per_s']}, ratio {results[kind]['ratio']:.1%} "
-            f"(medians: {results[kind]['median_ratio']:.1%}; load average {os.getloadavg()[0]:.1f})",
+            f"(medians: {results[kind]['median_ratio']:.1%}); bare with the driver's encoding "
+            f"{driver['per_s']:,.0f} rows/s, ratio {results[kind]['ratio_to_bare_driver']:.1%} "
+            f"(load average {os.getloadavg()[0]:.1f})",
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
