@@ -58,7 +58,7 @@ from cdcfast.events import events_from_batch  # noqa: E402
 from cdcfast.sinks import open_sink  # noqa: E402
 from cdcfast.sinks._chnative import change_log_columns  # noqa: E402
 from cdcfast.sinks._pgcopy import change_row_copy  # noqa: E402
-from cdcfast.sinks.clickhouse import CHANGE_LOG_COLUMNS, CHANGE_LOG_TYPES  # noqa: E402
+from cdcfast.sinks.clickhouse import CHANGE_LOG_COLUMNS, CHANGE_LOG_DEFINITION, CHANGE_LOG_TYPES  # noqa: E402
 from cdcfast.sinks.clickhouse import change_record as clickhouse_record  # noqa: E402
 from cdcfast.sinks.clickhouse_native import NativeClient, NativeRows  # noqa: E402
 from cdcfast.sinks.postgres import CHANGE_COLUMNS, _jsonb, binary_copy, change_record  # noqa: E402
@@ -186,11 +186,7 @@ def bare_clickhouse_run(dsn: str, records: list[tuple], encoded: list[list[bytes
     encoded by clickhouse-driver."""
     client = NativeClient.from_url(dsn)
     client.execute("DROP TABLE IF EXISTS default.bare")
-    client.execute(
-        "CREATE TABLE default.bare (event_id UUID, op String, ts Int64, change_time DateTime('UTC'), "
-        "segment_id Int64, position Int32, source String, key String, cells Nullable(String), "
-        "deletion_ts Nullable(Int64), range Nullable(String)) ENGINE = ReplacingMergeTree ORDER BY event_id"
-    )
+    client.execute(f"CREATE TABLE default.bare ({CHANGE_LOG_DEFINITION}) ENGINE = ReplacingMergeTree ORDER BY event_id")
     clock = Clock(clickhouse_pid())
     for n, i in enumerate(range(0, len(records), BATCH)):
         part = records[i : i + BATCH]

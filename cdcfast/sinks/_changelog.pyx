@@ -678,7 +678,8 @@ cdef class BatchRender:
         if not done:
             self.len = start
             return 0
-        if value is not None and (read(cell, CELL_KIND) == SET_KIND or read(cell, CELL_KIND) == COUNTER_KIND):
+        kind = read(cell, CELL_KIND)
+        if value is not None and (kind == SET_KIND or kind == COUNTER_KIND):
             self.screen_element(c, path, value, start)
         return 1
 
@@ -735,13 +736,19 @@ cdef class BatchRender:
                 if cells == MAP_CELLS:
                     index = 1
                 self.put_value(c.items[index], value)
-        if read(cell, CELL_TTL):
-            self.put(b',"ttl":', 7)
-            self.put_number(read(cell, CELL_TTL))
-            self.put(b',"expires_at":', 14)
-            self.put_number(read(cell, CELL_EXPIRES_AT))
+        self.put_expiry(cell)
         self.put_char(b"}")
         return 1
+
+    cdef int put_expiry(self, cell) except -1:
+        """An expiring cell's ``"ttl"`` and ``"expires_at"`` (nothing for a cell that does not expire)."""
+        ttl = read(cell, CELL_TTL)
+        if ttl:
+            self.put(b',"ttl":', 7)
+            self.put_number(ttl)
+            self.put(b',"expires_at":', 14)
+            self.put_number(read(cell, CELL_EXPIRES_AT))
+        return 0
 
     @cython.boundscheck(True)
     @cython.wraparound(True)
@@ -757,35 +764,34 @@ cdef class BatchRender:
             if not first:
                 self.put_char(b",")
             first = False
-            c = table.columns.get(read(cell, CELL_COLUMN))
+            column = read(cell, CELL_COLUMN)
+            c = table.columns.get(column)
             if c is not None and (read(cell, CELL_PATH) is not None or c.is_complex):
                 if c.cells and self.put_cell(c, cell):
                     continue
                 entry = table.complex_entry(c.codec, cell)
-                if read(cell, CELL_TTL):
-                    entry["ttl"], entry["expires_at"] = read(cell, CELL_TTL), read(cell, CELL_EXPIRES_AT)
+                ttl = read(cell, CELL_TTL)
+                if ttl:
+                    entry["ttl"], entry["expires_at"] = ttl, read(cell, CELL_EXPIRES_AT)
                 self.put_bytes(dumps(entry))
                 continue
             if c is None:
                 self.put(b'{"col":', 7)
-                self.put_bytes(dumps(read(cell, CELL_COLUMN)))
+                self.put_bytes(dumps(column))
                 self.put(b',"kind":', 8)
             else:
                 self.put_bytes(c.entry_head)
-            self.put_bytes(table.kinds[read(cell, CELL_KIND)])
+            kind = read(cell, CELL_KIND)
+            self.put_bytes(table.kinds[kind])
             self.put(b',"ts":', 6)
             self.put_number(read(cell, CELL_TS))
             value = read(cell, CELL_VALUE)
             if c is not None and value is not None:
                 self.put(b',"value":', 9)
                 self.put_value(c.value, value)
-                if read(cell, CELL_KIND) == SET_KIND:
+                if kind == SET_KIND:
                     self.convert(c, value)
-            if read(cell, CELL_TTL):
-                self.put(b',"ttl":', 7)
-                self.put_number(read(cell, CELL_TTL))
-                self.put(b',"expires_at":', 14)
-                self.put_number(read(cell, CELL_EXPIRES_AT))
+            self.put_expiry(cell)
             self.put_char(b"}")
         self.put_char(b"]")
         return self.take(0)
@@ -793,11 +799,11 @@ cdef class BatchRender:
     cdef object range_json(self, event):
         """``TableCodec.range_json``: a range deletion's bounds, each clustering value rendered as in
         the key (a truncation's record, and flags that are not booleans, by the Python method)."""
-        start, end = read(event, EVENT_RANGE_START), read(event, EVENT_RANGE_END)
-        if start is None and end is None and read(event, EVENT_OP) != TRUNCATE_OP:
+        start, end, op = read(event, EVENT_RANGE_START), read(event, EVENT_RANGE_END), read(event, EVENT_OP)
+        if start is None and end is None and op != TRUNCATE_OP:
             return None
         start_inclusive, end_inclusive = read(event, EVENT_RANGE_START_INCLUSIVE), read(event, EVENT_RANGE_END_INCLUSIVE)
-        if read(event, EVENT_OP) == TRUNCATE_OP or type(start_inclusive) is not bool or type(end_inclusive) is not bool:
+        if op == TRUNCATE_OP or type(start_inclusive) is not bool or type(end_inclusive) is not bool:
             return self.table.range_json(event)
         self.len = 0
         self.put(b'{"start":', 9)

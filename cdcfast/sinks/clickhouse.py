@@ -60,12 +60,13 @@ STATE_INDEX_GRANULARITY = 256
 CHANGE_LOG_COLUMNS = (
     "event_id", "op", "ts", "change_time", "segment_id", "position", "source", "key", "cells", "deletion_ts", "range",
 )  # fmt: skip
-# The change log's column types as the server reports them for an insert into a table made by ddl()
+# The change log's column types, as ddl() makes them and as the server reports them for an insert
 # (what cdcfast.sinks._chnative encodes).
 CHANGE_LOG_TYPES = [
     "UUID", "String", "Int64", "DateTime('UTC')", "Int64", "Int32", "String", "String", "Nullable(String)",
     "Nullable(Int64)", "Nullable(String)",
 ]  # fmt: skip
+CHANGE_LOG_DEFINITION = ", ".join(f"{name} {type_}" for name, type_ in zip(CHANGE_LOG_COLUMNS, CHANGE_LOG_TYPES))
 
 
 def change_fields(*fields: Any) -> tuple:
@@ -149,10 +150,8 @@ class TableWriter:
         columns = ",\n  ".join(f"{ident(c.name)} {self.sql_type(c)}" for c in self.key_columns + self.data_columns)
         return [
             f"CREATE DATABASE IF NOT EXISTS {ident(self.db)}",
-            f"""CREATE TABLE IF NOT EXISTS {self.changes} (
-  event_id UUID, op String, ts Int64, change_time DateTime('UTC'), segment_id Int64, position Int32,
-  source String, key String, cells Nullable(String), deletion_ts Nullable(Int64), range Nullable(String)
-) ENGINE = ReplacingMergeTree ORDER BY event_id""",
+            f"CREATE TABLE IF NOT EXISTS {self.changes} ({CHANGE_LOG_DEFINITION}) "
+            "ENGINE = ReplacingMergeTree ORDER BY event_id",
             f"""CREATE TABLE IF NOT EXISTS {self.rows} (
   {columns},
   _exp_names Array(String), _exp_at Array(UInt32),
