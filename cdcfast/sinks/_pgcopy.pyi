@@ -1,6 +1,6 @@
 """Typed surface of cdcfast/sinks/_pgcopy.pyx (change-log rows in PostgreSQL's binary COPY format)."""
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 COPY_HEADER: bytes
@@ -29,4 +29,5 @@ def state_rows_copy(
     row_values: Callable[[Any, Any, dict[str, Any]], list[Any]],
     codec: Any,
     memo: dict[str, Any],
-) -> list[bytes]: ...
+    rest: list[tuple[bytes, bytes, Any, bytes]],
+) -> Iterator[bytes]: ...

@@ -141,7 +141,7 @@ def change_row_copy(
 # A current-state row holds the converted values of the table's columns (the mapping's Python
 # values, what asyncpg's codecs take) and the writer's own columns. Each is written here as
 # asyncpg's binary codec for the column's SQL type writes it; a value of any other Python type
-# raises Unencodable before anything is sent, and the writer then lets asyncpg encode the batch.
+# raises Unencodable, and the writer then lets asyncpg encode that row and the batch's later ones.
 
 class Unencodable(Exception):
     """A state value this encoder does not write (the batch goes through asyncpg)."""
@@ -502,16 +502,23 @@ cdef object EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)  # cdcfast
 cdef object timedelta = _dt.timedelta
 
 
-def state_rows_copy(bytes kinds, plans, row_values, codec, dict memo) -> list:
-    """The visible rows of ``plans`` (``PartitionPlan``s) as state rows, in one pass: each the bytes
-    :func:`state_row_copy` gives for ``TableWriter.state_record``'s record (the row's values by
-    ``row_values(codec, row, memo)``, then its key, partition key, expiries as JSON, the time
-    nothing keeps it any more, and its state). Raises :class:`Unencodable` as that does."""
-    cdef list out = []
+def state_rows_copy(bytes kinds, plans, row_values, codec, dict memo, list rest):
+    """The visible rows of ``plans`` (``PartitionPlan``s) as state rows, one at a time as a COPY takes
+    them (the server stores rows while later ones are made): each the bytes :func:`state_row_copy`
+    gives for ``TableWriter.state_record``'s record (the row's values by ``row_values(codec, row,
+    memo)``, then its key, partition key, expiries as JSON, the time nothing keeps it any more, and
+    its state). At a value this encoder does not write the rows stop: that row and every later one
+    go to ``rest`` as ``(partition key bytes, key, row, state)``, for asyncpg to encode."""
     cdef list values
-    for p in plans:
+    cdef list visible
+    cdef Py_ssize_t i
+    plans = list(plans)
+    for n in range(len(plans)):
+        p = plans[n]
         pk_bytes = p.pk_bytes
-        for key, row, blob in p.visible:
+        visible = p.visible
+        for i in range(len(visible)):
+            key, row, blob = visible[i]
             values = row_values(codec, row, memo)
             expires = row.expires
             row_expires = row.row_expires
@@ -520,8 +527,13 @@ def state_rows_copy(bytes kinds, plans, row_values, codec, dict memo) -> list:
             values.append(dumps(expires) if expires else None)
             values.append(EPOCH + timedelta(seconds=row_expires) if row_expires else None)
             values.append(blob)
-            out.append(row_copy(kinds, values))
-    return out
+            try:
+                encoded = row_copy(kinds, values)
+            except Unencodable:
+                rest.extend((pk_bytes, k, r, b) for k, r, b in visible[i:])
+                rest.extend((q.pk_bytes, k, r, b) for q in plans[n + 1 :] for k, r, b in q.visible)
+                return
+            yield encoded
 
 
 cdef bytes row_copy(bytes kinds, list row):

@@ -39,7 +39,6 @@ from cdcfast.sinks import migrate_postgres
 from cdcfast.sinks._pgcopy import (
     COPY_HEADER,
     COPY_TRAILER,
-    Unencodable,
     change_row_copy,
     state_kinds,
     state_row_copy,
@@ -567,23 +566,7 @@ class PostgresSink(WarehouseSink):
                 drop_tombstones,
             )
         if any(p.visible for p in plans):
-            rows = await self._state_rows(writer, plans, converted)
-            if rows is not None:
-                await conn.copy_to_table(
-                    writer.table.name,
-                    schema_name=writer.table.keyspace,
-                    source=binary_copy(rows),
-                    columns=writer.state_columns,
-                    format="binary",
-                )
-            else:
-                state_record = writer.state_record
-                records = [
-                    state_record(row, key, p.pk_bytes, blob, converted) for p in plans for key, row, blob in p.visible
-                ]
-                await conn.copy_records_to_table(
-                    writer.table.name, schema_name=writer.table.keyspace, records=records, columns=writer.state_columns
-                )
+            await self._write_state_rows(writer, plans, converted)
         if tombstone_rows:
             await conn.copy_to_table(
                 f"{writer.table.name}__tombstones",
@@ -600,31 +583,40 @@ class PostgresSink(WarehouseSink):
                 [r[1] for r in partition_rows],
             )
 
-    async def _state_rows(
-        self, writer: TableWriter, plans: list[PartitionPlan], converted: Converted
-    ) -> list[bytes] | None:
-        """The visible rows of ``plans`` as state rows in binary COPY form, in one pass
-        (:func:`cdcfast.sinks._pgcopy.state_rows_copy`: the bytes of ``TableWriter.state_record``'s
-        records), each value written as asyncpg writes it for the column's type as the table has it
-        now (read in this transaction, as asyncpg reads it for ``copy_records_to_table``); None when
-        a column's type or a value is not one that encoder writes: asyncpg then encodes the batch."""
-        assert self.conn is not None
+    async def _write_state_rows(self, writer: TableWriter, plans: list[PartitionPlan], converted: Converted) -> None:
+        """The visible rows of ``plans`` into the state table. Sent in binary COPY form as they are
+        made (:func:`cdcfast.sinks._pgcopy.state_rows_copy`: the bytes of ``TableWriter.state_record``'s
+        records, each value written as asyncpg writes it for the column's type as the table has it
+        now, read in this transaction as asyncpg reads it for ``copy_records_to_table``); from a row
+        holding a value that encoder does not write (or for every row, when a column's type is not
+        one it writes), asyncpg encodes the records."""
+        conn = self.conn
+        assert conn is not None
         types = dict(
-            await self.conn.fetch(
+            await conn.fetch(
                 "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
                 "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
                 writer.state,
             )
         )
-        if not all(c in types for c in writer.state_columns):
-            return None
-        kinds = state_kinds([types[c] for c in writer.state_columns])
+        known = all(c in types for c in writer.state_columns)
+        kinds = state_kinds([types[c] for c in writer.state_columns]) if known else None
+        rest: list[tuple[bytes, bytes, VisibleRow, bytes]] = []
         if kinds is None:
-            return None
-        try:
-            return state_rows_copy(kinds, plans, row_values, writer.codec, converted.values)
-        except Unencodable:
-            return None
+            rest = [(p.pk_bytes, key, row, blob) for p in plans for key, row, blob in p.visible]
+        else:
+            await conn.copy_to_table(
+                writer.table.name,
+                schema_name=writer.table.keyspace,
+                source=binary_copy(state_rows_copy(kinds, plans, row_values, writer.codec, converted.values, rest)),
+                columns=writer.state_columns,
+                format="binary",
+            )
+        if rest:
+            records = [writer.state_record(row, key, pk_bytes, blob, converted) for pk_bytes, key, row, blob in rest]
+            await conn.copy_records_to_table(
+                writer.table.name, schema_name=writer.table.keyspace, records=records, columns=writer.state_columns
+            )
 
     async def _truncate(self, writer: TableWriter, work: StateWork, source: str) -> list[ChangeEvent]:
         """Empty the table's state (rows, row tombstones, partition states: in this transaction, with
