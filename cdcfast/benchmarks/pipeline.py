@@ -144,7 +144,19 @@ def pipeline_config(settings: BenchSettings, cdc_raw: Path, state: Path, node: s
 
 def single_process(config: Any, segments: list[InputSegment], batch_size: int) -> dict[str, Any]:
     """Decode + change events in this process (the parsers' code, no rings), segment by segment;
-    counts each section's events on the way. Serialization for the rings is timed on its own."""
+    counts each section's events on the way. Serialization for the rings is timed on its own. The
+    cyclic collector is off, as in the parsers and writers (cdcfast.supervisor.collector): on, it
+    made the writers' decoding look four times as costly as it is."""
+    from cdcfast.supervisor.collector import Collector
+
+    collector = Collector()
+    try:
+        return _single_process(config, segments, batch_size)
+    finally:
+        collector.resume()
+
+
+def _single_process(config: Any, segments: list[InputSegment], batch_size: int) -> dict[str, Any]:
     from cdcfast.supervisor.messages import BATCH_DECODER, BATCH_ENCODER, EventBatch, WorkItem
     from cdcfast.supervisor.parser import Parser, split_at_mutations
 

@@ -184,3 +184,35 @@ def test_latency_arithmetic() -> None:
     assert summary["mean_ms"] == pytest.approx((0.5 * 10 + 30 + 120) / 100 * 1000)
     assert covered_events(releases, (1, 220)) == 40
     assert latency_summary([])["p50_ms"] is None
+
+
+def test_the_baseline_runs_with_the_collector_off_as_parsers_and_writers_do(
+    generated: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """The single-process baseline (decoding, ring serialization) is timed as the pipeline's processes
+    run: without the cyclic collector's automatic passes (on, they made decoding look four times as
+    costly); the collector is back on afterwards."""
+    import gc
+
+    from cdcfast.benchmarks.pipeline import single_process
+    from cdcfast.config import PipelineConfig, SourceConfig
+
+    folder, manifest = generated
+    config = PipelineConfig(
+        sources=[SourceConfig(node="n", cdc_raw=str(folder), schema=str(SCHEMA))], sinks=[], state_dir=str(tmp_path)
+    )
+    passes: list[dict] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            passes.append(info)
+
+    gc.enable()
+    gc.callbacks.append(count)
+    try:
+        baseline = single_process(config, input_segments(folder), 50)
+    finally:
+        gc.callbacks.remove(count)
+    assert baseline["events"] == manifest["totals"]["events"]
+    assert passes == []
+    assert gc.isenabled()
