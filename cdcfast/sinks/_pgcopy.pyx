@@ -7,11 +7,12 @@ row, more than the rest of a change-log row's rendering. The change log's column
 (``cdcfast.sinks.postgres.CHANGE_COLUMNS``), so a row is written here in one pass from the values
 the writers have anyway, into the bytes ``copy_to_table(..., format="binary")`` sends.
 
-It stores exactly what asyncpg stores from :func:`cdcfast.sinks.postgres.change_record` (checked
-on a real server by tests/sinks/test_pgcopy.py), including its edges: ``change_time`` is the write
-timestamp as ``timestamptz``; a timestamp outside Python's ``datetime`` range is refused with
-``OverflowError`` as ``change_record`` refuses it, and the range's two ends become ``-infinity`` /
-``infinity`` as asyncpg writes ``datetime.min`` / ``datetime.max``.
+It stores what asyncpg stores from :func:`cdcfast.sinks.postgres.change_record` (checked on a
+real server by tests/sinks/test_pgcopy.py) and more: ``change_time`` is the write timestamp as
+``timestamptz`` from PostgreSQL's first moment (4714-11-24 BC) to TimescaleDB's last (294247-01-01,
+a week before the last 64-bit microsecond), where Python's ``datetime`` covers years 1 to 9999 and
+Cassandra takes any 64-bit timestamp; one outside is stored as the nearer end (``ts`` keeps the
+exact value).
 
 Layout (PostgreSQL docs, "COPY", binary format): a header, then per row the field count (int16)
 and per field its length (int32, -1 for NULL) and its bytes, all big-endian; a trailer (-1, int16).
@@ -26,8 +27,8 @@ COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00
 COPY_TRAILER = b"\xff\xff"
 
 cdef int64_t PG_EPOCH_US = 946684800000000  # 2000-01-01 (PostgreSQL's epoch) since 1970, microseconds
-cdef int64_t DATETIME_MIN_US = -62135596800000000  # datetime.min (0001-01-01) since 1970
-cdef int64_t DATETIME_MAX_US = 253402300799999999  # datetime.max (9999-12-31T23:59:59.999999) since 1970
+cdef int64_t CHANGE_TIME_MIN_US = -210866803200000000  # 4714-11-24T00:00:00 BC (PostgreSQL's first) since 1970
+cdef int64_t CHANGE_TIME_MAX_US = 9223371331199999999  # 294247-01-01T23:59:59.999999 (TimescaleDB's last)
 
 cdef enum:
     FIELDS = 11  # CHANGE_COLUMNS
@@ -102,13 +103,7 @@ def change_row_copy(
     cdef const char* source_p
     if PyBytes_GET_SIZE(event_id) != 16:
         raise ValueError(f"an event id has 16 bytes, not {PyBytes_GET_SIZE(event_id)}")
-    if ts_c < DATETIME_MIN_US or ts_c > DATETIME_MAX_US:
-        raise OverflowError(f"change time {ts} microseconds since the epoch: date value out of range")
-    change_time = ts_c - PG_EPOCH_US
-    if ts_c == DATETIME_MAX_US:
-        change_time = INT64_MAX  # infinity, as asyncpg writes datetime.max
-    elif ts_c == DATETIME_MIN_US:
-        change_time = INT64_MIN  # -infinity, as asyncpg writes datetime.min
+    change_time = min(max(ts_c, CHANGE_TIME_MIN_US), CHANGE_TIME_MAX_US) - PG_EPOCH_US
     if deletion_ts is not None:
         deletion_c = deletion_ts
     op_p = PyUnicode_AsUTF8AndSize(op, &op_n)

@@ -233,7 +233,8 @@ def change_record(
     range_: bytes | None,
 ) -> tuple:
     """A change-log row as asyncpg's ``copy_records_to_table`` takes it (``CHANGE_COLUMNS``). The writer
-    sends :func:`cdcfast.sinks._pgcopy.change_row_copy`'s bytes instead: the same values, stored alike."""
+    sends :func:`cdcfast.sinks._pgcopy.change_row_copy`'s bytes instead: the same values, stored alike
+    (and timestamps outside Python's ``datetime``, which this refuses)."""
     change_time = EPOCH + dt.timedelta(microseconds=ts)
     return (UUID(event_id), op, ts, change_time, segment_id, position, source, key, cells, deletion_ts, range_)
 

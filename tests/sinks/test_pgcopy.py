@@ -18,13 +18,14 @@ from cdcfast.sinks.postgres import CHANGE_COLUMNS, _jsonb, change_record
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 DATETIME_MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999 since 1970
 DATETIME_MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00 since 1970
+PG_MIN_US = -210_866_803_200_000_000  # 4714-11-24T00:00:00 BC (PostgreSQL's first timestamp) since 1970
+TIMESCALE_MAX_US = 9_223_371_331_199_999_999  # 294247-01-01T23:59:59.999999, TimescaleDB's last, since 1970
 
 ROWS = [
     (uuid.uuid4().bytes, "insert", 1_700_000_000_123_456, 1, 0, "node1", b'{"id":1}', b'[{"col":"a"}]', None, None),
     (uuid.uuid4().bytes, "delete", 0, 2**40, 2**31 - 1, "n\u00f6de", '{"k":"\u00e9"}'.encode(), None, 5, None),
     (uuid.uuid4().bytes, "range_delete", -1, 0, 7, "", b"{}", None, -(2**63), b'{"start":[1]}'),
-    (uuid.uuid4().bytes, "update", DATETIME_MAX_US, 3, 4, "s", b"{}", b"[]", 2**63 - 1, None),  # asyncpg: infinity
-    (uuid.uuid4().bytes, "update", DATETIME_MIN_US, 3, 5, "s", b"{}", None, None, None),  # asyncpg: -infinity
+    (uuid.uuid4().bytes, "update", DATETIME_MAX_US - 1, 3, 4, "s", b"{}", b"[]", 2**63 - 1, None),
     (uuid.uuid4().bytes, "update", DATETIME_MIN_US + 1, 3, 6, "s", b"{}", None, None, None),
     (uuid.uuid4().bytes, "truncate", 12, 9, 9, "s", b"{}", None, None, b'{"truncated_at":1}'),
 ]
@@ -53,13 +54,9 @@ def test_framing_is_postgres_binary_copy() -> None:
     assert row == expected
 
 
-@pytest.mark.parametrize("ts", [DATETIME_MAX_US + 1, DATETIME_MIN_US - 1, 2**70])
-def test_out_of_range_change_time_refused_as_change_record_refuses_it(ts: int) -> None:
-    row = (uuid.uuid4().bytes, "insert", ts, 1, 1, "s", b"{}", None, None, None)
+def test_a_timestamp_beyond_64_bits_is_refused() -> None:
     with pytest.raises(OverflowError):
-        change_record(*row)
-    with pytest.raises(OverflowError):
-        change_row_copy(*row)
+        change_row_copy(uuid.uuid4().bytes, "insert", 2**70, 1, 1, "s", b"{}", None, None, None)
 
 
 def test_event_id_must_be_16_bytes() -> None:
@@ -100,4 +97,49 @@ def test_copied_rows_equal_what_asyncpg_stores_from_change_records() -> None:
     assert len(by_pgcopy) == len(ROWS)
     assert by_pgcopy == by_asyncpg
     times = {r[2]: r[3] for r in by_pgcopy}
-    assert times[DATETIME_MAX_US] == "infinity" and times[DATETIME_MIN_US] == "-infinity"
+    assert times[DATETIME_MAX_US - 1] == "9999-12-31 23:59:59.999998+00"
+    assert times[DATETIME_MIN_US + 1] == "0001-01-01 00:00:00.000001+00"
+
+
+def microseconds(data: bytes) -> int:
+    return int.from_bytes(data, "big", signed=True)
+
+
+@pytest.mark.services
+def test_change_time_is_the_write_time_over_postgres_whole_range() -> None:
+    """Python's datetime (what asyncpg takes) covers years 1 to 9999, Cassandra any 64-bit timestamp:
+    ``change_time`` is the write time exactly from PostgreSQL's first moment (4714-11-24 BC) to
+    TimescaleDB's last (294247-01-01, a week before the last 64-bit microsecond), the nearer end
+    outside."""
+    dsn = ensure_services(["postgres"])["postgres"]
+    stamps = [DATETIME_MAX_US, DATETIME_MAX_US + 1, 2**62, TIMESCALE_MAX_US, TIMESCALE_MAX_US + 1, 2**63 - 1,
+              DATETIME_MIN_US - 1, PG_MIN_US, PG_MIN_US - 1, -(2**63)]  # fmt: skip
+
+    async def run() -> list:
+        conn = await asyncpg.connect(await fresh_database(dsn))
+        rows = [change_row_copy(uuid.uuid4().bytes, "insert", ts, 1, 1, "s", b"{}", None, None, None) for ts in stamps]
+        await conn.execute(
+            "CREATE TABLE c (event_id uuid NOT NULL, op text NOT NULL, ts bigint NOT NULL, "
+            "change_time timestamptz NOT NULL, segment_id bigint NOT NULL, position integer NOT NULL, "
+            "source text NOT NULL, key jsonb NOT NULL, cells jsonb, deletion_ts bigint, range jsonb)"
+        )
+
+        async def chunks():
+            yield COPY_HEADER + b"".join(rows) + COPY_TRAILER
+
+        await conn.copy_to_table("c", source=chunks(), columns=CHANGE_COLUMNS, format="binary")
+        shown = dict(await conn.fetch("SELECT ts, change_time::text FROM c"))
+        await conn.set_type_codec(  # the stored value itself: microseconds since 2000
+            "timestamptz", schema="pg_catalog", format="binary", encoder=bytes, decoder=microseconds
+        )
+        stored = dict(await conn.fetch("SELECT ts, change_time FROM c"))
+        await conn.close()
+        return shown, stored
+
+    shown, stored = asyncio.run(run())
+    assert sorted(stored) == sorted(stamps)
+    for ts in stamps:
+        assert stored[ts] == min(max(ts, PG_MIN_US), TIMESCALE_MAX_US) - PG_EPOCH_US
+    assert shown[2**62] == "148108-07-06 14:00:27.387904+00"
+    assert shown[2**63 - 1] == "294247-01-01 23:59:59.999999+00"
+    assert shown[-(2**63)] == "4714-11-24 00:00:00+00 BC"

@@ -152,6 +152,54 @@ def test_state_values_the_copy_encoder_does_not_write_go_through_asyncpg(corpus_
 
 
 @pytest.mark.parametrize("flavour", ["postgres", "timescaledb"])
+def test_writes_with_timestamps_far_from_now_are_stored(corpus_scratch, flavour: str) -> None:  # noqa: ANN001
+    """Cassandra takes any 64-bit write timestamp (``USING TIMESTAMP`` in nanoseconds by mistake, or
+    negative): the change log keeps it exactly in ``ts``, and as ``change_time`` within what
+    PostgreSQL and TimescaleDB hold (4714-11-24 BC to 294247-01-01; the nearer end outside), and the
+    state shows the write."""
+    import msgspec
+    from conftest import CORPUS_ROOT
+
+    if not (CORPUS_ROOT / "c50-v8-lz4").exists():
+        pytest.skip("corpus missing")
+    schema, events = cdc_events(Corpus("c50-v8-lz4", corpus_scratch))
+    insert = next(e for e in events if e.table == "all_types" and e.op == "insert" and e.cells)
+    stamps = {
+        2**62: "148108-07-06 14:00:27.387904+00",
+        2**63 - 1: "294247-01-01 23:59:59.999999+00",
+        253_402_300_800_000_000: "10000-01-01 00:00:00+00",
+        -(2**62): "4714-11-24 00:00:00+00 BC",
+    }
+    planted = [
+        msgspec.structs.replace(
+            insert,
+            partition_key=[(7_100_000 + n).to_bytes(4, "big", signed=True)],
+            ts=ts,
+            liveness_ts=ts,
+            cells=[msgspec.structs.replace(c, ts=ts) for c in insert.cells],
+            position=insert.position + n,
+        ).with_content_id()
+        for n, ts in enumerate(stamps)
+    ]
+    dsn = ensure_services([flavour])[flavour]
+
+    async def run() -> None:
+        sink = PostgresSink(await fresh_database(dsn), name=flavour, timescale=flavour == "timescaledb")
+        await sink.connect()
+        await replay(sink, schema, planted)
+        conn = sink.conn
+        assert conn is not None
+        stored = dict(await conn.fetch("SELECT ts, change_time::text FROM types.all_types_changes"))
+        assert stored == stamps
+        ids = {r["id"] for r in await conn.fetch("SELECT id FROM types.all_types WHERE id >= 7100000")}
+        assert ids == {7_100_000 + n for n in range(len(stamps))}
+        assert await sink.dead_letters() == []
+        await sink.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("flavour", ["postgres", "timescaledb"])
 def test_writers_of_several_nodes_set_up_a_fresh_database_at_once(flavour: str) -> None:
     """Every node's writer starts together on a new database: none may fail on another's CREATE."""
     db = asyncio.run(fresh_database(ensure_services([flavour])[flavour]))

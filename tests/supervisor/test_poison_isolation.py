@@ -6,8 +6,9 @@ each tried for real first:
 * PostgreSQL: U+0000 in a range deletion's clustering bound or in a set element removed (both only
   rendered into the change log's jsonb: ``22P05 unsupported Unicode escape sequence``); a clustering
   value too big for the state table's btree index (``54000 index row requires ... bytes``);
-* both: a write timestamp (``USING TIMESTAMP``) of 2^62 microseconds, far past what the change
-  log's ``change_time`` can hold (Python's datetime in PostgreSQL's COPY, ClickHouse's DateTime).
+* ClickHouse: a write timestamp (``USING TIMESTAMP``) of 2^62 microseconds, far past what the change
+  log's ``change_time`` (a ``DateTime``, to 2106) can hold. (PostgreSQL stores it:
+  tests/sinks/test_postgres.py.)
 
 They are planted as extra changes into the corpus' ``types`` and ``shop.returns`` stream, which the
 writer applies batch by batch. Exactly the planted changes must end in the dead-letter table with
@@ -21,6 +22,7 @@ import asyncio
 import queue
 import random
 import string
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -65,13 +67,21 @@ def huge_timestamp(event: ChangeEvent, partition: int) -> ChangeEvent:
 Poison = tuple[int, ChangeEvent, str, bool]
 
 
+def wide_key(event: ChangeEvent, partition: int) -> ChangeEvent:
+    """``event`` re-keyed to a partition of its own, with a first clustering value of 30 kB: more than
+    PostgreSQL's btree index on the state table takes."""
+    rng = random.Random(partition)
+    wide = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(30_000)).encode()
+    return replaced(
+        event, partition_key=[partition.to_bytes(4, "big", signed=True)], clustering=[wide, event.clustering[1]]
+    )
+
+
 def postgres_poison(events: list[ChangeEvent]) -> list[Poison]:
     """(index to plant at, the change, what the server says, in the mutation of the change there):
     values the screen lets pass."""
     inserts = [i for i, e in enumerate(events) if e.table == "all_types" and e.op == "insert"]
     ranges = [i for i, e in enumerate(events) if e.table == "all_types" and e.op == "range_delete"]
-    rng = random.Random(9)
-    wide = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(30_000)).encode()
     insert = events[inserts[10]]
     s_text = next(c for e in events if e.table == "all_types" for c in e.cells if c.column == "s_text" and c.path)
     removal = replaced(
@@ -83,14 +93,11 @@ def postgres_poison(events: list[ChangeEvent]) -> list[Poison]:
     )
     rng_event = events[ranges[3]]
     bound = [b"be\x00fore"] + list((rng_event.range_start or [None])[1:])
-    too_wide = replaced(
-        insert, partition_key=[(7_000_002).to_bytes(4, "big", signed=True)], clustering=[wide, insert.clustering[1]]
-    )
     return [
         (ranges[3], replaced(rng_event, range_start=bound), "Unicode", False),
         (inserts[40], removal, "Unicode", True),
-        (inserts[80], too_wide, "index row", False),
-        (inserts[120], huge_timestamp(insert, 7_000_003), "out of range", False),
+        (inserts[80], wide_key(insert, 7_000_002), "index row", False),
+        (inserts[120], wide_key(insert, 7_000_003), "index row", False),
     ]
 
 
@@ -115,12 +122,10 @@ def plant(events: list[ChangeEvent], poison: list[Poison]) -> list[ChangeEvent]:
     return out
 
 
-def flood_of(template: ChangeEvent, count: int, last: ChangeEvent) -> list[ChangeEvent]:
-    """``count`` poison changes, each a mutation of its own after ``last``."""
+def flood_of(poison: Callable[[int], ChangeEvent], count: int, last: ChangeEvent) -> list[ChangeEvent]:
+    """``count`` poison changes (``poison(partition)``), each a mutation of its own after ``last``."""
     return [
-        msgspec.structs.replace(
-            huge_timestamp(template, 8_000_000 + n), segment_id=last.segment_id, position=last.position + 1 + n
-        )
+        msgspec.structs.replace(poison(8_000_000 + n), segment_id=last.segment_id, position=last.position + 1 + n)
         for n in range(count)
     ]
 
@@ -166,7 +171,8 @@ def test_poison_the_server_refuses_is_isolated_and_the_sink_stays_up(kind: str, 
     poison = postgres_poison(events) if kind == "postgresql" else clickhouse_poison(events)
     stream = plant(events, poison)
     template = events[[i for i, e in enumerate(events) if e.op == "insert" and e.table == "all_types"][10]]
-    flood = flood_of(template, 40, stream[-1])
+    poisoned = wide_key if kind == "postgresql" else huge_timestamp
+    flood = flood_of(lambda partition: poisoned(template, partition), 40, stream[-1])
     stream += flood
     planted = {
         e.event_id: e for e in stream if e.event_id in {p[1].event_id for p in poison} | {f.event_id for f in flood}
@@ -236,8 +242,8 @@ def test_a_batch_with_poison_isolated_logs_one_warning(corpus_scratch, tmp_path)
     _, events = cdc_events(corpus)
     events = [e for e in events if (e.keyspace, e.table) == ("types", "all_types")][:60]
     inserts = [i for i, e in enumerate(events) if e.op == "insert"]
-    # PostgreSQL's change log cannot hold the time of a write USING TIMESTAMP 2^62: refused at apply time
-    stream = plant(events, [(inserts[-1], huge_timestamp(events[inserts[0]], 7_000_001), "out of range", False)])
+    # PostgreSQL's state table cannot index a 30 kB clustering value: refused at apply time
+    stream = plant(events, [(inserts[-1], wide_key(events[inserts[0]], 7_000_001), "index row", False)])
     dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
     get_logger("test")  # logging set up first: set up inside capture_logs, it would replace the capture
     with structlog.testing.capture_logs() as logged:
@@ -250,4 +256,4 @@ def test_a_batch_with_poison_isolated_logs_one_warning(corpus_scratch, tmp_path)
     (warning,) = warnings
     assert warning["count"] == 1 and warning["tables"] == ["types.all_types"], warning
     assert warning["parts"] >= 2 and warning["isolation_seconds"] >= 0, warning  # a failing whole, then parts
-    assert "out of range" in warning["reason"], warning
+    assert "index row" in warning["reason"], warning
