@@ -436,9 +436,10 @@ class Supervisor:
         """Segments with CDC data gone from cdc_raw before all of them was handed out: Cassandra 4.1+
         with ``cdc_block_writes: false`` deletes the oldest CDC segments when cdc_raw is full (an
         operator may, too). Their changes after what was handed out are lost to the sinks: said and
-        counted, never passed over silently."""
-        for state in [t for t in tracked.values() if t.holds_cdc and t.segment_id not in present]:
-            if state.dispatched < WHOLE_SEGMENT:
+        counted, never passed over silently. Every segment gone is forgotten: a 4.0+ node's links of
+        segments without CDC data come and go all day."""
+        for state in [t for t in tracked.values() if t.segment_id not in present]:
+            if state.holds_cdc and state.dispatched < WHOLE_SEGMENT:
                 self._lost(state.segment_id, state.dispatched)
             del tracked[state.segment_id]
 

@@ -114,3 +114,26 @@ def test_a_segment_deleted_while_cdcfast_was_stopped_is_reported_at_start(tmp_pa
         stderr = stop(process)
     (report,) = reports(stderr)
     assert report["segment"] == node.first.segment_id and report["lost_after"] == node.durable
+
+
+def test_segments_gone_from_cdc_raw_are_forgotten(tmp_path: Path) -> None:
+    """A 4.0+ node links every segment into cdc_raw and deletes the links of those without CDC data
+    once it discards them: all day long. The supervisor forgets every segment gone from cdc_raw
+    (reporting only those with CDC data it had not handed out all of), so what it keeps track of
+    stays as small as cdc_raw itself."""
+    from cdcfast.config import NullSink, PipelineConfig, SourceConfig
+    from cdcfast.supervisor.supervisor import Supervisor, Tracked
+
+    config = PipelineConfig(
+        sources=[SourceConfig(node="n", cdc_raw=str(tmp_path), schema=str(SCHEMA))],
+        sinks=[NullSink(name="null", dsn="null://")],
+        state_dir=str(tmp_path / "state"),
+    )
+    supervisor = Supervisor(config)
+    tracked = {
+        1: Tracked(tmp_path / "a", 8, 1, 0),  # no CDC data, gone
+        2: Tracked(tmp_path / "b", 8, 2, WHOLE_SEGMENT, holds_cdc=True),  # CDC data, all handed out, gone
+        3: Tracked(tmp_path / "c", 8, 3, 0),  # no CDC data, still there
+    }
+    supervisor._report_vanished(tracked, {3})
+    assert set(tracked) == {3}
