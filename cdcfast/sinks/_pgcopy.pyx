@@ -139,7 +139,7 @@ def change_row_copy(
 # raises Unencodable, and the writer then lets asyncpg encode that row and the batch's later ones.
 
 class Unencodable(Exception):
-    """A state value this encoder does not write (the batch goes through asyncpg)."""
+    """A state value this encoder does not write (asyncpg encodes its row and the batch's later ones)."""
 
 
 cdef enum:

@@ -22,6 +22,7 @@ from cdcfast.sinks.migrate import (
     registry_columns,
     warn_unapplied,
 )
+from cdcfast.sinks.postgres_copy import copy_in
 
 if TYPE_CHECKING:
     import asyncpg
@@ -189,7 +190,8 @@ async def hide_rows_of_dropped_columns(conn: asyncpg.Connection, writer: TableWr
             continue
         gone = [key for p in plans for key, _ in p.tombstones] + [key for p in plans for key in p.gone]
         await conn.execute(f"DELETE FROM {writer.state} WHERE _key = ANY($1)", gone)
-        await conn.copy_records_to_table(
+        await copy_in(
+            conn,
             f"{table.name}__tombstones",
             schema_name=table.keyspace,
             records=[(key, p.pk_bytes, blob) for p in plans for key, blob in p.tombstones],
@@ -198,7 +200,8 @@ async def hide_rows_of_dropped_columns(conn: asyncpg.Connection, writer: TableWr
         shown = [(key, row, p.pk_bytes, blob) for p in plans for key, row, blob in p.visible]
         if shown:  # static-only rows of partitions left without a row
             converted = Converted(list(writer.codec.columns))
-            await conn.copy_records_to_table(
+            await copy_in(
+                conn,
                 table.name,
                 schema_name=table.keyspace,
                 records=[writer.state_record(row, key, pk, blob, converted) for key, row, pk, blob in shown],

@@ -49,6 +49,7 @@ from cdcfast.sinks.base import WarehouseSink
 from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_paused
 from cdcfast.sinks.merge import PartitionPlan, StoredPartition, batch_keys, by_table, plan, scope
 from cdcfast.sinks.poison import DeadLetter
+from cdcfast.sinks.postgres_copy import copy_in
 from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import StateWork, state_work
 from cdcfast.transform.typemap import TypeMappings, convert_cell, load_mappings
@@ -569,12 +570,12 @@ class PostgresSink(WarehouseSink):
         if any(p.visible for p in plans):
             await self._write_state_rows(writer, plans, converted)
         if tombstone_rows:
-            await conn.copy_to_table(
+            await copy_in(
+                conn,
                 f"{writer.table.name}__tombstones",
                 schema_name=writer.table.keyspace,
                 source=binary_copy(tombstone_rows),
                 columns=TOMBSTONE_COLUMNS,
-                format="binary",
             )
         if partition_rows:
             await conn.execute(
@@ -606,17 +607,21 @@ class PostgresSink(WarehouseSink):
         if kinds is None:
             rest = [(p.pk_bytes, key, row, blob) for p in plans for key, row, blob in p.visible]
         else:
-            await conn.copy_to_table(
+            await copy_in(
+                conn,
                 writer.table.name,
                 schema_name=writer.table.keyspace,
                 source=binary_copy(state_rows_copy(kinds, plans, row_values, writer.codec, converted.values, rest)),
                 columns=writer.state_columns,
-                format="binary",
             )
         if rest:
             records = [writer.state_record(row, key, pk_bytes, blob, converted) for pk_bytes, key, row, blob in rest]
-            await conn.copy_records_to_table(
-                writer.table.name, schema_name=writer.table.keyspace, records=records, columns=writer.state_columns
+            await copy_in(
+                conn,
+                writer.table.name,
+                schema_name=writer.table.keyspace,
+                records=records,
+                columns=writer.state_columns,
             )
 
     async def _truncate(self, writer: TableWriter, work: StateWork, source: str) -> list[ChangeEvent]:
@@ -638,12 +643,12 @@ class PostgresSink(WarehouseSink):
         conn = self.conn
         assert conn is not None
         if not writer.staged:
-            await conn.copy_to_table(
+            await copy_in(
+                conn,
                 f"{writer.table.name}_changes",
                 schema_name=writer.table.keyspace,
                 source=binary_copy(screening),
                 columns=CHANGE_COLUMNS,
-                format="binary",
             )
             return
         rows = screening.finish().rows
@@ -652,7 +657,7 @@ class PostgresSink(WarehouseSink):
         await conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS _cdc_changes (LIKE {writer.changes}) ON COMMIT DELETE ROWS"
         )
-        await conn.copy_to_table("_cdc_changes", source=binary_copy(rows), columns=CHANGE_COLUMNS, format="binary")
+        await copy_in(conn, "_cdc_changes", source=binary_copy(rows), columns=CHANGE_COLUMNS)
         status = await conn.execute(f"INSERT INTO {writer.changes} SELECT * FROM _cdc_changes ON CONFLICT DO NOTHING")
         await conn.execute("TRUNCATE _cdc_changes")
         inserted = int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
