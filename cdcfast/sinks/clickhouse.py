@@ -43,7 +43,7 @@ from cdcfast.sinks.clickhouse_native import NativeClient, NativeRows
 from cdcfast.sinks.clickhouse_sql import ident, literal, qualified
 from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
 from cdcfast.sinks.errors import WritersKeptRacing
-from cdcfast.sinks.merge import PartitionPlan, by_table, converge, partition_key_bytes, plan, scope
+from cdcfast.sinks.merge import PartitionPlan, batch_keys, by_table, converge, plan, scope
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import state_work
@@ -480,14 +480,12 @@ class ClickHouseSink(WarehouseSink):
             events = writer.codec.screen(work.events, source, change_fields)[0]  # raced ones: screened again
             if not events:
                 return
-        pks = list(dict.fromkeys(tuple(e.partition_key) for e in events))
-        whole, row_keys = scope(writer.table, events)
-        batch = versions.Scope(
-            {partition_key_bytes(pk): pk for pk in pks}, [partition_key_bytes(pk) for pk in whole], row_keys
-        )
+        keys = batch_keys(events)  # each partition's and row's key, encoded once for the batch
+        whole, row_keys = scope(writer.table, events, keys)
+        batch = versions.Scope(keys.partitions, [keys.pk_bytes[pk] for pk in whole], row_keys)
         snapshot = versions.read(client, writer.state, batch, generation)
         generation = snapshot.generation
-        plans = plan(writer.table, snapshot.stored, events)
+        plans = plan(writer.table, snapshot.stored, events, keys)
         self._store(writer, plans, converted, snapshot, generation, writer_name)
         self._settle(writer, batch, snapshot, converted, generation, writer_name)
 
