@@ -49,7 +49,7 @@ from cdcfast.sinks.base import WarehouseSink
 from cdcfast.sinks.encode import Converted, Screening, TableCodec, collector_paused
 from cdcfast.sinks.merge import PartitionPlan, StoredPartition, batch_keys, by_table, plan, scope
 from cdcfast.sinks.poison import DeadLetter
-from cdcfast.sinks.postgres_copy import copy_in
+from cdcfast.sinks.postgres_copy import copy_in, unless_lost
 from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import StateWork, state_work
 from cdcfast.transform.typemap import TypeMappings, convert_cell, load_mappings
@@ -395,7 +395,7 @@ class PostgresSink(WarehouseSink):
     async def _dead_letters(self, dead: list[DeadLetter], source: str) -> None:
         assert self.conn is not None
         self.dead_lettered += dead
-        await self.conn.executemany(
+        statement = self.conn.executemany(
             """INSERT INTO cdcfast.dead_letters (event_id, sink, source, keyspace, "table", segment_id, position,
                  reason, event) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING""",
             [
@@ -413,6 +413,7 @@ class PostgresSink(WarehouseSink):
                 for d in dead
             ],
         )
+        await unless_lost(self.conn, statement)
 
     async def store_dead_letters(self, dead: list[DeadLetter], source: str) -> None:
         """Keep changes refused at apply time (cdcfast.supervisor.isolate); a letter stored before is kept as it is."""

@@ -15,7 +15,7 @@ import pytest
 from support.services import ensure_services
 from support.sinks import fresh_database
 
-from cdcfast.sinks.postgres_copy import copy_in
+from cdcfast.sinks.postgres_copy import copy_in, unless_lost
 
 pytestmark = pytest.mark.services
 ROW = b"\x00\x01" + (1000).to_bytes(4, "big") + b"x" * 1000  # one text field of 1000 bytes, binary COPY
@@ -59,6 +59,30 @@ def test_a_copy_whose_connection_is_dropped_raises_instead_of_hanging() -> None:
     assert not isinstance(raised, asyncio.TimeoutError), "the COPY hung after its connection was dropped"
     assert isinstance(raised, (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)), repr(raised)
     assert seconds < 10
+
+
+def test_an_executemany_whose_connection_is_dropped_raises_instead_of_hanging() -> None:
+    dsn = ensure_services(["postgres"])["postgres"]
+
+    async def run() -> tuple[BaseException | None, float]:
+        db = await fresh_database(dsn)
+        conn = await asyncpg.connect(db)
+        await conn.execute("CREATE TABLE t (a text)")
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        killer = asyncio.create_task(terminate_soon(db, pid))
+        started = time.monotonic()
+        raised = None
+        try:
+            statement = conn.executemany("INSERT INTO t VALUES ($1)", [("x" * 10_000,)] * 200_000)
+            await asyncio.wait_for(unless_lost(conn, statement), 30)
+        except Exception as exc:  # noqa: BLE001 - which one is asserted below
+            raised = exc
+        await killer
+        return raised, time.monotonic() - started
+
+    raised, seconds = asyncio.run(run())
+    assert seconds < 10, f"executemany hung after its connection was dropped ({raised!r})"
+    assert isinstance(raised, (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)), repr(raised)
 
 
 def test_copies_on_a_live_connection_give_their_status() -> None:
