@@ -1,5 +1,6 @@
 """Change-log rows rendered straight into PostgreSQL's binary COPY format (cdcfast/sinks/_pgcopy.pyx)
-store exactly what asyncpg stores from the writers' records (``change_record``)."""
+store exactly what asyncpg stores from the writers' records (``change_record``), and write times
+outside Python's ``datetime`` as well."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ DATETIME_MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999 since 19
 DATETIME_MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00 since 1970
 PG_MIN_US = -210_866_803_200_000_000  # 4714-11-24T00:00:00 BC (PostgreSQL's first timestamp) since 1970
 TIMESCALE_MAX_US = 9_223_371_331_199_999_999  # 294247-01-01T23:59:59.999999, TimescaleDB's last, since 1970
+
+CHANGE_LOG = (
+    "(event_id uuid NOT NULL, op text NOT NULL, ts bigint NOT NULL, change_time timestamptz NOT NULL, "
+    "segment_id bigint NOT NULL, position integer NOT NULL, source text NOT NULL, key jsonb NOT NULL, "
+    "cells jsonb, deletion_ts bigint, range jsonb, PRIMARY KEY (event_id))"
+)  # the columns of a change log (cdcfast.sinks.postgres.TableWriter.ddl)
 
 ROWS = [
     (uuid.uuid4().bytes, "insert", 1_700_000_000_123_456, 1, 0, "node1", b'{"id":1}', b'[{"col":"a"}]', None, None),
@@ -64,6 +71,17 @@ def test_event_id_must_be_16_bytes() -> None:
         change_row_copy(b"short", "insert", 1, 1, 1, "s", b"{}", None, None, None)
 
 
+async def copy_rows(conn: asyncpg.Connection, table: str, rows: list[bytes]) -> None:
+    """``rows`` (binary COPY form) into ``table``, framed here (not by the writers' ``binary_copy``)."""
+
+    async def chunks():  # noqa: ANN202 - an async generator
+        yield COPY_HEADER
+        yield b"".join(rows)
+        yield COPY_TRAILER
+
+    await conn.copy_to_table(table, source=chunks(), columns=CHANGE_COLUMNS, format="binary")
+
+
 @pytest.mark.services
 def test_copied_rows_equal_what_asyncpg_stores_from_change_records() -> None:
     dsn = ensure_services(["postgres"])["postgres"]
@@ -72,21 +90,10 @@ def test_copied_rows_equal_what_asyncpg_stores_from_change_records() -> None:
         conn = await asyncpg.connect(await fresh_database(dsn))
         await conn.set_type_codec("jsonb", encoder=_jsonb, decoder=bytes, schema="pg_catalog", format="binary")
         for name in ("by_asyncpg", "by_pgcopy"):
-            await conn.execute(
-                f"CREATE TABLE {name} (event_id uuid NOT NULL, op text NOT NULL, ts bigint NOT NULL, "
-                "change_time timestamptz NOT NULL, segment_id bigint NOT NULL, position integer NOT NULL, "
-                "source text NOT NULL, key jsonb NOT NULL, cells jsonb, deletion_ts bigint, range jsonb, "
-                "PRIMARY KEY (event_id))"
-            )
+            await conn.execute(f"CREATE TABLE {name} {CHANGE_LOG}")
         records = [change_record(*r) for r in ROWS]
         await conn.copy_records_to_table("by_asyncpg", records=records, columns=CHANGE_COLUMNS)
-
-        async def chunks():
-            yield COPY_HEADER
-            yield b"".join(change_row_copy(*r) for r in ROWS)
-            yield COPY_TRAILER
-
-        await conn.copy_to_table("by_pgcopy", source=chunks(), columns=CHANGE_COLUMNS, format="binary")
+        await copy_rows(conn, "by_pgcopy", [change_row_copy(*r) for r in ROWS])
         query = "SELECT event_id, op, ts, change_time::text, segment_id, position, source, key::text, cells::text, "
         query += "deletion_ts, range::text FROM {} ORDER BY event_id"
         a, b = await conn.fetch(query.format("by_asyncpg")), await conn.fetch(query.format("by_pgcopy"))
@@ -115,19 +122,11 @@ def test_change_time_is_the_write_time_over_postgres_whole_range() -> None:
     stamps = [DATETIME_MAX_US, DATETIME_MAX_US + 1, 2**62, TIMESCALE_MAX_US, TIMESCALE_MAX_US + 1, 2**63 - 1,
               DATETIME_MIN_US - 1, PG_MIN_US, PG_MIN_US - 1, -(2**63)]  # fmt: skip
 
-    async def run() -> list:
+    async def run() -> tuple[dict, dict]:
         conn = await asyncpg.connect(await fresh_database(dsn))
         rows = [change_row_copy(uuid.uuid4().bytes, "insert", ts, 1, 1, "s", b"{}", None, None, None) for ts in stamps]
-        await conn.execute(
-            "CREATE TABLE c (event_id uuid NOT NULL, op text NOT NULL, ts bigint NOT NULL, "
-            "change_time timestamptz NOT NULL, segment_id bigint NOT NULL, position integer NOT NULL, "
-            "source text NOT NULL, key jsonb NOT NULL, cells jsonb, deletion_ts bigint, range jsonb)"
-        )
-
-        async def chunks():
-            yield COPY_HEADER + b"".join(rows) + COPY_TRAILER
-
-        await conn.copy_to_table("c", source=chunks(), columns=CHANGE_COLUMNS, format="binary")
+        await conn.execute(f"CREATE TABLE c {CHANGE_LOG}")
+        await copy_rows(conn, "c", rows)
         shown = dict(await conn.fetch("SELECT ts, change_time::text FROM c"))
         await conn.set_type_codec(  # the stored value itself: microseconds since 2000
             "timestamptz", schema="pg_catalog", format="binary", encoder=bytes, decoder=microseconds

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import Corpus
+from conftest import CORPUS_ROOT, Corpus
 from support.expected import as_of, canonical_rows, differences, load_expected
 from support.replay import cdc_events
 from support.services import ensure_services
@@ -29,6 +30,13 @@ async def replay(
     for start in range(0, len(events), chunk):
         part = events[start : start + chunk]
         await sink.apply(part, tables, source, (part[-1].segment_id, part[-1].position))
+
+
+def c50_events(scratch: Path) -> tuple[Schema, list[ChangeEvent]]:
+    """c50-v8-lz4's schema and CDC change events (the test is skipped without that corpus)."""
+    if not (CORPUS_ROOT / "c50-v8-lz4").exists():
+        pytest.skip("corpus missing")
+    return cdc_events(Corpus("c50-v8-lz4", scratch))
 
 
 async def state_of(conn: asyncpg.Connection, sink: PostgresSink, schema: Schema, when: int) -> dict:
@@ -85,11 +93,7 @@ def test_corpus_replay_equals_expected_exactly_once(corpus: Corpus, flavour: str
 def test_change_log_rows_after_a_duplicate_are_all_written(corpus_scratch) -> None:  # noqa: ANN001
     """A batch meeting ids already in the change log is applied again through staging; the batches
     after it (new ids, a mix of new and known ones) lose no row and add none twice."""
-    from conftest import CORPUS_ROOT
-
-    if not (CORPUS_ROOT / "c50-v8-lz4").exists():
-        pytest.skip("corpus missing")
-    schema, events = cdc_events(Corpus("c50-v8-lz4", corpus_scratch))
+    schema, events = c50_events(corpus_scratch)
     events = events[:6000]
     dsn = ensure_services(["postgres"])["postgres"]
 
@@ -116,21 +120,18 @@ def test_state_values_the_copy_encoder_does_not_write_go_through_asyncpg(corpus_
     """A state column altered by hand to a type whose values the writer's own encoder does not
     write (``age``: integer to numeric, given Python ints): from the first row holding such a value,
     asyncpg encodes the rest of the batch. The table ends as it does unaltered."""
-    from conftest import CORPUS_ROOT
-
-    if not (CORPUS_ROOT / "c50-v8-lz4").exists():
-        pytest.skip("corpus missing")
-    schema, events = cdc_events(Corpus("c50-v8-lz4", corpus_scratch))
+    schema, events = c50_events(corpus_scratch)
     dsn = ensure_services(["postgres"])["postgres"]
     users_table = next(t for t in schema.cdc_tables() if (t.keyspace, t.name) == ("shop", "users"))
     columns = [c.name for c in users_table.partition_key + users_table.clustering + list(users_table.columns.values())]
     select = "SELECT " + ", ".join(f'"{c}"::text' for c in columns) + " FROM shop.users ORDER BY 1"
 
+    of_users = [i for i, e in enumerate(events) if (e.keyspace, e.table) == ("shop", "users")]
+    half = of_users[len(of_users) // 2]  # users rows written on both sides
+
     async def users(altered: bool) -> list[tuple]:
         sink = PostgresSink(await fresh_database(dsn), name="pg")
         await sink.connect()
-        of_users = [i for i, e in enumerate(events) if (e.keyspace, e.table) == ("shop", "users")]
-        half = of_users[len(of_users) // 2]  # users rows written on both sides
         await replay(sink, schema, events[:half])
         conn = sink.conn
         assert conn is not None
@@ -158,11 +159,8 @@ def test_writes_with_timestamps_far_from_now_are_stored(corpus_scratch, flavour:
     PostgreSQL and TimescaleDB hold (4714-11-24 BC to 294247-01-01; the nearer end outside), and the
     state shows the write."""
     import msgspec
-    from conftest import CORPUS_ROOT
 
-    if not (CORPUS_ROOT / "c50-v8-lz4").exists():
-        pytest.skip("corpus missing")
-    schema, events = cdc_events(Corpus("c50-v8-lz4", corpus_scratch))
+    schema, events = c50_events(corpus_scratch)
     insert = next(e for e in events if e.table == "all_types" and e.op == "insert" and e.cells)
     stamps = {
         2**62: "148108-07-06 14:00:27.387904+00",
