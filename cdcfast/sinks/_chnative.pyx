@@ -10,8 +10,9 @@ the values the writers have anyway (:func:`cdcfast.sinks.clickhouse.change_recor
 
 It stores exactly what the driver stores from the same rows (tests/sinks/test_clickhouse_change_log.py
 reads them back from a real server), including its edges: ``change_time`` is the write timestamp's
-second, 0 before 1970; a second past ``DateTime``'s end (2106) is refused with ``OverflowError``,
-as the driver refuses it, and so is a number its column cannot hold.
+second within what a ``DateTime`` holds (0 before 1970, its last second past 2106:
+:func:`cdcfast.sinks.clickhouse.change_seconds`); a number its column cannot hold is refused with
+``OverflowError``, as the driver refuses it.
 
 Native layout (ClickHouse's ``NativeWriter``), little-endian: ``UUID`` as its high then its low 64
 bits, each a ``UInt64``; ``String`` as a varint length and the bytes; ``DateTime`` a ``UInt32`` of
@@ -133,9 +134,9 @@ def change_log_columns(list rows):
             id_p[8 + k] = raw[15 - k]
         id_p += 16
         ts = row[2]
-        seconds = ts // 1_000_000 if ts > 0 else 0  # DateTime starts at 1970
+        seconds = ts // 1_000_000 if ts > 0 else 0  # DateTime starts at 1970...
         if seconds > DATETIME_MAX:
-            raise OverflowError(f"change_time {seconds} is past DateTime's end ({DATETIME_MAX})")
+            seconds = DATETIME_MAX  # ...and ends in 2106 (ts keeps the exact write time)
         ts_p = put_le(ts_p, <uint64_t>ts, 8)
         time_p = put_le(time_p, <uint64_t>seconds, 4)
         segment_p = put_le(segment_p, <uint64_t><int64_t>row[3], 8)

@@ -85,6 +85,15 @@ def _change_log_columnar(rows: list[tuple]) -> list[list[Any]]:
     return [list(c) for c in zip(*(change_record(*r) for r in rows))]
 
 
+DATETIME_MAX = 2**32 - 1  # DateTime's last second (2106-02-07T06:28:15Z)
+
+
+def change_seconds(ts: int) -> int:
+    """A change's ``change_time``: its write timestamp's second, within what a ``DateTime`` holds (1970
+    to 2106; Cassandra takes any 64-bit timestamp, and ``ts`` keeps it exactly)."""
+    return min(max(0, ts // 1_000_000), DATETIME_MAX)
+
+
 def change_record(
     event_id: bytes,
     op: str,
@@ -98,7 +107,7 @@ def change_record(
     range_: bytes | None,
 ) -> tuple:
     """A change-log row for a native insert (``event_id`` .. ``range``)."""
-    event_uuid, change_time = uuid.UUID(bytes=event_id), max(0, ts // 1_000_000)
+    event_uuid, change_time = uuid.UUID(bytes=event_id), change_seconds(ts)
     return (event_uuid, op, ts, change_time, segment_id, position, source, key, cells, deletion_ts, range_)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import uuid
 
+import msgspec
 import pytest
 from clickhouse_driver import Client
 from support.schemas import one_table_schema
@@ -91,7 +92,7 @@ class ChangeLog:
 
 
 def expected_row(event: ChangeEvent, source: str) -> tuple:
-    seconds = max(0, event.ts // 1_000_000)  # DateTime holds none before 1970 (past 2106: docs/failures.md)
+    seconds = min(max(0, event.ts // 1_000_000), 2**32 - 1)  # DateTime holds 1970 to 2106
     return (uuid.UUID(bytes=event.event_id), event.op, event.ts, seconds, event.segment_id, event.position, source)
 
 
@@ -153,3 +154,22 @@ def test_a_compressing_connection_stores_the_same_rows(driver_encodings: list[in
     log.apply("n3")
     check(log, "n3")
     assert driver_encodings == []
+
+
+def test_write_timestamps_past_2106_are_stored_and_their_rows_show() -> None:
+    """Cassandra takes any 64-bit write timestamp (``USING TIMESTAMP`` in nanoseconds by mistake): the
+    change log keeps it exactly in ``ts`` and as ``change_time`` at ``DateTime``'s last second (2106),
+    and the state shows the write, as Cassandra's ``SELECT`` does."""
+    log = ChangeLog()
+    stamps = [2**62, 2**63 - 1, 2**32 * 1_000_000]  # year ~146 000, the last microsecond, one second past 2106
+    log.events = [
+        change(INSERT, n, ts=ts, cells=[Cell("a", 0, ts, f"far {n}".encode())], liveness_ts=ts).with_content_id()
+        for n, ts in enumerate(stamps)
+    ]
+    log.events = [msgspec.structs.replace(e, keyspace=log.keyspace).with_content_id() for e in log.events]
+    log.apply("n4")
+    stored = log.client.execute(f"SELECT ts, toUInt32(change_time) FROM `{log.keyspace}`.t_changes ORDER BY ts")
+    assert stored == [(ts, 2**32 - 1) for ts in sorted(stamps)]
+    state = log.client.execute(f"SELECT seq, a FROM `{log.keyspace}`.t ORDER BY seq")
+    assert state == [(n, f"far {n}") for n in range(len(stamps))]
+    assert log.client.execute(f"SELECT count() FROM cdcfast.dead_letters WHERE event LIKE '%{log.keyspace}%'") == [(0,)]

@@ -6,9 +6,10 @@ each tried for real first:
 * PostgreSQL: U+0000 in a range deletion's clustering bound or in a set element removed (both only
   rendered into the change log's jsonb: ``22P05 unsupported Unicode escape sequence``); a clustering
   value too big for the state table's btree index (``54000 index row requires ... bytes``);
-* ClickHouse: a write timestamp (``USING TIMESTAMP``) of 2^62 microseconds, far past what the change
-  log's ``change_time`` (a ``DateTime``, to 2106) can hold. (PostgreSQL stores it:
-  tests/sinks/test_postgres.py.)
+* ClickHouse stores every value the screen lets pass (a write timestamp past 2106 too:
+  tests/sinks/test_clickhouse_change_log.py), so its poison comes from a change log altered by hand:
+  ``ts`` made ``UInt64`` refuses a write timestamp before 1970 (``USING TIMESTAMP -1000000``), which
+  Cassandra takes.
 
 They are planted as extra changes into the corpus' ``types`` and ``shop.returns`` stream, which the
 writer applies batch by batch. Exactly the planted changes must end in the dead-letter table with
@@ -28,6 +29,7 @@ from pathlib import Path
 import msgspec
 import pytest
 import structlog
+from clickhouse_driver import Client
 from conftest import CORPUS_ROOT, Corpus
 from prometheus_client.parser import text_string_to_metric_families
 from support.expected import as_of, differences, load_expected
@@ -46,22 +48,27 @@ from cdcfast.supervisor.writer import Writer
 pytestmark = pytest.mark.services
 CORPUS = "c50-v7-plain"
 TABLES = {("types", "all_types"), ("shop", "returns")}
-FAR_FUTURE = 2**62  # microseconds: year ~146 000
+BEFORE_1970 = -1_000_000  # microseconds: 1969-12-31T23:59:59Z
 
 
 def replaced(event: ChangeEvent, **changes) -> ChangeEvent:  # noqa: ANN003
     return msgspec.structs.replace(event, **changes).with_content_id()
 
 
-def huge_timestamp(event: ChangeEvent, partition: int) -> ChangeEvent:
-    """``event`` re-keyed to a partition of its own and written ``USING TIMESTAMP 2^62``."""
+def before_1970(event: ChangeEvent, partition: int) -> ChangeEvent:
+    """``event`` re-keyed to a partition of its own and written ``USING TIMESTAMP -1000000``."""
     return replaced(
         event,
         partition_key=[partition.to_bytes(4, "big", signed=True)],
-        ts=FAR_FUTURE,
-        liveness_ts=FAR_FUTURE if event.liveness_ts is not None else None,
-        cells=[msgspec.structs.replace(c, ts=FAR_FUTURE) for c in event.cells],
+        ts=BEFORE_1970,
+        liveness_ts=BEFORE_1970 if event.liveness_ts is not None else None,
+        cells=[msgspec.structs.replace(c, ts=BEFORE_1970) for c in event.cells],
     )
+
+
+def unsigned_write_times(client: Client) -> None:
+    """The change log of ``types.all_types`` altered by hand: ``ts`` unsigned (what the poison needs)."""
+    client.execute("ALTER TABLE types.all_types_changes MODIFY COLUMN ts UInt64")
 
 
 Poison = tuple[int, ChangeEvent, str, bool]
@@ -105,8 +112,8 @@ def clickhouse_poison(events: list[ChangeEvent]) -> list[Poison]:
     inserts = [i for i, e in enumerate(events) if e.table == "all_types" and e.op == "insert"]
     insert = events[inserts[10]]
     return [
-        (inserts[40], huge_timestamp(insert, 7_000_001), "change_time", True),
-        (inserts[120], huge_timestamp(insert, 7_000_002), "change_time", False),
+        (inserts[40], before_1970(insert, 7_000_001), "Column ts", True),
+        (inserts[120], before_1970(insert, 7_000_002), "Column ts", False),
     ]
 
 
@@ -141,8 +148,11 @@ class Run:
         self.status: queue.Queue = queue.Queue()
         self.writer = Writer(config, 0, self.status)  # type: ignore[arg-type]
 
-    async def apply(self, events: list[ChangeEvent], size: int) -> None:
+    async def apply(self, events: list[ChangeEvent], size: int, prepared: Callable[[], None] | None = None) -> None:
+        """Apply ``events`` in batches of ``size`` (``prepared``: called once the tables are made)."""
         await self.writer.start()
+        if prepared is not None:
+            prepared()
         fingerprint = schema_fingerprint(self.writer.schema)
         for seq, part in enumerate(batches(events, size)):
             batch = EventBatch(seq, 0, True, part[-1].segment_id, part[-1].position, part, schema=fingerprint)
@@ -171,7 +181,7 @@ def test_poison_the_server_refuses_is_isolated_and_the_sink_stays_up(kind: str, 
     poison = postgres_poison(events) if kind == "postgresql" else clickhouse_poison(events)
     stream = plant(events, poison)
     template = events[[i for i, e in enumerate(events) if e.op == "insert" and e.table == "all_types"][10]]
-    poisoned = wide_key if kind == "postgresql" else huge_timestamp
+    poisoned = wide_key if kind == "postgresql" else before_1970
     flood = flood_of(lambda partition: poisoned(template, partition), 40, stream[-1])
     stream += flood
     planted = {
@@ -180,15 +190,17 @@ def test_poison_the_server_refuses_is_isolated_and_the_sink_stays_up(kind: str, 
     assert len(planted) == len(poison) + len(flood)
     said = {p[1].event_id: p[2] for p in poison} | {e.event_id: poison[-1][2] for e in flood}
 
+    prepared = None
     if kind == "clickhouse":
         dsn = ensure_services(["clickhouse"])["clickhouse"]
-        fresh_clickhouse(dsn)
+        client = fresh_clickhouse(dsn)
+        prepared = lambda: unsigned_write_times(client)  # noqa: E731
     else:
         dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
     folder = metrics.setup_multiprocess(tmp_path / "metrics")
     try:
         run = Run(kind, dsn, corpus.schema_dir, tmp_path)
-        asyncio.run(run.apply(stream, 400))
+        asyncio.run(run.apply(stream, 400, prepared))
         exported = {
             (s.name, s.labels.get("class")): s.value
             for family in text_string_to_metric_families(metrics.render_metrics(folder).decode())
