@@ -9,25 +9,32 @@ from cdcfast.commitlog.schema import Schema, schema_from_rows
 
 def one_table_schema(keyspace: str, static: bool = False) -> Schema:
     """``keyspace.t (id int, seq int, a text, b text, c text[, s text static], PRIMARY KEY (id, seq))`` with cdc."""
+    return tables_schema(keyspace, ("t",), static)
 
-    def column(name: str, kind: str, position: int, ctype: str) -> dict:
+
+def tables_schema(keyspace: str, names: tuple[str, ...], static: bool = False) -> Schema:
+    """Tables ``names`` of ``keyspace``, each defined as :func:`one_table_schema`'s ``t``."""
+
+    def column(table: str, name: str, kind: str, position: int, ctype: str) -> dict:
         order = "asc" if kind == "clustering" else "none"
         return {
-            "keyspace_name": keyspace, "table_name": "t", "column_name": name, "kind": kind,
+            "keyspace_name": keyspace, "table_name": table, "column_name": name, "kind": kind,
             "position": position, "type": ctype, "clustering_order": order,
         }  # fmt: skip
 
+    def columns(table: str) -> list[dict]:
+        return [
+            column(table, "id", "partition_key", 0, "int"),
+            column(table, "seq", "clustering", 0, "int"),
+            column(table, "a", "regular", -1, "text"),
+            column(table, "b", "regular", -1, "text"),
+            column(table, "c", "regular", -1, "text"),
+        ] + ([column(table, "s", "static", -1, "text")] if static else [])
+
     rows = {
         "keyspaces": [{"keyspace_name": keyspace, "durable_writes": True, "replication": {}}],
-        "tables": [{"keyspace_name": keyspace, "table_name": "t", "id": str(uuid.uuid4()), "cdc": True}],
-        "columns": [
-            column("id", "partition_key", 0, "int"),
-            column("seq", "clustering", 0, "int"),
-            column("a", "regular", -1, "text"),
-            column("b", "regular", -1, "text"),
-            column("c", "regular", -1, "text"),
-        ]
-        + ([column("s", "static", -1, "text")] if static else []),
+        "tables": [{"keyspace_name": keyspace, "table_name": n, "id": str(uuid.uuid4()), "cdc": True} for n in names],
+        "columns": [c for n in names for c in columns(n)],
         "types": [],
         "dropped_columns": [],
     }

@@ -1,0 +1,82 @@
+"""The ClickHouse writer's writes stay in order (a real 18.16 server).
+
+The writer sends a table's change log, then its state, then the next table's change log and so on.
+A write the server refuses stops the writes after it: a refused state write of one table leaves
+every later table of the batch untouched, and the error is the server's own (the writer's isolation
+of poison relies on both: a change it dead-letters must have no effect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from clickhouse_driver import Client
+from clickhouse_driver.errors import TypeMismatchError
+from support.schemas import tables_schema
+from support.services import ensure_services
+from support.throwaway import made_clickhouse_database
+
+from cdcfast.events import INSERT, Cell, ChangeEvent
+from cdcfast.sinks.clickhouse import ClickHouseSink
+
+pytestmark = pytest.mark.services
+TS = 1_700_000_000_000_000
+TABLES = ("first", "second", "third")
+
+
+def insert(keyspace: str, table: str, seq: int) -> ChangeEvent:
+    return ChangeEvent(
+        b"",
+        keyspace=keyspace,
+        table=table,
+        op=INSERT,
+        partition_key=[(1).to_bytes(4, "big")],
+        clustering=[seq.to_bytes(4, "big")],
+        ts=TS + seq,
+        liveness_ts=TS + seq,
+        cells=[Cell("a", 0, TS + seq, f"{table} {seq}".encode())],
+        segment_id=1,
+        position=seq,
+    ).with_content_id()
+
+
+def counts(client: Client, keyspace: str) -> dict[str, tuple[int, int]]:
+    """Per table: (change-log rows, state rows), each stored once however often written."""
+    return {
+        t: (
+            client.execute(f"SELECT count() FROM `{keyspace}`.`{t}_changes` FINAL")[0][0],
+            client.execute(f"SELECT count() FROM `{keyspace}`.`{t}__rows` FINAL")[0][0],
+        )
+        for t in TABLES
+    }
+
+
+def test_a_refused_state_write_stops_the_later_tables_writes() -> None:
+    dsn = ensure_services(["clickhouse"])["clickhouse"]
+    keyspace = "fx_" + uuid.uuid4().hex[:10]
+    made_clickhouse_database(dsn, keyspace)
+    schema = tables_schema(keyspace, TABLES)
+    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
+    client = Client.from_url(dsn)
+    events = [insert(keyspace, t, seq) for t in TABLES for seq in range(1, 4)]
+
+    async def run() -> None:
+        sink = ClickHouseSink(dsn)
+        await sink.connect()
+        await sink.prepare(schema)
+        # The second table's state refuses text in column a (altered by hand, as an operator might).
+        client.execute(f"ALTER TABLE `{keyspace}`.second__rows MODIFY COLUMN a Nullable(UInt8)")
+        with pytest.raises(TypeMismatchError, match="Column a"):
+            await sink.apply(events, tables, keyspace, (1, 9))
+        assert counts(client, keyspace) == {"first": (3, 3), "second": (3, 0), "third": (0, 0)}
+        assert await sink.checkpoint(keyspace) is None
+        # The sink goes on: the tables it can write, written in full.
+        later = [e for e in events if e.table != "second"]
+        await sink.apply(later, tables, keyspace, (1, 9))
+        assert counts(client, keyspace) == {"first": (3, 3), "second": (3, 0), "third": (3, 3)}
+        assert await sink.checkpoint(keyspace) == (1, 9)
+        await sink.close()
+
+    asyncio.run(run())
