@@ -288,6 +288,9 @@ class TuningConfig(_Section, frozen=True):
     retry_attempts: PositiveInt = 4  # tries of one batch on transient sink errors before the sink is down
     retry_base_seconds: PositiveFloat = 0.5  # first retry delay (full jitter, doubling)
     retry_cap_seconds: PositiveFloat = 30.0  # longest delay between retries and between probes of a down sink
+    # a write running this long is reported (a warning with what the sink says it waits on, each
+    # period); a sink that cannot say, not answering, has the write's connection cut: retried
+    write_watch_seconds: PositiveFloat = 30.0
 
 
 class PipelineConfig(_Section, frozen=True):

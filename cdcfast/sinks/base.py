@@ -23,6 +23,14 @@ class WarehouseSink:
         self.warned: set[tuple[str, ...]] = set()
         self.refused = RefusedColumns(name)
 
+    async def waiting_on(self) -> dict[str, Any] | None:
+        """What the write under way waits on, as the server says (None: nothing to ask). Raises if
+        the server does not answer."""
+        return None
+
+    def abort(self) -> None:
+        """Cut the write's connection: the write under way fails (as transient) soon."""
+
     def warn_once(self, change: tuple[str, ...], message: str, **context: Any) -> None:
         """A schema change this sink does not follow (or follows loudly), logged once per change."""
         if change not in self.warned:

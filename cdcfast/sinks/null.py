@@ -110,6 +110,12 @@ class NullSink:
 
     # -- the sink interface -------------------------------------------------------------------------
 
+    async def waiting_on(self) -> dict[str, Any] | None:
+        return None  # a file written: nothing to ask
+
+    def abort(self) -> None:
+        pass
+
     async def dlq_depth(self) -> int:
         return 0  # stores no change, so refuses none
     async def connect(self) -> None:

@@ -76,6 +76,7 @@ _tombstone_kinds = state_kinds(["bytea"] * len(TOMBSTONE_COLUMNS))
 assert _tombstone_kinds is not None  # bytea has an encoder
 TOMBSTONE_KINDS: bytes = _tombstone_kinds
 
+CLOSE_SECONDS = 5.0  # a graceful close waits this long for the server, then the connection is cut
 SETUP_LOCK = "cdcfast setup"  # advisory lock key while creating cdcfast's own schema and tables
 
 
@@ -365,8 +366,40 @@ class PostgresSink(WarehouseSink):
 
     async def close(self) -> None:
         if self.conn is not None:
-            await self.conn.close()
+            await self.conn.close(timeout=CLOSE_SECONDS)  # then cut: a server gone quiet never answers
             self.conn = None
+
+    async def waiting_on(self) -> dict[str, Any] | None:
+        """The write's backend as ``pg_stat_activity`` shows it, asked on a connection of its own:
+        its state and wait event, and the sessions blocking it (``pg_blocking_pids``: pid, user,
+        application, query, how long their transaction has run)."""
+        if self.conn is None or self.conn.is_closed():
+            return None
+        pid = self.conn.get_server_pid()
+        probe = await asyncpg.connect(self.dsn)
+        try:
+            me = await probe.fetchrow(
+                "SELECT state, wait_event_type, wait_event, pg_blocking_pids(pid) AS blockers, "
+                "round(extract(epoch FROM now() - query_start)::numeric, 1)::float8 AS query_seconds "
+                "FROM pg_stat_activity WHERE pid = $1",
+                pid,
+            )
+            if me is None:
+                return {"pid": pid, "state": "gone"}
+            blockers = await probe.fetch(
+                "SELECT pid, usename AS user, application_name AS application, state, left(query, 300) AS query, "
+                "round(extract(epoch FROM now() - xact_start)::numeric, 1)::float8 AS transaction_seconds "
+                "FROM pg_stat_activity WHERE pid = ANY($1::int[]) ORDER BY pid",
+                me["blockers"],
+            )
+        finally:
+            await probe.close(timeout=CLOSE_SECONDS)
+        found = {k: me[k] for k in ("state", "wait_event_type", "wait_event", "query_seconds")}
+        return {"pid": pid, **found, "blocked_by": [dict(b) for b in blockers]}
+
+    def abort(self) -> None:
+        if self.conn is not None:
+            self.conn.terminate()
 
     async def prepare(self, schema: Schema) -> None:
         """Create (if missing) the tables of every CDC table in ``schema``."""

@@ -19,6 +19,7 @@ import heapq
 import multiprocessing as mp
 import random
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from cdcfast.commitlog import load_schema
@@ -228,7 +229,7 @@ class Writer:
             try:
                 if not self.connected:
                     await self.connect()
-                await self.apply(batches)
+                await self._watched(self.apply(batches), batches)
                 return
             except Exception as exc:  # noqa: BLE001 - every sink error is classified
                 kind = classify(exc)
@@ -248,6 +249,37 @@ class Writer:
                 )
                 await self.disconnect()
                 await asyncio.sleep(delay)
+
+    async def _watched(self, write: Awaitable[None], batches: list[EventBatch]) -> None:
+        """``write``, reported while it runs longer than ``write_watch_seconds``: each period a warning
+        with what the sink says it waits on (a PostgreSQL lock: who holds it). A sink that cannot say
+        within the period (a frozen server, a network dropping everything) has the write's
+        connection cut: the write fails as transient, and the retry policy takes over."""
+        task = asyncio.ensure_future(write)
+        period = self.tuning.write_watch_seconds
+        started = time.monotonic()
+        try:
+            while not (await asyncio.wait({task}, timeout=period))[0]:
+                context = {
+                    "seconds": round(time.monotonic() - started, 1),
+                    "events": sum(len(b.events) for b in batches),
+                    "segment": batches[-1].segment_id,
+                    "position": batches[-1].position,
+                }
+                try:
+                    waits_on = await asyncio.wait_for(self.sink.waiting_on(), period)
+                except Exception as exc:  # noqa: BLE001 - whatever the reason, the server did not answer
+                    if not task.done():
+                        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                        self.log.error("sink not answering: cutting the write's connection", error=reason, **context)
+                        self.sink.abort()
+                    continue
+                self.log.warning("sink write still running", sink_waits_on=waits_on, **context)
+            task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def run(self, rings: list[Ring]) -> None:
         """Apply batches in work-item order, whichever parser's ring they arrive in; the batches
