@@ -24,13 +24,15 @@ too. Writers of several nodes into one sink: :mod:`cdcfast.sinks.clickhouse_vers
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import replace
+from socket import SHUT_RDWR
 from typing import Any
 
-from clickhouse_driver import Client
+from clickhouse_driver import Client, defines
 
 from cdcfast.commitlog.cqltypes import CqlType
 from cdcfast.commitlog.schema import ColumnDef, Schema, TableDef
@@ -49,6 +51,7 @@ from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import state_work
 from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
 
+PROBE_SECONDS = 10  # a question about the server's running queries gets this long to connect and answer
 SETTLE_ROUNDS = 20  # reads after writing while other writers change the same rows (then: an error, applied again)
 # Rows per mark of the state tables' sparse index. Every write reads the stored versions of the
 # partitions its batch touches; with ClickHouse's default (8,192) a few hundred scattered keys read
@@ -247,6 +250,7 @@ class ClickHouseSink(WarehouseSink):
     async def connect(self) -> None:
         self.checkpoints.clear()
         self.client = NativeClient.from_url(self.dsn)
+        self.client.connection.client_name = self._client_name
         version = self.client.execute("SELECT version()")[0][0]
         self.features = ClickHouseFeatures.from_version(version)
         self.client.execute("CREATE DATABASE IF NOT EXISTS cdcfast")
@@ -268,6 +272,40 @@ class ClickHouseSink(WarehouseSink):
         if self.client is not None:
             self.client.disconnect()
             self.client = None
+
+    async def waiting_on(self) -> dict[str, Any] | None:
+        """This sink's queries the server is running (``system.processes``), asked on a connection of
+        its own: how long each has run, rows read and written, memory."""
+        return await asyncio.to_thread(self._running_queries)
+
+    def _running_queries(self) -> dict[str, Any]:
+        probe = Client.from_url(self.dsn)
+        probe.connection.connect_timeout = probe.connection.send_receive_timeout = PROBE_SECONDS
+        try:
+            rows = probe.execute(
+                "SELECT query_id, elapsed, read_rows, written_rows, memory_usage, substring(query, 1, 300) "
+                "FROM system.processes WHERE client_name = %(name)s ORDER BY elapsed DESC",
+                {"name": self._client_name},
+            )
+        finally:
+            probe.disconnect()
+        fields = ("query_id", "elapsed", "read_rows", "written_rows", "memory_usage", "query")
+        return {"running": [dict(zip(fields, row)) for row in rows]}
+
+    def abort(self) -> None:
+        """Shut the write's socket down: the driver's read returns at once (a close alone would not
+        wake it in the writing thread), and the write fails as transient."""
+        socket = self.client.connection.socket if self.client is not None else None
+        if socket is not None:
+            try:
+                socket.shutdown(SHUT_RDWR)
+            except OSError:
+                pass  # already gone
+
+    @property
+    def _client_name(self) -> str:
+        """How the server lists this sink's connection (``system.processes.client_name``)."""
+        return f"{defines.DBMS_NAME} cdcfast {self.name}"
 
     async def prepare(self, schema: Schema) -> None:
         self.retired = set(schema.retired)
@@ -431,6 +469,9 @@ class ClickHouseSink(WarehouseSink):
             )
 
     async def checkpoint(self, source: str) -> tuple[int, int] | None:
+        return self._read_checkpoint(source)
+
+    def _read_checkpoint(self, source: str) -> tuple[int, int] | None:
         assert self.client is not None
         rows = self.client.execute(
             "SELECT segment_id, position FROM cdcfast.checkpoints FINAL WHERE source = %(s)s AND sink = %(k)s",
@@ -446,7 +487,18 @@ class ClickHouseSink(WarehouseSink):
         source: str,
         position: tuple[int, int] | None,
     ) -> None:
-        """Write ``events``, then move the checkpoint to ``position`` (data first: see the module doc)."""
+        """Write ``events``, then move the checkpoint to ``position`` (data first: see the module doc).
+        In a thread: the driver blocks, and the event loop stays free to watch a write that does not
+        finish (:meth:`waiting_on`, :meth:`abort`)."""
+        await asyncio.to_thread(self._apply, events, tables, source, position)
+
+    def _apply(
+        self,
+        events: Sequence[ChangeEvent],
+        tables: dict[tuple[str, str], TableDef],
+        source: str,
+        position: tuple[int, int] | None,
+    ) -> None:
         assert self.client is not None
         groups = by_table(events)
         for key in groups:
@@ -463,7 +515,7 @@ class ClickHouseSink(WarehouseSink):
         if position is None:  # a dead-letter replay moves no checkpoint
             return
         # The stored checkpoint is read once per source; after that this writer is the one moving it.
-        current = self.checkpoints[source] if source in self.checkpoints else await self.checkpoint(source)
+        current = self.checkpoints[source] if source in self.checkpoints else self._read_checkpoint(source)
         if current is None or current < position:
             self.client.execute(
                 "INSERT INTO cdcfast.checkpoints (source, sink, segment_id, position, updated_at, _version) VALUES",

@@ -319,9 +319,16 @@ class PostgresSink(WarehouseSink):
         self.mappings = mappings or load_mappings()
         self.conn: asyncpg.Connection | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
+        self.backend: tuple[int, Any] | None = None  # the connection's backend: pid, start time
+        self.cut_backend: tuple[int, Any] | None = None  # the backend of a connection cut by abort()
 
     async def connect(self) -> None:
         self.conn = await asyncpg.connect(self.dsn)
+        self.backend = tuple(
+            await self.conn.fetchrow("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        )
+        if self.cut_backend is not None:
+            await self._end_cut_backend()
         await self._compress_with_lz4()
         # Binary COPY needs a binary jsonb codec: a version byte (1), then the JSON text.
         await self.conn.set_type_codec(
@@ -399,7 +406,25 @@ class PostgresSink(WarehouseSink):
 
     def abort(self) -> None:
         if self.conn is not None:
+            self.cut_backend = self.backend
             self.conn.terminate()
+
+    async def _end_cut_backend(self) -> None:
+        """End the backend of the connection :meth:`abort` cut. Cut without a word (a frozen network),
+        it keeps its transaction, and the locks of the rows it wrote, until it notices, which may
+        take hours (TCP keepalive); the write done again would wait on them meanwhile."""
+        assert self.conn is not None and self.cut_backend is not None
+        (pid, started), self.cut_backend = self.cut_backend, None
+        try:
+            await self.conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2",
+                pid,
+                started,
+            )
+        except asyncpg.PostgresError as exc:  # e.g. not allowed: the write may wait until it ends by itself
+            get_logger("sink", sink=self.name).warning(
+                "could not end the backend of the connection cut", pid=pid, error=str(exc)
+            )
 
     async def prepare(self, schema: Schema) -> None:
         """Create (if missing) the tables of every CDC table in ``schema``."""

@@ -3,15 +3,19 @@
 While a write runs longer than ``tuning.write_watch_seconds``, the writer asks the sink what the write
 waits on and says so in a warning, again each period. A PostgreSQL write blocked by a lock another
 session holds names that session (pid, user, query); it goes on waiting, and lands once the lock is
-released. A server that does not even answer that question (frozen, or a network that drops
-everything without a reset) gets the write's connection cut: the write fails as transient and is
-retried on a new connection, so the usual retry, down and probe policy applies instead of a hang.
+released. A connection lost without a word as the write is sent (a frozen server, a network dropping
+every packet) leaves the sink unable to answer that question: the write's connection is cut, and the
+write is done again on a new one (PostgreSQL: after ending the lost connection's backend, whose
+open transaction would block it), exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -19,67 +23,103 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import structlog
+from clickhouse_driver import Client
 from conftest import CORPUS_ROOT, Corpus
 from support.replay import cdc_events
 from support.services import ensure_services
-from support.sinks import fresh_database
+from support.sinks import fresh_clickhouse, fresh_database
 
+from cdcfast.config import ClickHouseSink as ClickHouseSpec
 from cdcfast.config import PipelineConfig, PostgresSink, SourceConfig, TuningConfig
 from cdcfast.events import ChangeEvent
 from cdcfast.log import get_logger
+from cdcfast.sinks.clickhouse import ClickHouseSink
 from cdcfast.supervisor.messages import EventBatch, schema_fingerprint
 from cdcfast.supervisor.writer import Writer
 
 pytestmark = pytest.mark.services
 CORPUS = "c50-v7-plain"
+CUT = "sink not answering: cutting the write's connection"
 TABLE = ("shop", "returns")
 
 
 class FreezableProxy:
-    """A TCP proxy to a server that can freeze: while frozen it forwards nothing either way and opens
-    nothing upstream, without closing anything (a frozen server, a network dropping every packet)."""
+    """A TCP proxy to a server, in a thread of its own, whose connections can be lost without a
+    word: a freeze makes every open connection forward nothing ever again, either way, without
+    closing it (a frozen server, a network dropping every packet), and holds new ones until
+    :meth:`thaw`. It freezes once a client sends ``freeze_at`` (mid-write: the statement is on its
+    way), or on :meth:`freeze`. Its own thread: a sink whose driver blocks its thread still gets
+    through."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.running = asyncio.Event()
-        self.running.set()
-        self.server: asyncio.Server | None = None
-        self.port = 0
+    def __init__(self, dsn: str, freeze_at: bytes | None = None) -> None:
+        self.freeze_at = freeze_at
+        parts = urlsplit(dsn)
+        self.dsn = dsn
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port)
+        self.loop = asyncio.new_event_loop()
+        self.open = asyncio.Event()  # new connections go through
+        self.open.set()
+        self.lost: list[asyncio.Event] = []  # one per connection: set once it is lost
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self.thread.start()
+        started.wait(10)
 
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
+    @property
+    def proxied_dsn(self) -> str:
+        parts = urlsplit(self.dsn)
+        user = parts.netloc.rsplit("@", 1)[0]
+        return urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{self.port}"))
 
     def freeze(self) -> None:
-        self.running.clear()
+        self.loop.call_soon_threadsafe(self._freeze)
+
+    def _freeze(self) -> None:
+        self.open.clear()
+        for lost in self.lost:
+            lost.set()
 
     def thaw(self) -> None:
-        self.running.set()
+        self.loop.call_soon_threadsafe(self.open.set)
 
-    async def close(self) -> None:
-        self.thaw()
-        if self.server is not None:
-            self.server.close()
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(10)
+        self.thread.join(10)
+
+    async def _stop(self) -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.loop.call_soon(self.loop.stop)
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        started.set()
+        self.loop.run_forever()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self.running.wait()
+        await self.open.wait()
+        lost = asyncio.Event()
+        self.lost.append(lost)
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+        await asyncio.gather(self._pipe(reader, up_writer, lost, True), self._pipe(up_reader, writer, lost, False))
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self.running.wait()
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lost: asyncio.Event, from_client: bool
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while (data := await reader.read(65536)) and not lost.is_set():
                 writer.write(data)
                 await writer.drain()
-        finally:
-            writer.close()
-
-
-def through(dsn: str, port: int) -> str:
-    parts = urlsplit(dsn)
-    user = parts.netloc.rsplit("@", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{port}"))
+                if from_client and self.freeze_at is not None and self.freeze_at in data:
+                    self.freeze_at = None
+                    self._freeze()
+        if lost.is_set():
+            await asyncio.Event().wait()  # never forwards again, never closes
+        writer.close()
 
 
 @pytest.fixture
@@ -92,9 +132,10 @@ def returns_changes(corpus_scratch: Path) -> Iterator[tuple[Corpus, list[ChangeE
 
 
 def writer_for(dsn: str, corpus: Corpus, tmp_path: Path) -> Writer:
+    sink = ClickHouseSpec(name="ch", dsn=dsn) if dsn.startswith("clickhouse") else PostgresSink(name="pg", dsn=dsn)
     config = PipelineConfig(
         sources=[SourceConfig(node="n1", cdc_raw=str(tmp_path), schema=str(corpus.schema_dir))],
-        sinks=[PostgresSink(name="pg", dsn=dsn)],
+        sinks=[sink],
         state_dir=str(tmp_path / "state"),
         tuning=TuningConfig(write_watch_seconds=1.0, retry_base_seconds=0.1),
     )
@@ -107,6 +148,8 @@ def batch_of(writer: Writer, events: list[ChangeEvent]) -> EventBatch:
 
 
 async def stored_changes(dsn: str) -> int:
+    if dsn.startswith("clickhouse"):
+        return Client.from_url(dsn).execute("SELECT count() FROM shop.returns_changes FINAL")[0][0]
     conn = await asyncpg.connect(dsn)
     try:
         return await conn.fetchval("SELECT count(*) FROM shop.returns_changes")
@@ -151,35 +194,72 @@ def test_a_write_waiting_on_a_lock_names_who_holds_it_and_lands_once_released(re
     assert asyncio.run(stored_changes(dsn)) == len(events)
 
 
-def test_a_server_that_stops_answering_has_the_write_cut_and_retried(returns_changes, tmp_path) -> None:  # noqa: ANN001
+def thaw_after_cut(proxy: FreezableProxy, logged: list[dict]) -> None:
+    """Thaw ``proxy`` once the writer logged that it cut the write's connection (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(line["event"] == CUT for line in list(logged)):
+        time.sleep(0.05)
+    proxy.thaw()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "clickhouse"])
+def test_a_connection_lost_silently_is_cut_and_the_write_done_again(kind: str, returns_changes, tmp_path) -> None:  # noqa: ANN001
     corpus, events = returns_changes
-    dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
+    if kind == "clickhouse":
+        dsn = ensure_services(["clickhouse"])["clickhouse"]
+        fresh_clickhouse(dsn)
+    else:
+        dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
     get_logger("test")
+    proxy = FreezableProxy(dsn)
+    statement = b"INSERT INTO" if kind == "clickhouse" else b"COPY"  # the first write of the batch
 
     async def run() -> tuple[list[dict], Writer]:
-        parts = urlsplit(dsn)
-        proxy = FreezableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-        await proxy.start()
-        writer = writer_for(through(dsn, proxy.port), corpus, tmp_path)
+        writer = writer_for(proxy.proxied_dsn, corpus, tmp_path)
         await writer.start()
         with structlog.testing.capture_logs() as logged:
-            proxy.freeze()
-            write = asyncio.create_task(writer.apply_with_retries([batch_of(writer, events)]))
-            for _ in range(100):  # until the writer gave up on the frozen connection
-                await asyncio.sleep(0.1)
-                if any(line["event"] == "sink not answering: cutting the write's connection" for line in logged):
-                    break
-            proxy.thaw()
-            await asyncio.wait_for(write, 60)
+            proxy.freeze_at = statement  # lost as the write is sent
+            # The server comes back once the writer gave up on the lost connection. Watched from a
+            # thread: the ClickHouse driver's reconnecting blocks the writer's event loop.
+            thawing = threading.Thread(target=thaw_after_cut, args=(proxy, logged))
+            thawing.start()
+            try:
+                await asyncio.wait_for(writer.apply_with_retries([batch_of(writer, events)]), 60)
+            except TimeoutError:
+                raise AssertionError(f"the write did not finish; the writer logged {logged}") from None
+            finally:
+                thawing.join()
         await writer.disconnect()
-        await proxy.close()
         return logged, writer
 
-    logged, writer = asyncio.run(run())
+    try:
+        logged, writer = asyncio.run(run())
+    finally:
+        proxy.close()
     events_logged = [line["event"] for line in logged]
-    assert "sink not answering: cutting the write's connection" in events_logged, events_logged
-    cut = next(line for line in logged if line["event"] == "sink not answering: cutting the write's connection")
+    assert CUT in events_logged, events_logged
+    cut = next(line for line in logged if line["event"] == CUT)
     assert cut["log_level"] == "error" and cut["events"] == len(events), cut
-    assert "sink write failed: retrying" in events_logged  # the usual policy from there
     assert writer.down is None and writer.checkpoint == (events[-1].segment_id, events[-1].position)
     assert asyncio.run(stored_changes(dsn)) == len(events)
+
+
+def test_clickhouse_says_which_of_its_queries_run() -> None:
+    dsn = ensure_services(["clickhouse"])["clickhouse"]
+
+    async def run() -> dict | None:
+        sink = ClickHouseSink(dsn, name="watched")
+        await sink.connect()
+        assert sink.client is not None
+        slow = threading.Thread(target=sink.client.execute, args=("SELECT sleep(2)",))
+        slow.start()
+        await asyncio.sleep(0.5)
+        answer = await sink.waiting_on()
+        slow.join()
+        await sink.close()
+        return answer
+
+    answer = asyncio.run(run())
+    assert answer is not None
+    (query,) = answer["running"]
+    assert query["query"] == "SELECT sleep(2)" and 0.2 < query["elapsed"] < 2, query
