@@ -25,12 +25,13 @@ too. Writers of several nodes into one sink: :mod:`cdcfast.sinks.clickhouse_vers
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import replace
 from socket import SHUT_RDWR
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from clickhouse_driver import Client, defines
 
@@ -51,6 +52,8 @@ from cdcfast.sinks.state import VisibleRow
 from cdcfast.sinks.truncation import state_work
 from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
 
+P = ParamSpec("P")
+R = TypeVar("R")
 PROBE_SECONDS = 10  # a question about the server's running queries gets this long to connect and answer
 SETTLE_ROUNDS = 20  # reads after writing while other writers change the same rows (then: an error, applied again)
 # Rows per mark of the state tables' sparse index. Every write reads the stored versions of the
@@ -225,6 +228,16 @@ SETTINGS index_granularity = {STATE_INDEX_GRANULARITY}""",
         return [*self.codec.row_values(row, converted), list(expires), list(expires.values())]
 
 
+def in_thread(method: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """``method`` (blocking: clickhouse-driver waits on its socket) run in a thread when awaited."""
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(method, *args, **kwargs)
+
+    return run
+
+
 class ClickHouseSink(WarehouseSink):
     """Applies batches of change events to one ClickHouse server."""
 
@@ -273,12 +286,10 @@ class ClickHouseSink(WarehouseSink):
             self.client.disconnect()
             self.client = None
 
-    async def waiting_on(self) -> dict[str, Any] | None:
+    @in_thread
+    def waiting_on(self) -> dict[str, Any] | None:
         """This sink's queries the server is running (``system.processes``), asked on a connection of
         its own: how long each has run, rows read and written, memory."""
-        return await asyncio.to_thread(self._running_queries)
-
-    def _running_queries(self) -> dict[str, Any]:
         probe = Client.from_url(self.dsn)
         probe.connection.connect_timeout = probe.connection.send_receive_timeout = PROBE_SECONDS
         try:
@@ -480,7 +491,8 @@ class ClickHouseSink(WarehouseSink):
         self.checkpoints[source] = (rows[0][0], rows[0][1]) if rows else None
         return self.checkpoints[source]
 
-    async def apply(
+    @in_thread
+    def apply(
         self,
         events: Sequence[ChangeEvent],
         tables: dict[tuple[str, str], TableDef],
@@ -490,15 +502,6 @@ class ClickHouseSink(WarehouseSink):
         """Write ``events``, then move the checkpoint to ``position`` (data first: see the module doc).
         In a thread: the driver blocks, and the event loop stays free to watch a write that does not
         finish (:meth:`waiting_on`, :meth:`abort`)."""
-        await asyncio.to_thread(self._apply, events, tables, source, position)
-
-    def _apply(
-        self,
-        events: Sequence[ChangeEvent],
-        tables: dict[tuple[str, str], TableDef],
-        source: str,
-        position: tuple[int, int] | None,
-    ) -> None:
         assert self.client is not None
         groups = by_table(events)
         for key in groups:
