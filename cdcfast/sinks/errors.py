@@ -81,6 +81,14 @@ _CH_CONNECTION_ERRORS = (
 )
 
 
+def unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server did not answer at all (no reply in time, no connection), not
+    that it answered with an error (too many connections, say): a server that answers is there."""
+    if isinstance(exc, (asyncpg.PostgresError, ch_errors.ServerException)):
+        return False
+    return classify(exc) is ErrorClass.TRANSIENT
+
+
 def classify(exc: BaseException) -> ErrorClass:
     """The class of a sink error (see the module docstring)."""
     if isinstance(exc, asyncpg.PostgresError):

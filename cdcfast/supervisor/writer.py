@@ -28,7 +28,7 @@ from cdcfast.events import ChangeEvent
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
 from cdcfast.sinks import open_sink
-from cdcfast.sinks.errors import ErrorClass, classify
+from cdcfast.sinks.errors import ErrorClass, classify, unanswered
 from cdcfast.sinks.migrate import reload_schema
 from cdcfast.supervisor.collector import Collector
 from cdcfast.supervisor.isolate import Isolation, apply_isolating
@@ -268,12 +268,16 @@ class Writer:
                 }
                 try:
                     waits_on = await asyncio.wait_for(self.sink.waiting_on(), period)
-                except Exception as exc:  # noqa: BLE001 - whatever the reason, the server did not answer
-                    if not task.done():
-                        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                except Exception as exc:  # noqa: BLE001 - what the server said, or that it said nothing
+                    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    if not unanswered(exc):
+                        waits_on = {"unknown": reason}  # it answered, with an error: it is there
+                    elif task.done():
+                        continue
+                    else:
                         self.log.error("sink not answering: cutting the write's connection", error=reason, **context)
                         self.sink.abort()
-                    continue
+                        continue
                 self.log.warning("sink write still running", sink_waits_on=waits_on, **context)
             task.result()
         finally:

@@ -11,7 +11,7 @@ from clickhouse_driver import Client
 from clickhouse_driver.errors import ErrorCodes, ServerException
 from support.services import ensure_services
 
-from cdcfast.sinks.errors import ErrorClass, classify
+from cdcfast.sinks.errors import ErrorClass, classify, unanswered
 
 pytestmark = pytest.mark.services
 
@@ -97,6 +97,30 @@ def test_clickhouse_errors() -> None:
         client.execute(greedy, settings={"max_memory_usage": 1000})
     assert caught.value.code == ErrorCodes.MEMORY_LIMIT_EXCEEDED
     assert classify(caught.value) is ErrorClass.TRANSIENT
+
+
+def test_only_a_server_that_says_nothing_is_unanswered() -> None:
+    """What makes a writer's watch cut a write's connection (cdcfast.supervisor.writer): no answer at
+    all, never an answer that is an error (the server is there)."""
+    dsn = ensure_services(["postgres", "clickhouse"])
+    assert unanswered(TimeoutError())
+    assert unanswered(raised(asyncpg.connect(f"postgresql://postgres@127.0.0.1:{closed_port()}/x", timeout=5)))
+    with pytest.raises(Exception) as caught:
+        Client("127.0.0.1", port=closed_port(), connect_timeout=2).execute("SELECT 1")
+    assert unanswered(caught.value)
+
+    async def busy() -> None:
+        conn = await asyncpg.connect(dsn["postgres"])
+        try:
+            await conn.execute("DO $$ BEGIN RAISE too_many_connections; END $$")
+        finally:
+            await conn.close()
+
+    assert not unanswered(raised(busy()))
+    with pytest.raises(ServerException) as caught:
+        Client.from_url(dsn["clickhouse"]).execute("SELECT toUInt8('x')")
+    assert not unanswered(caught.value)
+    assert not unanswered(RuntimeError("a bug in asking"))
 
 
 def test_the_protocol_confusion_a_cut_leaves_behind_is_transient() -> None:
