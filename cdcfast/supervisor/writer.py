@@ -270,14 +270,13 @@ class Writer:
                     waits_on = await asyncio.wait_for(self.sink.waiting_on(), period)
                 except Exception as exc:  # noqa: BLE001 - what the server said, or that it said nothing
                     reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                    if not unanswered(exc):
-                        waits_on = {"unknown": reason}  # it answered, with an error: it is there
-                    elif task.done():
+                    if unanswered(exc):
+                        if not task.done():
+                            cut = "sink not answering: cutting the write's connection"
+                            self.log.error(cut, error=reason, **context)
+                            self.sink.abort()
                         continue
-                    else:
-                        self.log.error("sink not answering: cutting the write's connection", error=reason, **context)
-                        self.sink.abort()
-                        continue
+                    waits_on = {"unknown": reason}  # it answered, with an error: it is there
                 self.log.warning("sink write still running", sink_waits_on=waits_on, **context)
             task.result()
         finally:

@@ -16,7 +16,6 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,12 +46,12 @@ class FreezableProxy:
     """A TCP proxy to a server, in a thread of its own, whose connections can be lost without a
     word: a freeze makes every open connection forward nothing ever again, either way, without
     closing it (a frozen server, a network dropping every packet), and holds new ones until
-    :meth:`thaw`. It freezes once a client sends ``freeze_at`` (mid-write: the statement is on its
-    way), or on :meth:`freeze`. Its own thread: a sink whose driver blocks its thread still gets
+    :meth:`thaw`. It freezes once a client sends the bytes given to :meth:`freeze_on` (mid-write: the
+    statement is on its way). Its own thread: a sink whose driver blocks its thread still gets
     through."""
 
-    def __init__(self, dsn: str, freeze_at: bytes | None = None) -> None:
-        self.freeze_at = freeze_at
+    def __init__(self, dsn: str) -> None:
+        self.freeze_at: bytes | None = None
         parts = urlsplit(dsn)
         self.dsn = dsn
         self.upstream = (parts.hostname or "127.0.0.1", parts.port)
@@ -71,8 +70,8 @@ class FreezableProxy:
         user = parts.netloc.rsplit("@", 1)[0]
         return urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{self.port}"))
 
-    def freeze(self) -> None:
-        self.loop.call_soon_threadsafe(self._freeze)
+    def freeze_on(self, marker: bytes) -> None:
+        self.loop.call_soon_threadsafe(setattr, self, "freeze_at", marker)
 
     def _freeze(self) -> None:
         self.open.clear()
@@ -123,12 +122,12 @@ class FreezableProxy:
 
 
 @pytest.fixture
-def returns_changes(corpus_scratch: Path) -> Iterator[tuple[Corpus, list[ChangeEvent]]]:
+def returns_changes(corpus_scratch: Path) -> tuple[Corpus, list[ChangeEvent]]:
     if not (CORPUS_ROOT / CORPUS).exists():
         pytest.skip("corpus missing")
     corpus = Corpus(CORPUS, corpus_scratch)
     _, events = cdc_events(corpus)
-    yield corpus, [e for e in events if (e.keyspace, e.table) == TABLE][:40]
+    return corpus, [e for e in events if (e.keyspace, e.table) == TABLE][:40]
 
 
 def writer_for(dsn: str, corpus: Corpus, tmp_path: Path) -> Writer:
@@ -218,7 +217,7 @@ def test_a_connection_lost_silently_is_cut_and_the_write_done_again(kind: str, r
         writer = writer_for(proxy.proxied_dsn, corpus, tmp_path)
         await writer.start()
         with structlog.testing.capture_logs() as logged:
-            proxy.freeze_at = statement  # lost as the write is sent
+            proxy.freeze_on(statement)  # lost as the write is sent
             # The server comes back once the writer gave up on the lost connection. Watched from a
             # thread: the ClickHouse driver's reconnecting blocks the writer's event loop.
             thawing = threading.Thread(target=thaw_after_cut, args=(proxy, logged))
