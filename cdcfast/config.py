@@ -291,6 +291,10 @@ class TuningConfig(_Section, frozen=True):
     # a write running this long is reported (a warning with what the sink says it waits on, each
     # period); a sink that cannot say, not answering, has the write's connection cut: retried
     write_watch_seconds: PositiveFloat = 30.0
+    # a sink connection whose server's machine acknowledges nothing for this long is given up by its
+    # socket (TCP keepalive and user timeout): a network that silently drops one connection's packets
+    # while new ones work. A busy server still acknowledges; only its machine being unreachable counts
+    tcp_timeout_seconds: PositiveFloat = 30.0
 
 
 class PipelineConfig(_Section, frozen=True):

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cdcfast.errors import ConfigError
+from cdcfast.sinks.tcp import TCP_TIMEOUT_SECONDS
 
 SCHEMES = ("postgresql://", "postgres://", "timescaledb://", "clickhouse://", "null://")
 
@@ -31,12 +32,14 @@ def open_sink(
     hypertables: Mapping[str, Any] | None = None,
     dropped_columns: str = "keep",
     auto_migrate: bool = True,
+    tcp_timeout_seconds: float = TCP_TIMEOUT_SECONDS,
 ) -> Any:
     """A writer for ``kind`` (postgresql, timescaledb, clickhouse); TimescaleDB DSNs may be given as
     ``timescaledb://`` or as PostgreSQL DSNs. ``hypertables`` (TimescaleDB): ``keyspace.table`` ->
     :class:`cdcfast.config.Hypertable`, the state tables to create as hypertables.
     ``dropped_columns`` and ``auto_migrate``: how schema changes reach the warehouse
-    (docs/schema-evolution.md)."""
+    (docs/schema-evolution.md). ``tcp_timeout_seconds``: how long a connection whose server
+    acknowledges nothing lives (:mod:`cdcfast.sinks.tcp`)."""
     migration = {"dropped_columns": dropped_columns, "auto_migrate": auto_migrate}
     if kind == "null":
         from cdcfast.sinks.null import NullSink
@@ -45,11 +48,16 @@ def open_sink(
     if kind == "clickhouse":
         from cdcfast.sinks.clickhouse import ClickHouseSink
 
-        return ClickHouseSink(dsn, name=name, **migration)  # type: ignore[arg-type]
+        return ClickHouseSink(dsn, name=name, tcp_timeout_seconds=tcp_timeout_seconds, **migration)  # type: ignore[arg-type]
     from cdcfast.sinks.postgres import PostgresSink
 
     if dsn.startswith("timescaledb://"):
         dsn = "postgresql://" + dsn[len("timescaledb://") :]
     return PostgresSink(
-        dsn, name=name, timescale=kind == "timescaledb", hypertables=hypertables, **migration  # type: ignore[arg-type]
+        dsn,
+        name=name,
+        timescale=kind == "timescaledb",
+        hypertables=hypertables,
+        tcp_timeout_seconds=tcp_timeout_seconds,
+        **migration,  # type: ignore[arg-type]
     )

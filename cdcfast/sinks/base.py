@@ -12,9 +12,12 @@ from cdcfast.sinks.poison import DeadLetter
 
 
 class WarehouseSink:
-    def __init__(self, name: str, dropped_columns: str, auto_migrate: bool) -> None:
-        """``dropped_columns`` (keep|remove) and ``auto_migrate``: docs/schema-evolution.md."""
+    def __init__(self, name: str, dropped_columns: str, auto_migrate: bool, tcp_timeout_seconds: float) -> None:
+        """``dropped_columns`` (keep|remove) and ``auto_migrate``: docs/schema-evolution.md.
+        ``tcp_timeout_seconds``: how long a connection whose server acknowledges nothing lives
+        (:mod:`cdcfast.sinks.tcp`)."""
         self.name = name
+        self.tcp_timeout_seconds = tcp_timeout_seconds
         self.writers: dict[tuple[str, str], Any] = {}  # (keyspace, table) -> its table writer
         self.retired: set[uuid.UUID] = set()  # the last schema's dropped tables (the registry says so)
         self.dead_lettered: list[DeadLetter] = []  # stored since the writer last looked (logs, metrics)

@@ -49,6 +49,7 @@ from cdcfast.sinks.errors import WritersKeptRacing
 from cdcfast.sinks.merge import PartitionPlan, batch_keys, by_table, converge, plan, scope
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.state import VisibleRow
+from cdcfast.sinks.tcp import TCP_TIMEOUT_SECONDS
 from cdcfast.sinks.truncation import state_work
 from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
 
@@ -250,9 +251,10 @@ class ClickHouseSink(WarehouseSink):
         mappings: TypeMappings | None = None,
         dropped_columns: str = "keep",
         auto_migrate: bool = True,
+        tcp_timeout_seconds: float = TCP_TIMEOUT_SECONDS,
     ) -> None:
         """``dropped_columns`` (keep|remove) and ``auto_migrate``: docs/schema-evolution.md."""
-        super().__init__(name, dropped_columns, auto_migrate)
+        super().__init__(name, dropped_columns, auto_migrate, tcp_timeout_seconds)
         self.dsn = dsn
         self.mappings = mappings or load_mappings()
         self.client: Client | None = None
@@ -264,6 +266,7 @@ class ClickHouseSink(WarehouseSink):
         self.checkpoints.clear()
         self.client = NativeClient.from_url(self.dsn)
         self.client.connection.client_name = self._client_name
+        self.client.tcp_timeout_seconds = self.tcp_timeout_seconds
         version = self.client.execute("SELECT version()")[0][0]
         self.features = ClickHouseFeatures.from_version(version)
         self.client.execute("CREATE DATABASE IF NOT EXISTS cdcfast")

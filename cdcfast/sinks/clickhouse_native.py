@@ -9,6 +9,7 @@ a value the encoding refuses) the driver encodes the rows itself, as for any ins
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ from clickhouse_driver.block import BlockInfo, ColumnOrientedBlock
 from clickhouse_driver.protocol import ClientPacketTypes
 from clickhouse_driver.varint import write_varint
 from clickhouse_driver.writer import write_binary_str, write_binary_uint8
+
+from cdcfast.sinks.tcp import give_up_unacknowledged
 
 
 class NativeRows(list):
@@ -36,7 +39,19 @@ class NativeRows(list):
 
 
 class NativeClient(Client):
-    """A clickhouse-driver client that sends :class:`NativeRows` from their own encoding."""
+    """A clickhouse-driver client that sends :class:`NativeRows` from their own encoding, and whose
+    sockets give up on a server that acknowledges nothing for ``tcp_timeout_seconds``."""
+
+    tcp_timeout_seconds: float | None = None
+    _guarded: socket.socket | None = None
+
+    def establish_connection(self, settings: Any) -> None:
+        """Before each query: the driver (re)connects here, after a failed ping too."""
+        super().establish_connection(settings)
+        sock = self.connection.socket
+        if self.tcp_timeout_seconds is not None and sock is not None and sock is not self._guarded:
+            give_up_unacknowledged(sock, self.tcp_timeout_seconds)
+            self._guarded = sock
 
     def send_data(self, sample_block: Any, data: Any, types_check: bool = False, columnar: bool = False) -> int:
         if not isinstance(data, NativeRows):

@@ -51,6 +51,7 @@ from cdcfast.sinks.merge import PartitionPlan, StoredPartition, batch_keys, by_t
 from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.postgres_copy import copy_in, unless_lost
 from cdcfast.sinks.state import VisibleRow
+from cdcfast.sinks.tcp import TCP_TIMEOUT_SECONDS, give_up_unacknowledged, keepalive
 from cdcfast.sinks.truncation import StateWork, state_work
 from cdcfast.transform.typemap import TypeMappings, convert_cell, load_mappings
 
@@ -307,10 +308,11 @@ class PostgresSink(WarehouseSink):
         hypertables: Mapping[str, Hypertable] | None = None,
         dropped_columns: str = "keep",
         auto_migrate: bool = True,
+        tcp_timeout_seconds: float = TCP_TIMEOUT_SECONDS,
     ) -> None:
         """``hypertables`` (TimescaleDB): ``keyspace.table`` -> the state table's hypertable settings.
         ``dropped_columns`` (keep|remove) and ``auto_migrate``: docs/schema-evolution.md."""
-        super().__init__(name, dropped_columns, auto_migrate)
+        super().__init__(name, dropped_columns, auto_migrate, tcp_timeout_seconds)
         self.dsn = dsn
         self.timescale = timescale
         self.hypertables = dict(hypertables or {})
@@ -320,16 +322,17 @@ class PostgresSink(WarehouseSink):
         self.conn: asyncpg.Connection | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
         self.backend: tuple[int, Any] | None = None  # the connection's backend: pid, start time
-        self.cut_backend: tuple[int, Any] | None = None  # the backend of a connection cut by abort()
 
     async def connect(self) -> None:
         self.conn = await asyncpg.connect(self.dsn)
-        self.backend = tuple(
+        # asyncpg has no public way to its socket; options it does not set itself stay as set here
+        give_up_unacknowledged(self.conn._transport.get_extra_info("socket"), self.tcp_timeout_seconds)
+        previous, self.backend = self.backend, tuple(
             await self.conn.fetchrow("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")
         )
-        if self.cut_backend is not None:
-            await self._end_cut_backend()
-        await self._compress_with_lz4()
+        if previous is not None:
+            await self._end_lost_backend(previous)
+        await self._set_session()
         # Binary COPY needs a binary jsonb codec: a version byte (1), then the JSON text.
         await self.conn.set_type_codec(
             "jsonb",
@@ -344,11 +347,18 @@ class PostgresSink(WarehouseSink):
             await self.conn.execute(f"SELECT pg_advisory_xact_lock(hashtext({_literal(SETUP_LOCK)}))")
             await self._create_own_tables()
 
-    async def _compress_with_lz4(self) -> None:
+    async def _set_session(self) -> None:
         """Values this connection stores past the TOAST threshold (change-log cells, states) are
         compressed with LZ4, several times cheaper than the default pglz, where the server has it
-        (PostgreSQL 14+ built with lz4); readers need nothing, each value records its method."""
+        (PostgreSQL 14+ built with lz4); readers need nothing, each value records its method. The
+        server gives up on this connection's client as soon as the client would on the server
+        (:mod:`cdcfast.sinks.tcp`): a backend whose client vanished ends, with its locks."""
         assert self.conn is not None
+        idle, interval, probes = keepalive(self.tcp_timeout_seconds)
+        await self.conn.execute(
+            f"SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = {interval}; "
+            f"SET tcp_keepalives_count = {probes}"
+        )
         try:
             await self.conn.execute("SET default_toast_compression = 'lz4'")
         except asyncpg.PostgresError as exc:  # older server, or built without lz4: pglz stays
@@ -406,25 +416,28 @@ class PostgresSink(WarehouseSink):
 
     def abort(self) -> None:
         if self.conn is not None:
-            self.cut_backend = self.backend
             self.conn.terminate()
 
-    async def _end_cut_backend(self) -> None:
-        """End the backend of the connection :meth:`abort` cut. Cut without a word (a frozen network),
-        it keeps its transaction, and the locks of the rows it wrote, until it notices, which may
-        take hours (TCP keepalive); the write done again would wait on them meanwhile."""
-        assert self.conn is not None and self.cut_backend is not None
-        (pid, started), self.cut_backend = self.cut_backend, None
+    async def _end_lost_backend(self, backend: tuple[int, Any]) -> None:
+        """End the backend of this sink's previous connection if it still runs. A connection lost
+        without a word (cut by :meth:`abort`, given up by its socket) leaves it running with its
+        transaction, and the locks of the rows it wrote, until it notices; the write done again
+        would wait on them meanwhile. Matched by start time: a recycled pid is never ended."""
+        assert self.conn is not None
+        pid, started = backend
         try:
-            await self.conn.execute(
+            ended = await self.conn.fetchval(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2",
                 pid,
                 started,
             )
         except asyncpg.PostgresError as exc:  # e.g. not allowed: the write may wait until it ends by itself
             get_logger("sink", sink=self.name).warning(
-                "could not end the backend of the connection cut", pid=pid, error=str(exc)
+                "could not end the backend of the connection lost", pid=pid, error=str(exc)
             )
+            return
+        if ended:
+            get_logger("sink", sink=self.name).warning("ended the backend of the connection lost", pid=pid)
 
     async def prepare(self, schema: Schema) -> None:
         """Create (if missing) the tables of every CDC table in ``schema``."""

@@ -64,6 +64,7 @@ class Writer:
             hypertables=getattr(spec, "hypertables", None),
             dropped_columns=spec.dropped_columns,
             auto_migrate=spec.auto_migrate,
+            tcp_timeout_seconds=config.tuning.tcp_timeout_seconds,
         )
         self.status = status
         self.log = get_logger("writer", sink=spec.name, node=self.node)

@@ -6,7 +6,10 @@ session holds names that session (pid, user, query); it goes on waiting, and lan
 released. A connection lost without a word as the write is sent (a frozen server, a network dropping
 every packet) leaves the sink unable to answer that question: the write's connection is cut, and the
 write is done again on a new one (PostgreSQL: after ending the lost connection's backend, whose
-open transaction would block it), exactly once.
+open transaction would block it), exactly once. A connection whose packets vanish while new ones
+still work (a firewall that forgot the flow) lets the sink answer; its socket gives up by itself
+once the server's machine acknowledges nothing for ``tuning.tcp_timeout_seconds``, and the write is
+done again likewise.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -59,6 +64,7 @@ class FreezableProxy:
         self.open = asyncio.Event()  # new connections go through
         self.open.set()
         self.lost: list[asyncio.Event] = []  # one per connection: set once it is lost
+        self.streams: list[asyncio.StreamWriter] = []  # both ends of every connection, closed at the end
         started = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(started,), daemon=True)
         self.thread.start()
@@ -90,6 +96,8 @@ class FreezableProxy:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in self.streams:  # a server waiting for a frozen insert's data would hold its table
+            stream.transport.abort()
         self.loop.call_soon(self.loop.stop)
 
     def _run(self, started: threading.Event) -> None:
@@ -104,6 +112,7 @@ class FreezableProxy:
         lost = asyncio.Event()
         self.lost.append(lost)
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self.streams += [writer, up_writer]
         await asyncio.gather(self._pipe(reader, up_writer, lost, True), self._pipe(up_reader, writer, lost, False))
 
     async def _pipe(
@@ -130,13 +139,13 @@ def returns_changes(corpus_scratch: Path) -> tuple[Corpus, list[ChangeEvent]]:
     return corpus, [e for e in events if (e.keyspace, e.table) == TABLE][:40]
 
 
-def writer_for(dsn: str, corpus: Corpus, tmp_path: Path) -> Writer:
+def writer_for(dsn: str, corpus: Corpus, tmp_path: Path, **tuning: float) -> Writer:
     sink = ClickHouseSpec(name="ch", dsn=dsn) if dsn.startswith("clickhouse") else PostgresSink(name="pg", dsn=dsn)
     config = PipelineConfig(
         sources=[SourceConfig(node="n1", cdc_raw=str(tmp_path), schema=str(corpus.schema_dir))],
         sinks=[sink],
         state_dir=str(tmp_path / "state"),
-        tuning=TuningConfig(write_watch_seconds=1.0, retry_base_seconds=0.1),
+        tuning=TuningConfig(**{"write_watch_seconds": 1.0, "retry_base_seconds": 0.1, **tuning}),
     )
     return Writer(config, 0, queue.Queue())  # type: ignore[arg-type]
 
@@ -262,3 +271,85 @@ def test_clickhouse_says_which_of_its_queries_run() -> None:
     assert answer is not None
     (query,) = answer["running"]
     assert query["query"] == "SELECT sleep(2)" and 0.2 < query["elapsed"] < 2, query
+
+
+class DroppedFlow:
+    """Drops every packet of one loopback TCP connection, both ways, with iptables (root only), while
+    new connections still work: a stateful firewall that forgot the flow."""
+
+    def __init__(self) -> None:
+        self.rules: list[list[str]] = []
+
+    def drop(self, client_port: int) -> None:
+        for flag in ("--sport", "--dport"):
+            rule = ["-o", "lo", "-p", "tcp", flag, str(client_port), "-j", "DROP"]
+            subprocess.run(["iptables", "-I", "OUTPUT", *rule], check=True, capture_output=True)
+            self.rules.append(rule)
+
+    def __enter__(self) -> DroppedFlow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for rule in self.rules:
+            subprocess.run(["iptables", "-D", "OUTPUT", *rule], check=False, capture_output=True)
+
+
+def can_drop_packets() -> bool:
+    if shutil.which("iptables") is None:
+        return False
+    listing = subprocess.run(["iptables", "-L", "OUTPUT"], capture_output=True, check=False)
+    return listing.returncode == 0
+
+
+async def drop_as_the_write_is_sent(writer: Writer, flow: DroppedFlow) -> None:
+    """Drop the packets of the writer's connection from the write's first statement on (ClickHouse:
+    once it is sent, past the driver's ping, which would notice and reconnect by itself)."""
+    sink = writer.sink
+    if not isinstance(sink, ClickHouseSink):
+        flow.drop(await sink.conn.fetchval("SELECT client_port FROM pg_stat_activity WHERE pid = pg_backend_pid()"))
+        return
+    assert sink.client is not None
+    connection = sink.client.connection
+    send_query = connection.send_query
+
+    def send_then_drop(*args: object, **kwargs: object) -> None:
+        send_query(*args, **kwargs)
+        if not flow.rules:
+            flow.drop(connection.socket.getsockname()[1])
+
+    connection.send_query = send_then_drop
+
+
+@pytest.mark.parametrize("kind", ["postgres", "clickhouse"])
+def test_a_connection_whose_packets_vanish_is_given_up_by_its_socket(kind: str, returns_changes, tmp_path) -> None:  # noqa: ANN001
+    if not can_drop_packets():
+        pytest.skip("dropping a connection's packets needs iptables and root")
+    corpus, events = returns_changes
+    if kind == "clickhouse":
+        dsn = ensure_services(["clickhouse"])["clickhouse"]
+        fresh_clickhouse(dsn)
+    else:
+        dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
+    get_logger("test")
+
+    async def run() -> tuple[list[dict], Writer, float]:
+        writer = writer_for(dsn, corpus, tmp_path, tcp_timeout_seconds=3.0)
+        await writer.start()
+        started = time.monotonic()
+        with structlog.testing.capture_logs() as logged, DroppedFlow() as flow:
+            await drop_as_the_write_is_sent(writer, flow)
+            try:
+                await asyncio.wait_for(writer.apply_with_retries([batch_of(writer, events)]), 60)
+            except TimeoutError:
+                raise AssertionError(f"the write did not finish; the writer logged {logged}") from None
+        await writer.disconnect()
+        return logged, writer, time.monotonic() - started
+
+    logged, writer, seconds = asyncio.run(run())
+    events_logged = [line["event"] for line in logged]
+    assert "sink write still running" in events_logged, events_logged  # the sink answered: nothing to cut
+    retried = next(line for line in logged if line["event"] == "sink write failed: retrying")
+    assert retried["attempt"] == 1, retried
+    assert writer.down is None and writer.checkpoint == (events[-1].segment_id, events[-1].position)
+    assert asyncio.run(stored_changes(dsn)) == len(events)
+    assert seconds < 30, seconds
