@@ -262,7 +262,8 @@ class ClickHouseSink(WarehouseSink):
         self.writers: dict[tuple[str, str], TableWriter] = {}
         self.checkpoints: dict[str, tuple[int, int] | None] = {}  # per source, as last read or written
 
-    async def connect(self) -> None:
+    @in_thread
+    def connect(self) -> None:
         self.checkpoints.clear()
         self.client = NativeClient.from_url(self.dsn)
         self.client.connection.client_name = self._client_name
@@ -321,7 +322,8 @@ class ClickHouseSink(WarehouseSink):
         """How the server lists this sink's connection (``system.processes.client_name``)."""
         return f"{defines.DBMS_NAME} cdcfast {self.name}"
 
-    async def prepare(self, schema: Schema) -> None:
+    @in_thread
+    def prepare(self, schema: Schema) -> None:
         self.retired = set(schema.retired)
         for table in schema.cdc_tables():
             if table.id not in schema.retired:  # a dropped table's: made when late mutations need them
@@ -425,7 +427,8 @@ class ClickHouseSink(WarehouseSink):
         replaces itself (ReplacingMergeTree by sink and event id)."""
         self._dead_letters(dead, source, replayed=0)
 
-    async def dlq_depth(self) -> int:
+    @in_thread
+    def dlq_depth(self) -> int:
         """Dead letters of this sink not replayed yet."""
         assert self.client is not None
         query = "SELECT count() FROM cdcfast.dead_letters FINAL WHERE sink = %(sink)s AND replayed = 0"
@@ -482,7 +485,8 @@ class ClickHouseSink(WarehouseSink):
                 replayed=1,
             )
 
-    async def checkpoint(self, source: str) -> tuple[int, int] | None:
+    @in_thread
+    def checkpoint(self, source: str) -> tuple[int, int] | None:
         return self._read_checkpoint(source)
 
     def _read_checkpoint(self, source: str) -> tuple[int, int] | None:

@@ -20,7 +20,7 @@ import multiprocessing as mp
 import random
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, NamedTuple
 
 from cdcfast.commitlog import load_schema
 from cdcfast.config import PipelineConfig
@@ -35,6 +35,17 @@ from cdcfast.supervisor.isolate import Isolation, apply_isolating
 from cdcfast.supervisor.messages import BATCH_DECODER, EventBatch, as_decoded, schema_fingerprint
 from cdcfast.supervisor.ring import Ring, RingClosed
 from cdcfast.supervisor.signals import become_child_process
+
+
+class Watch(NamedTuple):
+    """What the writers' watch logs about work running long: each period, and when it cuts."""
+
+    running: str
+    cut: str
+
+
+WRITING = Watch("sink write still running", "sink not answering: cutting the write's connection")
+CONNECTING = Watch("sink still connecting", "sink not answering: cutting the connection being made")
 
 
 def full_jitter(attempt: int, base: float, cap: float) -> float:
@@ -83,8 +94,12 @@ class Writer:
 
     # -- the sink's connection ------------------------------------------------------------------
     async def connect(self) -> None:
-        """(Re)connect, create missing tables and read the checkpoint the sink really has."""
+        """(Re)connect, create missing tables and read the checkpoint the sink really has; watched
+        as a write is (a server that accepts connections and never answers)."""
         await self.disconnect()
+        await self._watched(self._connect(), CONNECTING)
+
+    async def _connect(self) -> None:
         await self.sink.connect()
         self.connected = True
         await self.sink.prepare(self.schema)
@@ -230,7 +245,12 @@ class Writer:
             try:
                 if not self.connected:
                     await self.connect()
-                await self._watched(self.apply(batches), batches)
+                context = {
+                    "events": sum(len(b.events) for b in batches),
+                    "segment": batches[-1].segment_id,
+                    "position": batches[-1].position,
+                }
+                await self._watched(self.apply(batches), WRITING, **context)
                 return
             except Exception as exc:  # noqa: BLE001 - every sink error is classified
                 kind = classify(exc)
@@ -251,34 +271,29 @@ class Writer:
                 await self.disconnect()
                 await asyncio.sleep(delay)
 
-    async def _watched(self, write: Awaitable[None], batches: list[EventBatch]) -> None:
-        """``write``, reported while it runs longer than ``write_watch_seconds``: each period a warning
-        with what the sink says it waits on (a PostgreSQL lock: who holds it). A sink that cannot say
-        within the period (a frozen server, a network dropping everything) has the write's
-        connection cut: the write fails as transient, and the retry policy takes over."""
-        task = asyncio.ensure_future(write)
+    async def _watched(self, work: Awaitable[None], watch: Watch, **context: Any) -> None:
+        """``work`` (a write, a connection being made), reported while it runs longer than
+        ``write_watch_seconds``: each period a warning with what the sink says it waits on (a
+        PostgreSQL lock: who holds it). A sink that cannot say within the period (a frozen server, a
+        network dropping everything) has the work's connection cut: the work fails as transient, and
+        the retry policy takes over."""
+        task = asyncio.ensure_future(work)
         period = self.tuning.write_watch_seconds
         started = time.monotonic()
         try:
             while not (await asyncio.wait({task}, timeout=period))[0]:
-                context = {
-                    "seconds": round(time.monotonic() - started, 1),
-                    "events": sum(len(b.events) for b in batches),
-                    "segment": batches[-1].segment_id,
-                    "position": batches[-1].position,
-                }
+                seconds = round(time.monotonic() - started, 1)
                 try:
                     waits_on = await asyncio.wait_for(self.sink.waiting_on(), period)
                 except Exception as exc:  # noqa: BLE001 - what the server said, or that it said nothing
                     reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                     if unanswered(exc):
                         if not task.done():
-                            cut = "sink not answering: cutting the write's connection"
-                            self.log.error(cut, error=reason, **context)
+                            self.log.error(watch.cut, error=reason, seconds=seconds, **context)
                             self.sink.abort()
                         continue
                     waits_on = {"unknown": reason}  # it answered, with an error: it is there
-                self.log.warning("sink write still running", sink_waits_on=waits_on, **context)
+                self.log.warning(watch.running, sink_waits_on=waits_on, seconds=seconds, **context)
             task.result()
         finally:
             if not task.done():

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import queue
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -38,12 +39,14 @@ from cdcfast.config import PipelineConfig, PostgresSink, SourceConfig, TuningCon
 from cdcfast.events import ChangeEvent
 from cdcfast.log import get_logger
 from cdcfast.sinks.clickhouse import ClickHouseSink
+from cdcfast.sinks.errors import ErrorClass
 from cdcfast.supervisor.messages import EventBatch, schema_fingerprint
 from cdcfast.supervisor.writer import Writer
 
 pytestmark = pytest.mark.services
 CORPUS = "c50-v7-plain"
 CUT = "sink not answering: cutting the write's connection"
+CONNECT_CUT = "sink not answering: cutting the connection being made"
 TABLE = ("shop", "returns")
 
 
@@ -353,3 +356,49 @@ def test_a_connection_whose_packets_vanish_is_given_up_by_its_socket(kind: str, 
     assert writer.down is None and writer.checkpoint == (events[-1].segment_id, events[-1].position)
     assert asyncio.run(stored_changes(dsn)) == len(events)
     assert seconds < 30, seconds
+
+
+class SilentServer:
+    """Accepts TCP connections and never says a word: a server process hung, its machine up."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.listener.getsockname()[1]
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.accepted:
+            connection.close()
+
+
+def test_connecting_to_a_clickhouse_server_that_never_answers_is_cut_too(returns_changes, tmp_path) -> None:  # noqa: ANN001
+    corpus, _ = returns_changes
+    server = SilentServer()
+    get_logger("test")
+
+    async def run() -> tuple[list[dict], Writer, float]:
+        writer = writer_for(f"clickhouse://default@127.0.0.1:{server.port}/default", corpus, tmp_path)
+        started = time.monotonic()
+        with structlog.testing.capture_logs() as logged:
+            await writer.start()
+        return logged, writer, time.monotonic() - started
+
+    try:
+        logged, writer, seconds = asyncio.run(run())
+    finally:
+        server.close()
+    events_logged = [line["event"] for line in logged]
+    assert CONNECT_CUT in events_logged, events_logged
+    assert writer.down is ErrorClass.TRANSIENT, events_logged  # down, probed later: not stuck
+    assert seconds < 20, seconds  # the driver alone waits 300 s for an answer
