@@ -153,6 +153,15 @@ def writer_for(dsn: str, corpus: Corpus, tmp_path: Path, **tuning: float) -> Wri
     return Writer(config, 0, queue.Queue())  # type: ignore[arg-type]
 
 
+def empty_sink(kind: str) -> str:
+    """The DSN of a sink of ``kind`` (postgres, clickhouse) holding none of the corpora's tables."""
+    if kind == "clickhouse":
+        dsn = ensure_services(["clickhouse"])["clickhouse"]
+        fresh_clickhouse(dsn)
+        return dsn
+    return asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
+
+
 def batch_of(writer: Writer, events: list[ChangeEvent]) -> EventBatch:
     last = events[-1]
     return EventBatch(0, 0, True, last.segment_id, last.position, events, schema=schema_fingerprint(writer.schema))
@@ -174,7 +183,8 @@ def test_a_write_waiting_on_a_lock_names_who_holds_it_and_lands_once_released(re
     get_logger("test")  # logging set up first: set up inside capture_logs, it would replace the capture
 
     async def run() -> tuple[list[dict], int, Writer]:
-        writer = writer_for(dsn, corpus, tmp_path)
+        # sockets that give up after 1 s of silence: a server waiting on a lock still acknowledges
+        writer = writer_for(dsn, corpus, tmp_path, tcp_timeout_seconds=1.0)
         await writer.start()
         locker = await asyncpg.connect(dsn, server_settings={"application_name": "analyst"})
         holder = locker.get_server_pid()
@@ -216,11 +226,7 @@ def thaw_after_cut(proxy: FreezableProxy, logged: list[dict]) -> None:
 @pytest.mark.parametrize("kind", ["postgres", "clickhouse"])
 def test_a_connection_lost_silently_is_cut_and_the_write_done_again(kind: str, returns_changes, tmp_path) -> None:  # noqa: ANN001
     corpus, events = returns_changes
-    if kind == "clickhouse":
-        dsn = ensure_services(["clickhouse"])["clickhouse"]
-        fresh_clickhouse(dsn)
-    else:
-        dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
+    dsn = empty_sink(kind)
     get_logger("test")
     proxy = FreezableProxy(dsn)
     statement = b"INSERT INTO" if kind == "clickhouse" else b"COPY"  # the first write of the batch
@@ -328,11 +334,7 @@ def test_a_connection_whose_packets_vanish_is_given_up_by_its_socket(kind: str, 
     if not can_drop_packets():
         pytest.skip("dropping a connection's packets needs iptables and root")
     corpus, events = returns_changes
-    if kind == "clickhouse":
-        dsn = ensure_services(["clickhouse"])["clickhouse"]
-        fresh_clickhouse(dsn)
-    else:
-        dsn = asyncio.run(fresh_database(ensure_services(["postgres"])["postgres"]))
+    dsn = empty_sink(kind)
     get_logger("test")
 
     async def run() -> tuple[list[dict], Writer, float]:
