@@ -33,6 +33,7 @@ import msgspec.inspect as mi
 import yaml
 
 from cdcfast.errors import ConfigError
+from cdcfast.sinks.tcp import TCP_TIMEOUT_SECONDS
 
 DEFAULT_METRICS_ADDR = "127.0.0.1:9464"
 
@@ -294,7 +295,7 @@ class TuningConfig(_Section, frozen=True):
     # a sink connection whose server's machine acknowledges nothing for this long is given up by its
     # socket (TCP keepalive and user timeout): a network that silently drops one connection's packets
     # while new ones work. A busy server still acknowledges; only its machine being unreachable counts
-    tcp_timeout_seconds: PositiveFloat = 30.0
+    tcp_timeout_seconds: PositiveFloat = TCP_TIMEOUT_SECONDS
 
 
 class PipelineConfig(_Section, frozen=True):

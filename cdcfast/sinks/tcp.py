@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 
-TCP_TIMEOUT_SECONDS = 30.0  # the default (tuning.tcp_timeout_seconds)
+TCP_TIMEOUT_SECONDS = 30.0  # the default, for the pipeline (tuning.tcp_timeout_seconds) and open_sink
 KEEPALIVE_PROBES = 3
 
 
