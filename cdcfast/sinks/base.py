@@ -31,8 +31,11 @@ class WarehouseSink:
         the server does not answer."""
         return None
 
-    def abort(self) -> None:
-        """Cut the write's connection: the write under way fails (as transient) soon."""
+    def abort(self) -> bool:
+        """Cut the write's connection: the write under way fails (as transient) soon. False when
+        there is no connection to cut (one still being made by a coroutine): the writer cancels
+        the work instead."""
+        return False
 
     def warn_once(self, change: tuple[str, ...], message: str, **context: Any) -> None:
         """A schema change this sink does not follow (or follows loudly), logged once per change."""

@@ -307,15 +307,17 @@ class ClickHouseSink(WarehouseSink):
         fields = ("query_id", "elapsed", "read_rows", "written_rows", "memory_usage", "query")
         return {"running": [dict(zip(fields, row)) for row in rows]}
 
-    def abort(self) -> None:
+    def abort(self) -> bool:
         """Shut the write's socket down: the driver's read returns at once (a close alone would not
         wake it in the writing thread), and the write fails as transient."""
         socket = self.client.connection.socket if self.client is not None else None
-        if socket is not None:
-            try:
-                socket.shutdown(SHUT_RDWR)
-            except OSError:
-                pass  # already gone
+        if socket is None:
+            return False  # no socket yet: the driver's connect_timeout ends the attempt
+        try:
+            socket.shutdown(SHUT_RDWR)
+        except OSError:
+            pass  # already gone
+        return True
 
     @property
     def _client_name(self) -> str:

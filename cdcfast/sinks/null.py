@@ -113,8 +113,8 @@ class NullSink:
     async def waiting_on(self) -> dict[str, Any] | None:
         return None  # a file written: nothing to ask
 
-    def abort(self) -> None:
-        pass
+    def abort(self) -> bool:
+        return False  # nothing to cut: a null sink's work never waits on a server
 
     async def dlq_depth(self) -> int:
         return 0  # stores no change, so refuses none

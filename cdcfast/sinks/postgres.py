@@ -389,11 +389,16 @@ class PostgresSink(WarehouseSink):
     async def waiting_on(self) -> dict[str, Any] | None:
         """The write's backend as ``pg_stat_activity`` shows it, asked on a connection of its own:
         its state and wait event, and the sessions blocking it (``pg_blocking_pids``: pid, user,
-        application, query, how long their transaction has run)."""
-        if self.conn is None or self.conn.is_closed():
+        application, query, how long their transaction has run). While the connection is being
+        made: whether the server answers another one (a server that never does gets the attempt
+        cancelled, see :meth:`abort`)."""
+        if self.conn is not None and self.conn.is_closed():
             return None
-        pid = self.conn.get_server_pid()
         probe = await asyncpg.connect(self.dsn)
+        if self.conn is None:
+            await probe.close(timeout=CLOSE_SECONDS)
+            return {"state": "connecting", "server": "answers a new connection"}
+        pid = self.conn.get_server_pid()
         try:
             me = await probe.fetchrow(
                 "SELECT state, wait_event_type, wait_event, pg_blocking_pids(pid) AS blockers, "
@@ -414,9 +419,11 @@ class PostgresSink(WarehouseSink):
         found = {k: me[k] for k in ("state", "wait_event_type", "wait_event", "query_seconds")}
         return {"pid": pid, **found, "blocked_by": [dict(b) for b in blockers]}
 
-    def abort(self) -> None:
-        if self.conn is not None:
-            self.conn.terminate()
+    def abort(self) -> bool:
+        if self.conn is None:
+            return False  # still connecting: asyncpg's attempt ends when cancelled
+        self.conn.terminate()
+        return True
 
     async def _end_lost_backend(self, backend: tuple[int, Any]) -> None:
         """End the backend of this sink's previous connection if it still runs. A connection lost

@@ -290,10 +290,13 @@ class Writer:
                     if unanswered(exc):
                         if not task.done():
                             self.log.error(watch.cut, error=reason, seconds=seconds, **context)
-                            self.sink.abort()
+                            if not self.sink.abort():
+                                task.cancel()  # no connection to cut yet: the attempt itself ends
                         continue
                     waits_on = {"unknown": reason}  # it answered, with an error: it is there
                 self.log.warning(watch.running, sink_waits_on=waits_on, seconds=seconds, **context)
+            if task.cancelled():
+                raise TimeoutError(f"{watch.cut} after {round(time.monotonic() - started, 1)} s")
             task.result()
         finally:
             if not task.done():

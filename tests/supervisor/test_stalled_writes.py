@@ -384,13 +384,14 @@ class SilentServer:
             connection.close()
 
 
-def test_connecting_to_a_clickhouse_server_that_never_answers_is_cut_too(returns_changes, tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("scheme", ["clickhouse", "postgresql"])
+def test_connecting_to_a_server_that_never_answers_is_cut_too(returns_changes, tmp_path, scheme) -> None:  # noqa: ANN001
     corpus, _ = returns_changes
     server = SilentServer()
     get_logger("test")
 
     async def run() -> tuple[list[dict], Writer, float]:
-        writer = writer_for(f"clickhouse://default@127.0.0.1:{server.port}/default", corpus, tmp_path)
+        writer = writer_for(f"{scheme}://default@127.0.0.1:{server.port}/default", corpus, tmp_path)
         started = time.monotonic()
         with structlog.testing.capture_logs() as logged:
             await writer.start()
@@ -403,4 +404,4 @@ def test_connecting_to_a_clickhouse_server_that_never_answers_is_cut_too(returns
     events_logged = [line["event"] for line in logged]
     assert CONNECT_CUT in events_logged, events_logged
     assert writer.down is ErrorClass.TRANSIENT, events_logged  # down, probed later: not stuck
-    assert seconds < 20, seconds  # the driver alone waits 300 s for an answer
+    assert seconds < 20, seconds  # the drivers alone wait 300 s (ClickHouse), 60 s (asyncpg)
