@@ -332,7 +332,8 @@ class ClickHouseSink(WarehouseSink):
                 self.prepare_table(table)
         migrate_clickhouse.mark_gone(self, schema)
 
-    async def table_writer(self, table: TableDef) -> TableWriter:
+    @in_thread
+    def table_writer(self, table: TableDef) -> TableWriter:
         return self.prepare_table(table)
 
     def prepare_table(self, table: TableDef) -> TableWriter:
@@ -424,7 +425,8 @@ class ClickHouseSink(WarehouseSink):
             ],
         )
 
-    async def store_dead_letters(self, dead: list[DeadLetter], source: str) -> None:
+    @in_thread
+    def store_dead_letters(self, dead: list[DeadLetter], source: str) -> None:
         """Keep changes refused at apply time (cdcfast.supervisor.isolate); stored again, a letter
         replaces itself (ReplacingMergeTree by sink and event id)."""
         self._dead_letters(dead, source, replayed=0)
@@ -436,8 +438,12 @@ class ClickHouseSink(WarehouseSink):
         query = "SELECT count() FROM cdcfast.dead_letters FINAL WHERE sink = %(sink)s AND replayed = 0"
         return int(self.client.execute(query, {"sink": self.name})[0][0])
 
-    async def dead_letters(self) -> list[dict[str, Any]]:
+    @in_thread
+    def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter of this sink, oldest first (``cdcfast dlq list``)."""
+        return self._read_dead_letters()
+
+    def _read_dead_letters(self) -> list[dict[str, Any]]:
         assert self.client is not None
         rows = self.client.execute(
             "SELECT event_id, source, keyspace, table, segment_id, position, reason, event, created_at, replayed "
@@ -466,7 +472,8 @@ class ClickHouseSink(WarehouseSink):
             out.append(item)
         return out
 
-    async def truncations(self, table: TableDef) -> list[tuple[str, int, int]]:
+    @in_thread
+    def truncations(self, table: TableDef) -> list[tuple[str, int, int]]:
         """The table's truncations applied here: (source, recorded segment, recorded position)."""
         assert self.client is not None
         writer = self.prepare_table(table)
@@ -475,11 +482,12 @@ class ClickHouseSink(WarehouseSink):
         )
         return [(source, segment_id, position) for source, segment_id, position in rows]
 
-    async def mark_replayed(self, event_ids: list[bytes]) -> None:
+    @in_thread
+    def mark_replayed(self, event_ids: list[bytes]) -> None:
         from cdcfast.sinks.poison import EVENT_DECODER
 
         wanted = {uuid.UUID(bytes=e) for e in event_ids}
-        letters = [d for d in await self.dead_letters() if d["event_id"] in wanted]
+        letters = [d for d in self._read_dead_letters() if d["event_id"] in wanted]
         if letters:
             self._dead_letters(
                 [DeadLetter(EVENT_DECODER.decode(d["event"]), d["reason"]) for d in letters],
