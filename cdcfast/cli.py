@@ -212,10 +212,11 @@ def _dlq_sink(args: argparse.Namespace) -> Any:
 async def _dlq(args: argparse.Namespace) -> int:
     import uuid
 
+    from cdcfast.sinks import connect_within
     from cdcfast.sinks.poison import EVENT_DECODER, replay_dead_letters
 
     sink = _dlq_sink(args)
-    await sink.connect()
+    await connect_within(sink)
     try:
         letters = await sink.dead_letters()
         if args.dlq_command == "list":

@@ -11,6 +11,10 @@ class ConfigError(CdcfastError):
     """A configuration file or command line option is wrong."""
 
 
+class SinkUnreachable(CdcfastError):
+    """A sink did not answer a one-shot command (``status``, ``dlq``) in time."""
+
+
 class SchemaError(CdcfastError):
     """A schema could not be loaded or does not describe what the commit log holds."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from cdcfast.commitlog import discover
 from cdcfast.config import PipelineConfig
-from cdcfast.sinks import open_sink
+from cdcfast.sinks import connect_within, open_sink
 from cdcfast.supervisor.messages import WHOLE_SEGMENT
 
 
@@ -57,7 +57,7 @@ async def collect(config: PipelineConfig) -> dict[str, Any]:
         sink = open_sink(spec.kind, spec.dsn, spec.name)
         entry: dict[str, Any] = {"kind": spec.kind, **supervisor.get("sinks", {}).get(spec.name, {})}
         try:
-            await sink.connect()
+            await connect_within(sink)
             checkpoint = await sink.checkpoint(source.node)
             letters = await sink.dead_letters()
             entry["reachable"] = True

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from cdcfast.status import render
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS_ROOT
+from support.silent_server import SilentServer
+
+from cdcfast.config import ClickHouseSink, PipelineConfig, PostgresSink, SourceConfig
+from cdcfast.status import collect, render
 
 
 def status_with(sink: dict) -> dict:
@@ -29,3 +40,45 @@ def test_a_flowing_sink_shows_its_checkpoint_lag_and_no_error() -> None:
     line = render(status_with(sink)).splitlines()[3]
     assert "7:100" in line and "0 seg/0.0 MiB" in line and "1200.5" in line and line.endswith("-")
     assert "processes: cdcfast-writer-postgresql 43" in render(status_with(sink))
+
+
+@pytest.mark.parametrize("scheme", ["clickhouse", "postgresql"])
+def test_a_sink_that_never_answers_shows_as_unreachable_within_seconds(scheme: str, tmp_path: Path) -> None:
+    """A server that accepts connections and never answers (a hung process): the drivers alone
+    would hold the screen for 300 s (ClickHouse) or 60 s (asyncpg)."""
+    server = SilentServer()
+    where = f"127.0.0.1:{server.port}"
+    dsn = f"{scheme}://default@{where}/default"
+    sink = ClickHouseSink(name="ch", dsn=dsn) if scheme == "clickhouse" else PostgresSink(name="pg", dsn=dsn)
+    config = PipelineConfig(
+        sources=[SourceConfig(node="n1", cdc_raw=str(tmp_path), schema=str(CORPUS_ROOT / "c50-v8-lz4" / "schema"))],
+        sinks=[sink],
+        state_dir=str(tmp_path / "state"),
+    )
+    started = time.monotonic()
+    try:
+        status = asyncio.run(collect(config))
+    finally:
+        server.close()
+    assert time.monotonic() - started < 20
+    entry = status["sinks"][sink.name]
+    assert entry["reachable"] is False
+    assert f"sink {sink.name} ({where}/default)" in entry["error"] and "did not answer within" in entry["error"]
+
+
+def test_dlq_commands_name_a_sink_that_never_answers_and_exit() -> None:
+    server = SilentServer()
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cdcfast.cli", "dlq", "list", "--sink", f"clickhouse://default@127.0.0.1:{server.port}/x"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.close()
+    assert time.monotonic() - started < 25
+    assert done.returncode == 1, done
+    said = done.stderr
+    assert "cdcfast: error: sink clickhouse (127.0.0.1:" in said and "did not answer within" in said, said

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from cdcfast.errors import ConfigError
+from cdcfast.errors import ConfigError, SinkUnreachable
 from cdcfast.sinks.tcp import TCP_TIMEOUT_SECONDS
+
+CONNECT_SECONDS = 10.0  # how long a one-shot command (status, dlq) waits for a sink to let it in
 
 SCHEMES = ("postgresql://", "postgres://", "timescaledb://", "clickhouse://", "null://")
 
@@ -61,3 +64,17 @@ def open_sink(
         tcp_timeout_seconds=tcp_timeout_seconds,
         **migration,  # type: ignore[arg-type]
     )
+
+
+async def connect_within(sink: Any, seconds: float = CONNECT_SECONDS) -> None:
+    """Connect ``sink`` for a one-shot command, or raise :class:`SinkUnreachable` once it has not let
+    the command in for ``seconds``: a server that accepts connections and never answers (a hung
+    process) would hold the command for the drivers' own limits (asyncpg 60 s, clickhouse-driver
+    300 s). The writers watch their connecting themselves (cdcfast.supervisor.writer)."""
+    task = asyncio.ensure_future(sink.connect())
+    if not (await asyncio.wait({task}, timeout=seconds))[0]:
+        if not sink.abort():
+            task.cancel()  # no connection to cut yet: the attempt itself ends
+        await asyncio.gather(task, return_exceptions=True)
+        raise SinkUnreachable(f"sink {sink.name} ({sink.dsn.split('@')[-1]}) did not answer within {seconds:g} s")
+    task.result()

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import queue
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -33,6 +32,7 @@ from clickhouse_driver import Client
 from conftest import CORPUS_ROOT, Corpus
 from support.replay import cdc_events
 from support.services import ensure_services
+from support.silent_server import SilentServer
 from support.sinks import fresh_clickhouse, fresh_database
 
 from cdcfast.config import ClickHouseSink as ClickHouseSpec
@@ -237,8 +237,8 @@ def test_a_connection_lost_silently_is_cut_and_the_write_done_again(kind: str, r
         await writer.start()
         with structlog.testing.capture_logs() as logged:
             proxy.freeze_on(statement)  # lost as the write is sent
-            # The server comes back once the writer gave up on the lost connection. Watched from a
-            # thread: the ClickHouse driver's reconnecting blocks the writer's event loop.
+            # The server comes back once the writer gave up on the lost connection (watched from a
+            # thread of the test's own, whatever the writer's event loop does).
             thawing = threading.Thread(target=thaw_after_cut, args=(proxy, logged))
             thawing.start()
             try:
@@ -405,30 +405,6 @@ def test_a_connection_whose_packets_vanish_is_given_up_by_its_socket(kind: str, 
     assert writer.down is None and writer.checkpoint == (events[-1].segment_id, events[-1].position)
     assert asyncio.run(stored_changes(dsn)) == len(events)
     assert seconds < 30, seconds
-
-
-class SilentServer:
-    """Accepts TCP connections and never says a word: a server process hung, its machine up."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.accepted: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return self.listener.getsockname()[1]
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                self.accepted.append(self.listener.accept()[0])
-
-    def close(self) -> None:
-        self.listener.close()
-        for connection in self.accepted:
-            connection.close()
 
 
 @pytest.mark.parametrize("scheme", ["clickhouse", "postgresql"])
