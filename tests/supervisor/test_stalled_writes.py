@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -224,21 +225,26 @@ def thaw_after_cut(proxy: FreezableProxy, logged: list[dict]) -> None:
     proxy.thaw()
 
 
-@pytest.mark.parametrize("kind", ["postgres", "clickhouse"])
-def test_a_connection_lost_silently_is_cut_and_the_write_done_again(kind: str, returns_changes, tmp_path) -> None:  # noqa: ANN001
-    corpus, events = returns_changes
-    dsn = empty_sink(kind)
-    get_logger("test")
+def write_lost_on(
+    marker: bytes,
+    dsn: str,
+    events: list[ChangeEvent],
+    corpus: Corpus,
+    tmp_path: Path,
+    prepared: Callable[[], object] = lambda: None,
+) -> tuple[list[dict], Writer]:
+    """A writer applies ``events`` as one batch through a proxy to ``dsn`` that loses every connection
+    once a client sends ``marker``, and lets new ones through again once the writer logged the cut.
+    ``prepared`` runs after the writer set up its tables. Gives back what the writer logged, and it."""
     proxy = FreezableProxy(dsn)
-    statement = b"INSERT INTO" if kind == "clickhouse" else b"COPY"  # the first write of the batch
 
     async def run() -> tuple[list[dict], Writer]:
         writer = writer_for(proxy.proxied_dsn, corpus, tmp_path)
         await writer.start()
+        prepared()
         with structlog.testing.capture_logs() as logged:
-            proxy.freeze_on(statement)  # lost as the write is sent
-            # The server comes back once the writer gave up on the lost connection (watched from a
-            # thread of the test's own, whatever the writer's event loop does).
+            proxy.freeze_on(marker)
+            # Watched from a thread of the test's own, whatever the writer's event loop does.
             thawing = threading.Thread(target=thaw_after_cut, args=(proxy, logged))
             thawing.start()
             try:
@@ -251,9 +257,18 @@ def test_a_connection_lost_silently_is_cut_and_the_write_done_again(kind: str, r
         return logged, writer
 
     try:
-        logged, writer = asyncio.run(run())
+        return asyncio.run(run())
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("kind", ["postgres", "clickhouse"])
+def test_a_connection_lost_silently_is_cut_and_the_write_done_again(kind: str, returns_changes, tmp_path) -> None:  # noqa: ANN001
+    corpus, events = returns_changes
+    dsn = empty_sink(kind)
+    get_logger("test")
+    statement = b"INSERT INTO" if kind == "clickhouse" else b"COPY"  # the first write of the batch
+    logged, writer = write_lost_on(statement, dsn, events, corpus, tmp_path)
     events_logged = [line["event"] for line in logged]
     assert CUT in events_logged, events_logged
     cut = next(line for line in logged if line["event"] == CUT)
@@ -277,29 +292,9 @@ def test_a_dead_letter_stored_on_a_lost_clickhouse_connection_is_cut_too(returns
         cells=[msgspec.structs.replace(c, ts=-1_000_000) for c in events[0].cells],
         position=last.position + 1,
     ).with_content_id()
-    proxy = FreezableProxy(dsn)
-
-    async def run() -> tuple[list[dict], Writer]:
-        writer = writer_for(proxy.proxied_dsn, corpus, tmp_path)
-        await writer.start()
-        Client.from_url(dsn).execute("ALTER TABLE shop.returns_changes MODIFY COLUMN ts UInt64")
-        with structlog.testing.capture_logs() as logged:
-            proxy.freeze_on(b"INSERT INTO cdcfast.dead_letters")  # lost as the letter is sent
-            thawing = threading.Thread(target=thaw_after_cut, args=(proxy, logged))
-            thawing.start()
-            try:
-                await asyncio.wait_for(writer.apply_with_retries([batch_of(writer, [*events, poison])]), 60)
-            except TimeoutError:
-                raise AssertionError(f"the write did not finish; the writer logged {logged}") from None
-            finally:
-                thawing.join()
-        await writer.disconnect()
-        return logged, writer
-
-    try:
-        logged, writer = asyncio.run(run())
-    finally:
-        proxy.close()
+    unsigned = lambda: Client.from_url(dsn).execute("ALTER TABLE shop.returns_changes MODIFY COLUMN ts UInt64")  # noqa: E731
+    letter_sent = b"INSERT INTO cdcfast.dead_letters"  # lost as the letter is sent
+    logged, writer = write_lost_on(letter_sent, dsn, [*events, poison], corpus, tmp_path, unsigned)
     events_logged = [line["event"] for line in logged]
     assert CUT in events_logged, events_logged
     assert writer.down is None and writer.checkpoint == (poison.segment_id, poison.position)
