@@ -48,7 +48,9 @@ def corpus_events(corpus_scratch):
         ("clickhouse", "a_varint", (10**40).to_bytes(17, "big"), "a_varint"),  # wider than Decimal(38, 0)
     ],
 )
-def test_poison_goes_to_the_dead_letter_table(corpus_events, kind: str, column: str, value: bytes, expect: str) -> None:
+def test_poison_goes_to_the_dead_letter_table(
+    corpus_events, tmp_path, kind: str, column: str, value: bytes, expect: str
+) -> None:  # noqa: ANN001
     service = "postgres" if kind == "postgresql" else "clickhouse"
     dsn = ensure_services([service])[service]
     if kind == "clickhouse":
@@ -103,3 +105,11 @@ def test_poison_goes_to_the_dead_letter_table(corpus_events, kind: str, column: 
     )
     assert replay.returncode == 0, replay.stderr
     assert "replayed 0 of 3" in replay.stdout  # still unstorable: they stay, nothing is lost
+    status = subprocess.run(
+        [sys.executable, "-m", "cdcfast.cli", "status", "--json", "--cdc-raw", str(tmp_path), "--node", "node1"]
+        + ["--schema", str(CORPUS_ROOT / "c50-v7-plain" / "schema"), "--sink", dsn],
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["sinks"][kind]["dlq_depth"] == 3  # waiting: the replay could store none
