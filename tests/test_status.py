@@ -63,7 +63,7 @@ def test_a_sink_that_never_answers_shows_as_unreachable_within_seconds(scheme: s
     assert time.monotonic() - started < 20
     entry = status["sinks"][sink.name]
     assert entry["reachable"] is False
-    assert f"sink {sink.name} ({where}/default)" in entry["error"] and "did not answer within" in entry["error"]
+    assert f"sink {sink.name} ({dsn})" in entry["error"] and "did not answer within" in entry["error"]
 
 
 def test_dlq_commands_name_a_sink_that_never_answers_and_exit() -> None:
@@ -81,4 +81,5 @@ def test_dlq_commands_name_a_sink_that_never_answers_and_exit() -> None:
     assert time.monotonic() - started < 25
     assert done.returncode == 1, done
     said = done.stderr
-    assert "cdcfast: error: sink clickhouse (127.0.0.1:" in said and "did not answer within" in said, said
+    named = "cdcfast: error: sink clickhouse (clickhouse://default@127.0.0.1:"
+    assert named in said and "did not answer within" in said, said

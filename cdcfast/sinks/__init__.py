@@ -71,10 +71,18 @@ async def connect_within(sink: Any, seconds: float = CONNECT_SECONDS) -> None:
     the command in for ``seconds``: a server that accepts connections and never answers (a hung
     process) would hold the command for the drivers' own limits (asyncpg 60 s, clickhouse-driver
     300 s). The writers watch their connecting themselves (cdcfast.supervisor.writer)."""
+    from cdcfast.config import redact_dsn  # (here: the config module imports this package)
+
     task = asyncio.ensure_future(sink.connect())
     if not (await asyncio.wait({task}, timeout=seconds))[0]:
-        if not sink.abort():
-            task.cancel()  # no connection to cut yet: the attempt itself ends
+        cut(sink, task)
         await asyncio.gather(task, return_exceptions=True)
-        raise SinkUnreachable(f"sink {sink.name} ({sink.dsn.split('@')[-1]}) did not answer within {seconds:g} s")
+        raise SinkUnreachable(f"sink {sink.name} ({redact_dsn(sink.dsn)}) did not answer within {seconds:g} s")
     task.result()
+
+
+def cut(sink: Any, task: asyncio.Future[Any]) -> None:
+    """End ``task``, work on ``sink`` that gets no answer: by cutting its connection (the work fails
+    as transient), or, with no connection to cut yet (one still being made), by cancelling it."""
+    if not sink.abort():
+        task.cancel()

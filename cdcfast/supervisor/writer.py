@@ -27,7 +27,7 @@ from cdcfast.config import PipelineConfig
 from cdcfast.events import ChangeEvent
 from cdcfast.log import get_logger
 from cdcfast.observe import metrics, tracing
-from cdcfast.sinks import open_sink
+from cdcfast.sinks import cut, open_sink
 from cdcfast.sinks.errors import ErrorClass, classify, unanswered
 from cdcfast.sinks.migrate import reload_schema
 from cdcfast.supervisor.collector import Collector
@@ -290,8 +290,7 @@ class Writer:
                     if unanswered(exc):
                         if not task.done():
                             self.log.error(watch.cut, error=reason, seconds=seconds, **context)
-                            if not self.sink.abort():
-                                task.cancel()  # no connection to cut yet: the attempt itself ends
+                            cut(self.sink, task)
                         continue
                     waits_on = {"unknown": reason}  # it answered, with an error: it is there
                 self.log.warning(watch.running, sink_waits_on=waits_on, seconds=seconds, **context)
