@@ -19,10 +19,11 @@ how each part is written.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Collection, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -36,6 +37,7 @@ from cdcfast.errors import ConfigError
 from cdcfast.events import ChangeEvent
 from cdcfast.log import get_logger
 from cdcfast.sinks import migrate_postgres
+from cdcfast.sinks._merge import BatchKeys
 from cdcfast.sinks._pgcopy import (
     COPY_HEADER,
     COPY_TRAILER,
@@ -242,10 +244,10 @@ def change_record(
     return (UUID(event_id), op, ts, change_time, segment_id, position, source, key, cells, deletion_ts, range_)
 
 
-async def binary_copy(rows: Iterable[bytes]) -> AsyncIterator[bytes]:
+async def binary_copy(rows: Iterable[bytes], sent: asyncio.Future[None] | None = None) -> AsyncIterator[bytes]:
     """Rows in binary COPY form (:func:`cdcfast.sinks._pgcopy.change_row_copy`), framed for
     ``copy_to_table(..., format="binary")`` and sent in chunks as they come (the server stores rows
-    while later ones are still being rendered)."""
+    while later ones are still being rendered). ``sent`` is resolved once the last chunk is taken."""
     chunk, size = [COPY_HEADER], 0
     for row in rows:
         chunk.append(row)
@@ -255,6 +257,53 @@ async def binary_copy(rows: Iterable[bytes]) -> AsyncIterator[bytes]:
             chunk, size = [], 0
     chunk.append(COPY_TRAILER)
     yield b"".join(chunk)
+    if sent is not None and not sent.done():
+        sent.set_result(None)
+
+
+@dataclass
+class Loaded:
+    """A table's batch after its change log, with the stored state its merge needs (locked)."""
+
+    writer: TableWriter
+    events: list[ChangeEvent]
+    converted: Converted
+    keys: BatchKeys
+    stored: dict[tuple[bytes, ...], StoredPartition]
+    in_state: set[bytes] = field(default_factory=set)  # row keys stored as visible rows
+    in_tombstones: set[bytes] = field(default_factory=set)  # ... as invisible ones
+
+
+@dataclass
+class StateWrites:
+    """A table's merge, planned: what to write into its state, row tombstone and partition tables."""
+
+    writer: TableWriter
+    converted: Converted
+    plans: list[PartitionPlan]
+    tombstone_rows: list[bytes]  # (row key, partition key, row state) in binary COPY form
+    partition_rows: list[tuple[bytes, bytes]]  # (partition key, new state)
+    drop_state: list[bytes]  # row keys to delete from the state table
+    drop_tombstones: list[bytes]  # ... from the row tombstones
+
+
+def planned(loaded: Loaded) -> StateWrites:
+    """``loaded``'s merge planned: client work only, no statement."""
+    plans = plan(loaded.writer.table, loaded.stored, loaded.events, loaded.keys)
+    writes = StateWrites(loaded.writer, loaded.converted, plans, [], [], [], [])
+    in_state, in_tombstones = loaded.in_state, loaded.in_tombstones
+    for p in plans:
+        if p.state is not None:
+            writes.partition_rows.append((p.pk_bytes, p.state))
+        for key, blob in p.tombstones:
+            writes.tombstone_rows.append(state_row_copy(TOMBSTONE_KINDS, (key, p.pk_bytes, blob)))
+        for key in [key for key, _ in p.tombstones] + [key for key, _, _ in p.visible]:
+            if key in in_state:
+                writes.drop_state.append(key)
+            elif key in in_tombstones:
+                writes.drop_tombstones.append(key)
+        writes.drop_state.extend(p.gone)
+    return writes
 
 
 def _jsonb(text: str | bytes) -> bytes:
@@ -570,8 +619,20 @@ class PostgresSink(WarehouseSink):
     ) -> None:
         assert self.conn is not None
         async with self.conn.transaction():
+            # Tables one after the other, a table's merge planned while the server still stores the
+            # next table's change log and loads its stored state (see _overlapped): the client's
+            # planning and the server's work took turns otherwise, on two cores.
+            loaded: Loaded | None = None
             for key, table_events in groups.items():
-                await self._apply_table(self.writers[key], table_events, source)
+                writer = self.writers[key]
+                screening = Screening(writer.codec, table_events, source, change_row_copy)
+                sent = asyncio.get_running_loop().create_future()
+                work = self._changes_then_load(writer, screening, source, sent)
+                writes, loaded = await self._overlapped(work, sent, loaded)
+                if writes is not None:
+                    await self._write_state(writes)
+            if loaded is not None:
+                await self._write_state(planned(loaded))
             if position is not None:  # None: a dead-letter replay, which moves no checkpoint
                 await self.conn.execute(
                     """INSERT INTO cdcfast.checkpoints (source, sink, segment_id, position) VALUES ($1, $2, $3, $4)
@@ -585,26 +646,49 @@ class PostgresSink(WarehouseSink):
                     position[1],
                 )
 
-    async def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str) -> None:
+    @staticmethod
+    async def _overlapped(
+        work: Coroutine[Any, Any, Loaded | None], sent: asyncio.Future[None], loaded: Loaded | None
+    ) -> tuple[StateWrites | None, Loaded | None]:
+        """Runs ``work`` (:meth:`_changes_then_load`) and, once its change-log rows are rendered and
+        sent (``sent``), plans ``loaded``'s merge while the server is still storing them and loading
+        what the next merge needs: the rows wait in the socket buffers meanwhile. The connection does
+        nothing else until ``work`` is done. Gives the plan and ``work``'s outcome."""
+        task = asyncio.ensure_future(work)
+        try:
+            if loaded is None:
+                return None, await task
+            await asyncio.wait((task, sent), return_when=asyncio.FIRST_COMPLETED)
+            writes = planned(loaded)
+            return writes, await task
+        finally:
+            if not task.done():  # planning failed, or this was cancelled: the COPY ends with the transaction
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _changes_then_load(
+        self, writer: TableWriter, screening: Screening, source: str, sent: asyncio.Future[None]
+    ) -> Loaded | None:
+        await self._write_changes(writer, screening, sent)
+        return await self._load(writer, screening, source)
+
+    async def _load(self, writer: TableWriter, screening: Screening, source: str) -> Loaded | None:
+        """After a table's change log: its dead letters stored, a truncation applied, then the
+        batch's partitions locked (new ones inserted, the others locked by a no-op update, in key
+        order: concurrent writers never deadlock) with their states read, and what the merge needs
+        (scope) of the stored rows and row tombstones loaded."""
         conn = self.conn
         assert conn is not None
-        # The change log is sent while it is rendered (the server stores rows as later ones are made).
-        screening = Screening(writer.codec, events, source, change_row_copy)
-        await self._write_changes(writer, screening)
         events, converted = screening.good, screening.converted
         if screening.dead:
             await self._dead_letters(screening.dead, source)
         if not events:
-            return
+            return None
         work = state_work(events)
         if work.truncation is not None:
             events = await self._truncate(writer, work, source)
             if not events:
-                return
-
-        # Lock the batch's partitions (new ones inserted, the others locked by a no-op update, in key
-        # order: concurrent writers never deadlock) and read their states; then load what the merge
-        # needs (scope) of the stored rows and row tombstones.
+                return None
         keys = batch_keys(events)  # each partition's and row's key, encoded once for the batch
         by_bytes = keys.partitions
         stored = {
@@ -617,51 +701,40 @@ class PostgresSink(WarehouseSink):
         }
         whole, row_keys = scope(writer.table, events, keys)
         whole_bytes = [keys.pk_bytes[pk] for pk in whole]
-        in_state: set[bytes] = set()
-        in_tombstones: set[bytes] = set()
+        loaded = Loaded(writer, events, converted, keys, stored)
         for pk_raw, key, blob, shown in await conn.fetch(writer.load_query, whole_bytes, row_keys):
             stored[by_bytes[pk_raw]].rows[key] = (blob, shown)
-            (in_state if shown else in_tombstones).add(key)
-        plans = plan(writer.table, stored, events, keys)
+            (loaded.in_state if shown else loaded.in_tombstones).add(key)
+        return loaded
 
-        tombstone_rows: list[bytes] = []  # (row key, partition key, row state) in binary COPY form
-        partition_rows: list[tuple[bytes, bytes]] = []
-        drop_state: list[bytes] = []
-        drop_tombstones: list[bytes] = []
-        for p in plans:
-            if p.state is not None:
-                partition_rows.append((p.pk_bytes, p.state))
-            for key, blob in p.tombstones:
-                tombstone_rows.append(state_row_copy(TOMBSTONE_KINDS, (key, p.pk_bytes, blob)))
-            for key in [key for key, _ in p.tombstones] + [key for key, _, _ in p.visible]:
-                if key in in_state:
-                    drop_state.append(key)
-                elif key in in_tombstones:
-                    drop_tombstones.append(key)
-            drop_state.extend(p.gone)
-        if drop_state or drop_tombstones:
+    async def _write_state(self, writes: StateWrites) -> None:
+        """A table's planned merge into its state, row tombstone and partition tables."""
+        conn = self.conn
+        assert conn is not None
+        writer = writes.writer
+        if writes.drop_state or writes.drop_tombstones:
             await conn.execute(
                 f"WITH s AS (DELETE FROM {writer.state} WHERE _key = ANY($1)) "
                 f"DELETE FROM {writer.tombstones} WHERE _key = ANY($2)",
-                drop_state,
-                drop_tombstones,
+                writes.drop_state,
+                writes.drop_tombstones,
             )
-        if any(p.visible for p in plans):
-            await self._write_state_rows(writer, plans, converted)
-        if tombstone_rows:
+        if any(p.visible for p in writes.plans):
+            await self._write_state_rows(writer, writes.plans, writes.converted)
+        if writes.tombstone_rows:
             await copy_in(
                 conn,
                 f"{writer.table.name}__tombstones",
                 schema_name=writer.table.keyspace,
-                source=binary_copy(tombstone_rows),
+                source=binary_copy(writes.tombstone_rows),
                 columns=TOMBSTONE_COLUMNS,
             )
-        if partition_rows:
+        if writes.partition_rows:
             await conn.execute(
                 f"UPDATE {writer.partitions} AS p SET _state = n._state "
                 "FROM unnest($1::bytea[], $2::bytea[]) AS n(_pk, _state) WHERE p._pk = n._pk",
-                [r[0] for r in partition_rows],
-                [r[1] for r in partition_rows],
+                [r[0] for r in writes.partition_rows],
+                [r[1] for r in writes.partition_rows],
             )
 
     async def _write_state_rows(self, writer: TableWriter, plans: list[PartitionPlan], converted: Converted) -> None:
@@ -713,7 +786,9 @@ class PostgresSink(WarehouseSink):
         )
         return writer.codec.screen(work.events, source, change_row_copy)[0]
 
-    async def _write_changes(self, writer: TableWriter, screening: Screening) -> None:
+    async def _write_changes(
+        self, writer: TableWriter, screening: Screening, sent: asyncio.Future[None] | None = None
+    ) -> None:
         """The change-log rows, each once. Straight into the table by COPY, rows sent as they are
         rendered: an event id already there (a replay, another replica's writer) fails the batch,
         which :meth:`_apply` then applies again with this path: a staging table and ``INSERT ...
@@ -726,7 +801,7 @@ class PostgresSink(WarehouseSink):
                 conn,
                 f"{writer.table.name}_changes",
                 schema_name=writer.table.keyspace,
-                source=binary_copy(screening),
+                source=binary_copy(screening, sent),
                 columns=CHANGE_COLUMNS,
             )
             return

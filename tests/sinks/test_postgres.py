@@ -17,6 +17,7 @@ from support.warehouse import from_postgres
 
 from cdcfast.commitlog.schema import Schema
 from cdcfast.events import ChangeEvent
+from cdcfast.sinks import postgres
 from cdcfast.sinks.postgres import PostgresSink
 
 pytestmark = pytest.mark.services
@@ -111,6 +112,43 @@ def test_change_log_rows_after_a_duplicate_are_all_written(corpus_scratch) -> No
         for (ks, name), count in expected_ids.items():
             n = await conn.fetchval(f'SELECT count(*) FROM "{ks}"."{name}_changes"')
             assert n == count, f"{ks}.{name}_changes has {n} rows, expected {count}"
+        await sink.close()
+
+    asyncio.run(run())
+
+
+def test_a_merge_failing_while_the_next_change_log_is_copied_rolls_the_batch_back(
+    corpus_scratch, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """A table's merge is planned while the next table's change log is still being copied
+    (``PostgresSink._overlapped``). When planning fails, the COPY is given up with the transaction:
+    the planning error is what the writer sees, nothing of the batch stays, and the same connection
+    applies the batch afterwards."""
+    schema, events = c50_events(corpus_scratch)
+    events = events[:3000]
+    assert len({(e.keyspace, e.table) for e in events}) >= 2  # a next table to copy while planning
+    dsn = ensure_services(["postgres"])["postgres"]
+
+    def failing(loaded: object) -> None:
+        raise RuntimeError("planning failed")
+
+    async def run() -> None:
+        sink = PostgresSink(await fresh_database(dsn), name="pg")
+        await sink.connect()
+        with monkeypatch.context() as patch:
+            patch.setattr(postgres, "planned", failing)
+            with pytest.raises(RuntimeError, match="planning failed"):
+                await replay(sink, schema, events, chunk=len(events))
+        conn = sink.conn
+        assert conn is not None
+        tables = sorted({(e.keyspace, e.table) for e in events})
+        for ks, name in tables:
+            assert await conn.fetchval(f'SELECT count(*) FROM "{ks}"."{name}_changes"') == 0
+        assert await conn.fetchval("SELECT count(*) FROM cdcfast.checkpoints") == 0
+        await replay(sink, schema, events, chunk=len(events))
+        expected_ids = Counter((e.keyspace, e.table) for e in {e.event_id: e for e in events}.values())
+        for (ks, name), count in expected_ids.items():
+            assert await conn.fetchval(f'SELECT count(*) FROM "{ks}"."{name}_changes"') == count
         await sink.close()
 
     asyncio.run(run())
