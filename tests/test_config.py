@@ -18,6 +18,7 @@ from cdcfast.config import (
     parse_size,
 )
 from cdcfast.errors import ConfigError
+from cdcfast.sinks import sink_kind
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config" / "pipeline.example.yaml"
@@ -310,3 +311,17 @@ def test_env_substitution_missing_variable(tmp_path: Path, monkeypatch: pytest.M
     text = MINIMAL.replace("clickhouse://default@", "clickhouse://default:${CDC_TEST_UNSET_VAR}@")
     message = error_of(tmp_path, text)
     assert "sinks[1].dsn" in message and "CDC_TEST_UNSET_VAR" in message and "not set" in message
+
+
+@pytest.mark.parametrize(
+    "dsn", ["mysql://app:hunter2@db.example:3306/shop", "mysql://app@db.example/shop?password=hunter2&ssl=1"]
+)
+def test_a_dsn_of_an_unknown_kind_is_named_without_its_password(dsn: str) -> None:
+    """``--sink DSN`` with a scheme cdcfast does not write to: the error names the DSN (scheme, user,
+    host), never the password, wherever the DSN carries it."""
+    with pytest.raises(ConfigError) as error:
+        sink_kind(dsn)
+    message = str(error.value)
+    assert "hunter2" not in message
+    assert "mysql://app" in message and "db.example" in message
+    assert "expected one of postgresql://, postgres://, timescaledb://, clickhouse://, null://" in message

@@ -25,7 +25,9 @@ def sink_kind(dsn: str) -> str:
     ):
         if dsn.startswith(scheme):
             return kind
-    raise ConfigError(f"sink DSN {dsn.split('@')[-1]!r}: expected one of {', '.join(SCHEMES)}")
+    from cdcfast.config import redact_dsn  # here: cdcfast.config imports cdcfast.sinks
+
+    raise ConfigError(f"sink DSN {redact_dsn(dsn)!r}: expected one of {', '.join(SCHEMES)}")
 
 
 def open_sink(
