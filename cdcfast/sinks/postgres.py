@@ -623,8 +623,8 @@ class PostgresSink(WarehouseSink):
             # next table's change log and loads its stored state (see _overlapped): the client's
             # planning and the server's work took turns otherwise, on two cores.
             loaded: Loaded | None = None
-            for key, table_events in groups.items():
-                writer = self.writers[key]
+            for key in sorted(groups):  # one order for every writer's locks (tests/sinks/test_postgres_lock_order.py)
+                table_events, writer = groups[key], self.writers[key]
                 screening = Screening(writer.codec, table_events, source, change_row_copy)
                 sent = asyncio.get_running_loop().create_future()
                 work = self._changes_then_load(writer, screening, source, sent)
@@ -675,7 +675,7 @@ class PostgresSink(WarehouseSink):
     async def _load(self, writer: TableWriter, screening: Screening, source: str) -> Loaded | None:
         """After a table's change log: its dead letters stored, a truncation applied, then the
         batch's partitions locked (new ones inserted, the others locked by a no-op update, in key
-        order: concurrent writers never deadlock) with their states read, and what the merge needs
+        order, tables in name order: concurrent writers never deadlock) with their states read, and what the merge needs
         (scope) of the stored rows and row tombstones loaded."""
         conn = self.conn
         assert conn is not None

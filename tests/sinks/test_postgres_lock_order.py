@@ -1,0 +1,102 @@
+"""Writers of several nodes into one PostgreSQL database lock partitions in one order (a real server).
+
+Each writer locks a batch's partition rows table by table, in key order within a table. If two
+writers took the tables in different orders (the order their batches first mention them), one could
+hold a partition of the first table while waiting for one of the second that the other holds, and
+the other wait for the first: PostgreSQL would end one transaction as a deadlock. Tables are taken
+in name order, so a batch mentioning ``t2`` first waits for ``t1`` holding nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+from support.schemas import tables_schema
+from support.services import ensure_services
+from support.sinks import fresh_database
+
+from cdcfast.events import INSERT, Cell, ChangeEvent
+from cdcfast.sinks.merge import partition_key_bytes
+from cdcfast.sinks.postgres import PostgresSink
+
+pytestmark = pytest.mark.services
+TS = 1_700_000_000_000_000
+
+
+def insert(keyspace: str, table: str, pk: int, position: int) -> ChangeEvent:
+    return ChangeEvent(
+        b"",
+        keyspace=keyspace,
+        table=table,
+        op=INSERT,
+        partition_key=[pk.to_bytes(4, "big")],
+        clustering=[(1).to_bytes(4, "big")],
+        ts=TS + position,
+        liveness_ts=TS + position,
+        cells=[Cell("a", 0, TS + position, f"{table} {pk}".encode())],
+        segment_id=1,
+        position=position,
+    ).with_content_id()
+
+
+async def waits_on_a_lock(probe: asyncpg.Connection, sink: PostgresSink, task: asyncio.Future[None]) -> None:
+    """Until ``sink``'s backend waits for a lock (or its write ended)."""
+    assert sink.conn is not None
+    pid = sink.conn.get_server_pid()
+    for _ in range(300):
+        if task.done():
+            return
+        if await probe.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the writer neither waited for a lock nor ended within 15 s")
+
+
+def test_writers_whose_batches_name_tables_in_other_orders_do_not_deadlock() -> None:
+    dsn = ensure_services(["postgres"])["postgres"]
+    keyspace = "lo_" + uuid.uuid4().hex[:8]
+    schema = tables_schema(keyspace, ("t1", "t2"))
+    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
+
+    async def run() -> None:
+        database = await fresh_database(dsn)
+        first, second = PostgresSink(database, name="pg"), PostgresSink(database, name="pg")
+        for sink in (first, second):
+            await sink.connect()
+        # Every partition stored once, so that each writer locks rows that exist.
+        await first.apply([insert(keyspace, t, pk, pk) for t in ("t1", "t2") for pk in (1, 2)], tables, "node0", None)
+        holder, probe = await asyncpg.connect(database), await asyncpg.connect(database)
+        holder_tx = holder.transaction()
+        await holder_tx.start()
+        await holder.execute(
+            f'SELECT 1 FROM "{keyspace}"."t1__partitions" WHERE _pk = $1 FOR UPDATE',
+            partition_key_bytes([(1).to_bytes(4, "big")]),
+        )
+        # node2's batch names t2 first, then t1's partitions 1 (held above) and 2.
+        node2 = asyncio.ensure_future(
+            second.apply(
+                [insert(keyspace, "t2", 1, 10), insert(keyspace, "t1", 1, 11), insert(keyspace, "t1", 2, 12)],
+                tables,
+                "node2",
+                (1, 12),
+            )
+        )
+        await waits_on_a_lock(probe, second, node2)
+        # node1's batch names t1 (partition 2) first, then t2 (partition 1).
+        node1 = asyncio.ensure_future(
+            first.apply([insert(keyspace, "t1", 2, 20), insert(keyspace, "t2", 1, 21)], tables, "node1", (1, 21))
+        )
+        await waits_on_a_lock(probe, first, node1)
+        await holder_tx.commit()
+        outcomes = await asyncio.wait_for(asyncio.gather(node1, node2, return_exceptions=True), 60)
+        assert [o for o in outcomes if o is not None] == []
+        assert await first.checkpoint("node1") == (1, 21) and await first.checkpoint("node2") == (1, 12)
+        for connection in (holder, probe):
+            await connection.close()
+        for sink in (first, second):
+            await sink.close()
+
+    asyncio.run(run())
