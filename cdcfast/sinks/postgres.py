@@ -24,6 +24,7 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -79,6 +80,7 @@ _tombstone_kinds = state_kinds(["bytea"] * len(TOMBSTONE_COLUMNS))
 assert _tombstone_kinds is not None  # bytea has an encoder
 TOMBSTONE_KINDS: bytes = _tombstone_kinds
 
+_event_id = attrgetter("event_id")
 CLOSE_SECONDS = 5.0  # a graceful close waits this long for the server, then the connection is cut
 SETUP_LOCK = "cdcfast setup"  # advisory lock key while creating cdcfast's own schema and tables
 
@@ -259,6 +261,21 @@ async def binary_copy(rows: Iterable[bytes], sent: asyncio.Future[None] | None =
     yield b"".join(chunk)
     if sent is not None and not sent.done():
         sent.set_result(None)
+
+
+def by_event_id(events: list[ChangeEvent]) -> list[ChangeEvent]:
+    """``events`` in event-id order, the order every writer inserts a table's change-log rows in:
+    writers of replicas holding the same changes in other orders never wait for each other in a
+    cycle (each meets an id another holds holding only smaller ones)."""
+    return sorted(events, key=_event_id)
+
+
+def in_order_of(events: list[ChangeEvent], some: list[ChangeEvent]) -> list[ChangeEvent]:
+    """``some`` of ``events`` (the same objects, in any order) in ``events``' order."""
+    if len(some) == len(events):
+        return events
+    kept = {id(e) for e in some}
+    return [e for e in events if id(e) in kept]
 
 
 @dataclass
@@ -625,9 +642,9 @@ class PostgresSink(WarehouseSink):
             loaded: Loaded | None = None
             for key in sorted(groups):  # one order for every writer's locks (tests/sinks/test_postgres_lock_order.py)
                 table_events, writer = groups[key], self.writers[key]
-                screening = Screening(writer.codec, table_events, source, change_row_copy)
+                screening = Screening(writer.codec, by_event_id(table_events), source, change_row_copy)
                 sent = asyncio.get_running_loop().create_future()
-                work = self._changes_then_load(writer, screening, source, sent)
+                work = self._changes_then_load(writer, screening, table_events, source, sent)
                 writes, loaded = await self._overlapped(work, sent, loaded)
                 if writes is not None:
                     await self._write_state(writes)
@@ -667,19 +684,27 @@ class PostgresSink(WarehouseSink):
                 await asyncio.gather(task, return_exceptions=True)
 
     async def _changes_then_load(
-        self, writer: TableWriter, screening: Screening, source: str, sent: asyncio.Future[None]
+        self,
+        writer: TableWriter,
+        screening: Screening,
+        events: list[ChangeEvent],
+        source: str,
+        sent: asyncio.Future[None],
     ) -> Loaded | None:
         await self._write_changes(writer, screening, sent)
-        return await self._load(writer, screening, source)
+        return await self._load(writer, screening, events, source)
 
-    async def _load(self, writer: TableWriter, screening: Screening, source: str) -> Loaded | None:
+    async def _load(
+        self, writer: TableWriter, screening: Screening, events: list[ChangeEvent], source: str
+    ) -> Loaded | None:
         """After a table's change log: its dead letters stored, a truncation applied, then the
         batch's partitions locked (new ones inserted, the others locked by a no-op update, in key
         order, tables in name order: concurrent writers never deadlock) with their states read, and what the merge needs
-        (scope) of the stored rows and row tombstones loaded."""
+        (scope) of the stored rows and row tombstones loaded. ``events``: the table's batch in commit
+        log order (``screening`` took them in event-id order)."""
         conn = self.conn
         assert conn is not None
-        events, converted = screening.good, screening.converted
+        events, converted = in_order_of(events, screening.good), screening.converted
         if screening.dead:
             await self._dead_letters(screening.dead, source)
         if not events:

@@ -100,3 +100,43 @@ def test_writers_whose_batches_name_tables_in_other_orders_do_not_deadlock() -> 
             await sink.close()
 
     asyncio.run(run())
+
+
+def test_writers_whose_change_logs_hold_the_same_events_in_other_orders_do_not_deadlock() -> None:
+    """Replicas' commit logs hold the same changes (the same event ids) in their own orders. Each
+    writer inserts a table's change-log rows in event-id order: one that meets an id another writer
+    holds waits for it holding only smaller ids, never the other way round."""
+    dsn = ensure_services(["postgres"])["postgres"]
+    keyspace = "lo_" + uuid.uuid4().hex[:8]
+    schema = tables_schema(keyspace, ("t1",))
+    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
+    one, two, held = (insert(keyspace, "t1", pk, pk) for pk in (1, 2, 3))
+
+    async def run() -> None:
+        database = await fresh_database(dsn)
+        first, second = PostgresSink(database, name="pg"), PostgresSink(database, name="pg")
+        for sink in (first, second):
+            await sink.connect()
+            await sink.prepare(schema)
+        holder, probe = await asyncpg.connect(database), await asyncpg.connect(database)
+        holder_tx = holder.transaction()
+        await holder_tx.start()
+        await holder.execute(  # a third writer's change-log row of ``held``, not committed yet
+            f'INSERT INTO "{keyspace}"."t1_changes" (event_id, op, ts, change_time, segment_id, position, '
+            "source, key) VALUES ($1, 'insert', 0, now(), 1, 3, 'node3', '{}')",
+            uuid.UUID(bytes=held.event_id),
+        )
+        node1 = asyncio.ensure_future(first.apply([one, held, two], tables, "node1", (1, 3)))
+        await waits_on_a_lock(probe, first, node1)
+        node2 = asyncio.ensure_future(second.apply([two, held, one], tables, "node2", (1, 3)))
+        await waits_on_a_lock(probe, second, node2)
+        await holder_tx.rollback()
+        outcomes = await asyncio.wait_for(asyncio.gather(node1, node2, return_exceptions=True), 60)
+        assert [o for o in outcomes if o is not None] == []
+        assert await probe.fetchval(f'SELECT count(*) FROM "{keyspace}"."t1_changes"') == 3
+        for connection in (holder, probe):
+            await connection.close()
+        for sink in (first, second):
+            await sink.close()
+
+    asyncio.run(run())
