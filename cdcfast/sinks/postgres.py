@@ -804,9 +804,12 @@ class PostgresSink(WarehouseSink):
     async def _truncate(self, writer: TableWriter, work: StateWork, source: str) -> list[ChangeEvent]:
         """Empty the table's state (rows, row tombstones, partition states: in this transaction, with
         the checkpoint), and give back what to merge after it (docs/truncate.md). The raced writes
-        read in earlier batches are screened again: a dead letter stays one."""
+        read in earlier batches are screened again: a dead letter stays one. The partitions are locked
+        first, in key order as a merge locks them: a partition another writer holds is waited for
+        before any of its rows is deleted here (tests/sinks/test_postgres_lock_order.py)."""
         assert self.conn is not None
         await self.conn.execute(
+            f"SELECT FROM {writer.partitions} ORDER BY _pk FOR UPDATE; "
             f"DELETE FROM {writer.state}; DELETE FROM {writer.tombstones}; DELETE FROM {writer.partitions}"
         )
         return writer.codec.screen(work.events, source, change_row_copy)[0]

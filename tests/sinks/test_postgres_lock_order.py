@@ -18,7 +18,7 @@ from support.schemas import tables_schema
 from support.services import ensure_services
 from support.sinks import fresh_database
 
-from cdcfast.events import INSERT, Cell, ChangeEvent
+from cdcfast.events import INSERT, TRUNCATE, Cell, ChangeEvent
 from cdcfast.sinks.merge import partition_key_bytes
 from cdcfast.sinks.postgres import PostgresSink
 
@@ -134,6 +134,51 @@ def test_writers_whose_change_logs_hold_the_same_events_in_other_orders_do_not_d
         outcomes = await asyncio.wait_for(asyncio.gather(node1, node2, return_exceptions=True), 60)
         assert [o for o in outcomes if o is not None] == []
         assert await probe.fetchval(f'SELECT count(*) FROM "{keyspace}"."t1_changes"') == 3
+        for connection in (holder, probe):
+            await connection.close()
+        for sink in (first, second):
+            await sink.close()
+
+    asyncio.run(run())
+
+
+def test_a_truncation_beside_another_writers_merge_does_not_deadlock() -> None:
+    """A writer applying a TRUNCATE empties the table's partitions, rows and row tombstones. It
+    locks the partitions first, in key order, as a merging writer does: it waits for a partition
+    another writer holds before it has deleted any of that writer's rows."""
+    dsn = ensure_services(["postgres"])["postgres"]
+    keyspace = "lo_" + uuid.uuid4().hex[:8]
+    schema = tables_schema(keyspace, ("t1", "t2"))
+    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
+    truncation = ChangeEvent(
+        b"", keyspace, "t1", TRUNCATE, [], [], TS + 30, segment_id=1, position=30,
+        truncated_segment_id=1, truncated_position=30, truncated_at=(TS + 30) // 1000,
+    ).with_content_id()  # fmt: skip
+
+    async def run() -> None:
+        database = await fresh_database(dsn)
+        first, second = PostgresSink(database, name="pg"), PostgresSink(database, name="pg")
+        for sink in (first, second):
+            await sink.connect()
+        await first.apply([insert(keyspace, t, 1, 1) for t in ("t1", "t2")], tables, "node0", None)
+        holder, probe = await asyncpg.connect(database), await asyncpg.connect(database)
+        holder_tx = holder.transaction()
+        await holder_tx.start()
+        await holder.execute(
+            f'SELECT 1 FROM "{keyspace}"."t2__partitions" WHERE _pk = $1 FOR UPDATE',
+            partition_key_bytes([(1).to_bytes(4, "big")]),
+        )
+        # node2 merges t1's partition 1 (locked; its row rewritten once t2's partition is locked too).
+        node2 = asyncio.ensure_future(
+            second.apply([insert(keyspace, "t1", 1, 40), insert(keyspace, "t2", 1, 41)], tables, "node2", (1, 41))
+        )
+        await waits_on_a_lock(probe, second, node2)
+        node1 = asyncio.ensure_future(first.apply([truncation], tables, "node1", (1, 30)))
+        await waits_on_a_lock(probe, first, node1)
+        await holder_tx.commit()
+        outcomes = await asyncio.wait_for(asyncio.gather(node1, node2, return_exceptions=True), 60)
+        assert [o for o in outcomes if o is not None] == []
+        assert await first.checkpoint("node1") == (1, 30) and await first.checkpoint("node2") == (1, 41)
         for connection in (holder, probe):
             await connection.close()
         for sink in (first, second):
