@@ -699,9 +699,9 @@ class PostgresSink(WarehouseSink):
     ) -> Loaded | None:
         """After a table's change log: its dead letters stored, a truncation applied, then the
         batch's partitions locked (new ones inserted, the others locked by a no-op update, in key
-        order, tables in name order: concurrent writers never deadlock) with their states read, and what the merge needs
-        (scope) of the stored rows and row tombstones loaded. ``events``: the table's batch in commit
-        log order (``screening`` took them in event-id order)."""
+        order, tables in name order: concurrent writers never deadlock) with their states read, and
+        what the merge needs (scope) of the stored rows and row tombstones loaded. ``events``: the
+        table's batch in commit log order (``screening`` took them in event-id order)."""
         conn = self.conn
         assert conn is not None
         events, converted = in_order_of(events, screening.good), screening.converted
