@@ -264,26 +264,40 @@ class ClickHouseSink(WarehouseSink):
 
     @in_thread
     def connect(self) -> None:
+        """A new connection, with cdcfast's own tables. An attempt given up before its socket existed
+        (see :meth:`abort`) goes on in its thread until the driver's connect timeout: it works on its
+        own client only, and closes it at the end if a later attempt has replaced it meanwhile (or is
+        closed by the later attempt, if it connected before)."""
         self.checkpoints.clear()
-        self.client = NativeClient.from_url(self.dsn)
-        self.client.connection.client_name = self._client_name
-        self.client.tcp_timeout_seconds = self.tcp_timeout_seconds
-        version = self.client.execute("SELECT version()")[0][0]
+        previous, client = self.client, NativeClient.from_url(self.dsn)
+        self.client = client  # abort() cuts the socket being made
+        if previous is not None:
+            previous.disconnect()
+        client.connection.client_name = self._client_name
+        client.tcp_timeout_seconds = self.tcp_timeout_seconds
+        try:
+            self._set_up(client)
+        finally:
+            if self.client is not client:
+                client.disconnect()
+
+    def _set_up(self, client: NativeClient) -> None:
+        version = client.execute("SELECT version()")[0][0]
         self.features = ClickHouseFeatures.from_version(version)
-        self.client.execute("CREATE DATABASE IF NOT EXISTS cdcfast")
-        self.client.execute(
+        client.execute("CREATE DATABASE IF NOT EXISTS cdcfast")
+        client.execute(
             """CREATE TABLE IF NOT EXISTS cdcfast.dead_letters (
                  event_id UUID, sink String, source String, keyspace String, table String, segment_id Int64,
                  position Int32, reason String, event String, created_at DateTime, replayed UInt8, _version UInt64
                ) ENGINE = ReplacingMergeTree(_version) ORDER BY (sink, event_id)"""
         )
-        self.client.execute(
+        client.execute(
             """CREATE TABLE IF NOT EXISTS cdcfast.checkpoints (
                  source String, sink String, segment_id Int64, position Int32, updated_at DateTime,
                  _version UInt64
                ) ENGINE = ReplacingMergeTree(_version) ORDER BY (source, sink)"""
         )
-        self.client.execute(migrate_clickhouse.REGISTRY_DDL)
+        client.execute(migrate_clickhouse.REGISTRY_DDL)
 
     async def close(self) -> None:
         if self.client is not None:

@@ -40,6 +40,7 @@ from cdcfast.config import ClickHouseSink as ClickHouseSpec
 from cdcfast.config import PipelineConfig, PostgresSink, SourceConfig, TuningConfig
 from cdcfast.events import ChangeEvent
 from cdcfast.log import get_logger
+from cdcfast.sinks import cut
 from cdcfast.sinks.clickhouse import ClickHouseSink
 from cdcfast.sinks.errors import ErrorClass
 from cdcfast.supervisor.messages import EventBatch, schema_fingerprint
@@ -423,3 +424,59 @@ def test_connecting_to_a_server_that_never_answers_is_cut_too(returns_changes, t
     assert CONNECT_CUT in events_logged, events_logged
     assert writer.down is ErrorClass.TRANSIENT, events_logged  # down, probed later: not stuck
     assert seconds < 20, seconds  # the drivers alone wait 300 s (ClickHouse), 60 s (asyncpg)
+
+
+def connections_to(port: int) -> int:
+    """This process's established TCP connections to ``port`` on 127.0.0.1."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = fd.readlink().name
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if state == "01" and inode in inodes and int(remote.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+def test_a_clickhouse_connection_given_up_before_its_socket_exists_gives_way_to_the_next() -> None:
+    """A connection being made to a server that does not answer the handshake (its SYN dropped) has
+    no socket to cut: the writer cancels the attempt (``cut``), and the next one is made. The driver's
+    thread of the first goes on until its connect timeout; when the server answers it meanwhile, that
+    late connection is closed, not kept beside the next attempt's (nor written through)."""
+    if not can_drop_packets():
+        pytest.skip("dropping a connection's packets needs iptables and root")
+    dsn = ensure_services(["clickhouse"])["clickhouse"]
+    port = urlsplit(dsn).port
+    assert port is not None
+    syn = ["-o", "lo", "-p", "tcp", "--dport", str(port), "--syn", "-j", "DROP"]
+
+    async def run() -> None:
+        sink = ClickHouseSink(dsn, name="given-up")
+        subprocess.run(["iptables", "-I", "OUTPUT", *syn], check=True, capture_output=True)
+        try:
+            attempt = asyncio.ensure_future(sink.connect())
+            await asyncio.sleep(0.5)
+            cut(sink, attempt)
+            with pytest.raises(asyncio.CancelledError):
+                await attempt
+        finally:
+            subprocess.run(["iptables", "-D", "OUTPUT", *syn], check=False, capture_output=True)
+        await sink.connect()
+        client = sink.client
+        assert client is not None
+        # The first attempt's SYN is sent again 1 s after the first one and answered now, while the
+        # sink's connection runs a query: the late one must leave that connection alone.
+        assert await asyncio.to_thread(client.execute, "SELECT sleep(3)") == [(0,)]
+        await asyncio.sleep(1)
+        assert connections_to(port) == 1
+        assert sink.client is client
+        assert await sink.checkpoint("node1") is None  # the connection kept works
+        await sink.close()
+        assert connections_to(port) == 0
+
+    asyncio.run(run())
