@@ -14,11 +14,11 @@ import uuid
 import pytest
 from clickhouse_driver import Client
 from clickhouse_driver.errors import TypeMismatchError
-from support.schemas import tables_schema
+from support.schemas import tables_schema, text_insert
 from support.services import ensure_services
 from support.throwaway import made_clickhouse_database
 
-from cdcfast.events import INSERT, Cell, ChangeEvent
+from cdcfast.events import ChangeEvent
 from cdcfast.sinks.clickhouse import ClickHouseSink
 
 pytestmark = pytest.mark.services
@@ -27,19 +27,7 @@ TABLES = ("first", "second", "third")
 
 
 def insert(keyspace: str, table: str, seq: int) -> ChangeEvent:
-    return ChangeEvent(
-        b"",
-        keyspace=keyspace,
-        table=table,
-        op=INSERT,
-        partition_key=[(1).to_bytes(4, "big")],
-        clustering=[seq.to_bytes(4, "big")],
-        ts=TS + seq,
-        liveness_ts=TS + seq,
-        cells=[Cell("a", 0, TS + seq, f"{table} {seq}".encode())],
-        segment_id=1,
-        position=seq,
-    ).with_content_id()
+    return text_insert(keyspace, table, 1, seq, seq, TS + seq)
 
 
 def counts(client: Client, keyspace: str) -> dict[str, tuple[int, int]]:

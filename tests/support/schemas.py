@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from cdcfast.commitlog.schema import Schema, schema_from_rows
+from cdcfast.events import INSERT, Cell, ChangeEvent
 
 
 def one_table_schema(keyspace: str, static: bool = False) -> Schema:
@@ -39,3 +40,21 @@ def tables_schema(keyspace: str, names: tuple[str, ...], static: bool = False) -
         "dropped_columns": [],
     }
     return schema_from_rows(rows, source="test")
+
+
+def text_insert(keyspace: str, table: str, pk: int, seq: int, position: int, ts: int) -> ChangeEvent:
+    """An INSERT into a :func:`tables_schema` table: row (``pk``, ``seq``) with ``a`` set to a text
+    naming it, written at ``ts`` from commit log position ``position`` (segment 1)."""
+    return ChangeEvent(
+        b"",
+        keyspace=keyspace,
+        table=table,
+        op=INSERT,
+        partition_key=[pk.to_bytes(4, "big")],
+        clustering=[seq.to_bytes(4, "big")],
+        ts=ts,
+        liveness_ts=ts,
+        cells=[Cell("a", 0, ts, f"{table} {pk} {seq}".encode())],
+        segment_id=1,
+        position=position,
+    ).with_content_id()
