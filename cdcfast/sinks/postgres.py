@@ -81,6 +81,7 @@ assert _tombstone_kinds is not None  # bytea has an encoder
 TOMBSTONE_KINDS: bytes = _tombstone_kinds
 
 _event_id = attrgetter("event_id")
+_letter_event_id = attrgetter("event.event_id")
 CLOSE_SECONDS = 5.0  # a graceful close waits this long for the server, then the connection is cut
 SETUP_LOCK = "cdcfast setup"  # advisory lock key while creating cdcfast's own schema and tables
 
@@ -554,7 +555,7 @@ class PostgresSink(WarehouseSink):
                     d.reason,
                     d.payload,
                 )
-                for d in dead
+                for d in sorted(dead, key=_letter_event_id)  # event-id order, as the change log (by_event_id)
             ],
         )
         await unless_lost(self.conn, statement)

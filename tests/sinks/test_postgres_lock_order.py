@@ -2,7 +2,8 @@
 
 Writers of replicas apply the same changes, each in its own transactions. Everything a writer locks
 it locks in one order that every writer follows: tables in name order; per table its change-log
-rows in event-id order, then its partitions in key order (a truncation too, before deleting rows).
+rows and dead letters in event-id order, then its partitions in key order (a truncation too, before
+deleting rows).
 Each test makes the crossing that another order would deadlock on, with a third session holding a
 lock until both writers wait: PostgreSQL would end one of them ("deadlock detected").
 """
@@ -24,6 +25,7 @@ from support.sinks import fresh_database
 from cdcfast.commitlog.schema import TableDef
 from cdcfast.events import TRUNCATE, ChangeEvent
 from cdcfast.sinks.merge import partition_key_bytes
+from cdcfast.sinks.poison import DeadLetter
 from cdcfast.sinks.postgres import PostgresSink
 
 pytestmark = pytest.mark.services
@@ -56,14 +58,19 @@ class Scene:
     async def writing(self, sink: PostgresSink, events: list[ChangeEvent], node: str) -> asyncio.Future[None]:
         """``sink`` applying ``events`` as ``node``'s batch, once it waits for a lock (or is done)."""
         write = asyncio.ensure_future(sink.apply(events, self.tables, node, (1, events[-1].position)))
+        await self.waits(sink, write, node)
+        return write
+
+    async def waits(self, sink: PostgresSink, write: asyncio.Future[None], node: str) -> None:
+        """Until ``sink``'s backend waits for a lock (or ``write`` is done)."""
         assert sink.conn is not None
         pid = sink.conn.get_server_pid()
         for _ in range(300):
             if write.done():
-                return write
+                return
             query = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
             if await self.probe.fetchval(query, pid):
-                return write
+                return
             await asyncio.sleep(0.05)
         raise AssertionError(f"{node}'s writer neither waited for a lock nor ended within 15 s")
 
@@ -156,5 +163,28 @@ def test_a_truncation_beside_another_writers_merge_does_not_deadlock() -> None:
             node1 = await s.writing(s.first, [truncation], "node1")
             await s.both_end(node1, node2)
             assert await s.first.checkpoint("node1") == (1, 30) and await s.first.checkpoint("node2") == (1, 41)
+
+    asyncio.run(run())
+
+
+def test_writers_storing_the_same_dead_letters_in_other_orders_do_not_deadlock() -> None:
+    """Dead letters (one row per change and sink) are stored in event-id order too: replicas'
+    writers refusing the same changes store them without waiting for each other in a cycle."""
+
+    async def run() -> None:
+        async with scene(("t1",), stored=False) as s:
+            one, two, held = (DeadLetter(insert(s.keyspace, "t1", pk, pk), "refused") for pk in (1, 2, 3))
+            await s.holder.execute(  # a third writer's letter for ``held``, not committed yet
+                'INSERT INTO cdcfast.dead_letters (event_id, sink, source, keyspace, "table", segment_id, '
+                "position, reason, event) VALUES ($1, 'pg', 'node3', $2, 't1', 1, 3, 'refused', '')",
+                uuid.UUID(bytes=held.event.event_id),
+                s.keyspace,
+            )
+            node1 = asyncio.ensure_future(s.first.store_dead_letters([one, held, two], "node1"))
+            await s.waits(s.first, node1, "node1")
+            node2 = asyncio.ensure_future(s.second.store_dead_letters([two, held, one], "node2"))
+            await s.waits(s.second, node2, "node2")
+            await s.both_end(node1, node2)
+            assert await s.probe.fetchval("SELECT count(*) FROM cdcfast.dead_letters") == 3  # each change once
 
     asyncio.run(run())
