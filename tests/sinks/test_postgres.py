@@ -40,6 +40,14 @@ def c50_events(scratch: Path) -> tuple[Schema, list[ChangeEvent]]:
     return cdc_events(Corpus("c50-v8-lz4", scratch))
 
 
+async def each_change_logged_once(conn: asyncpg.Connection, events: list[ChangeEvent]) -> None:
+    """Each table's change log holds one row per distinct change of ``events``."""
+    expected_ids = Counter((e.keyspace, e.table) for e in {e.event_id: e for e in events}.values())
+    for (ks, name), count in expected_ids.items():
+        n = await conn.fetchval(f'SELECT count(*) FROM "{ks}"."{name}_changes"')
+        assert n == count, f"{ks}.{name}_changes has {n} rows, expected {count}"
+
+
 async def state_of(conn: asyncpg.Connection, sink: PostgresSink, schema: Schema, when: int) -> dict:
     out = {}
     for table in schema.cdc_tables():
@@ -80,10 +88,7 @@ def test_corpus_replay_equals_expected_exactly_once(corpus: Corpus, flavour: str
             if got[table.qualified_name] != want:
                 failures.append(differences(table, got[table.qualified_name], want))
         assert not failures, "\n\n".join(failures)
-        expected_ids = Counter((e.keyspace, e.table) for e in {e.event_id: e for e in events}.values())
-        for (ks, name), count in expected_ids.items():
-            n = await conn.fetchval(f'SELECT count(*) FROM "{ks}"."{name}_changes"')
-            assert n == count, f"{ks}.{name}_changes has {n} rows, expected {count}"
+        await each_change_logged_once(conn, events)
         assert await conn.fetchval("SELECT to_regclass('shop.sessions_changes')") is None
         assert await sink.checkpoint("node1") == (events[-1].segment_id, events[-1].position)
         await sink.close()
@@ -108,17 +113,15 @@ def test_change_log_rows_after_a_duplicate_are_all_written(corpus_scratch) -> No
         await replay(sink, schema, events[4500:], chunk=1500)
         conn = sink.conn
         assert conn is not None
-        expected_ids = Counter((e.keyspace, e.table) for e in {e.event_id: e for e in events}.values())
-        for (ks, name), count in expected_ids.items():
-            n = await conn.fetchval(f'SELECT count(*) FROM "{ks}"."{name}_changes"')
-            assert n == count, f"{ks}.{name}_changes has {n} rows, expected {count}"
+        await each_change_logged_once(conn, events)
         await sink.close()
 
     asyncio.run(run())
 
 
 def test_a_merge_failing_while_the_next_change_log_is_copied_rolls_the_batch_back(
-    corpus_scratch, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    corpus_scratch,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A table's merge is planned while the next table's change log is still being copied
     (``PostgresSink._overlapped``). When planning fails, the COPY is given up with the transaction:
@@ -146,9 +149,7 @@ def test_a_merge_failing_while_the_next_change_log_is_copied_rolls_the_batch_bac
             assert await conn.fetchval(f'SELECT count(*) FROM "{ks}"."{name}_changes"') == 0
         assert await conn.fetchval("SELECT count(*) FROM cdcfast.checkpoints") == 0
         await replay(sink, schema, events, chunk=len(events))
-        expected_ids = Counter((e.keyspace, e.table) for e in {e.event_id: e for e in events}.values())
-        for (ks, name), count in expected_ids.items():
-            assert await conn.fetchval(f'SELECT count(*) FROM "{ks}"."{name}_changes"') == count
+        await each_change_logged_once(conn, events)
         await sink.close()
 
     asyncio.run(run())
