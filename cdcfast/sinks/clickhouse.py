@@ -42,7 +42,7 @@ from cdcfast.sinks import clickhouse_versions as versions
 from cdcfast.sinks import migrate_clickhouse
 from cdcfast.sinks._chnative import change_log_columns
 from cdcfast.sinks.base import WarehouseSink
-from cdcfast.sinks.clickhouse_native import NativeClient, NativeRows
+from cdcfast.sinks.clickhouse_native import NativeClient, NativeColumns, NativeRows
 from cdcfast.sinks.clickhouse_sql import ident, literal, qualified
 from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
 from cdcfast.sinks.errors import WritersKeptRacing
@@ -613,7 +613,7 @@ class ClickHouseSink(WarehouseSink):
         if rows:
             client.execute(
                 f"INSERT INTO {writer.rows} ({', '.join(ident(c) for c in writer.row_columns)}) VALUES",
-                list(map(list, zip(*rows))),
+                NativeColumns(map(list, zip(*rows))),
                 columnar=True,
             )
         partitions = [(p.pk_bytes, p.state, version, writer_name) for p in plans if p.state is not None]

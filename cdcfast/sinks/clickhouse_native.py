@@ -1,25 +1,36 @@
 """Inserts whose columns cdcfast encodes itself, through clickhouse-driver's connection.
 
 clickhouse-driver sends an insert as: the query, the server's answer with the table's columns (the
-sample block), data blocks, an empty block. :class:`NativeClient` sends a :class:`NativeRows`
-insert's data block from columns already in Native format (:mod:`cdcfast.sinks._chnative`), when
-the server's column types are the ones they were encoded for; otherwise (a table altered by hand,
-a value the encoding refuses) the driver encodes the rows itself, as for any insert.
+sample block), data blocks, an empty block. :class:`NativeClient` sends the data block of
+
+* a :class:`NativeRows` insert (change logs) from columns already in Native format
+  (:mod:`cdcfast.sinks._chnative`), when the server's column types are the ones they were encoded
+  for;
+* a :class:`NativeColumns` insert (state rows) column by column, each encoded for the type the
+  server gives it: by :func:`cdcfast.sinks._chnative.encode_column` where it knows the type, by the
+  driver's own column writer for the others.
+
+Otherwise (a table altered by hand, a value the encoding refuses) the driver encodes the whole
+insert itself, as for any insert.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from clickhouse_driver import Client, defines
 from clickhouse_driver.block import BlockInfo, ColumnOrientedBlock
+from clickhouse_driver.columns.service import write_column
 from clickhouse_driver.protocol import ClientPacketTypes
 from clickhouse_driver.varint import write_varint
 from clickhouse_driver.writer import write_binary_str, write_binary_uint8
 
+from cdcfast.sinks._chnative import encode_column
 from cdcfast.sinks.tcp import give_up_unacknowledged
+
+REFUSED = (OverflowError, TypeError, ValueError)  # a value cdcfast's encoding does not take: the driver's turn
 
 
 class NativeRows(list):
@@ -38,6 +49,11 @@ class NativeRows(list):
         self.types, self.encode, self.columnar = types, encode, columnar
 
 
+class NativeColumns(list):
+    """A columnar insert's columns (a list of lists, as ``Client.execute(..., columnar=True)`` takes
+    them), each encoded for the type the server gives it."""
+
+
 class NativeClient(Client):
     """A clickhouse-driver client that sends :class:`NativeRows` from their own encoding, and whose
     sockets give up on a server that acknowledges nothing for ``tcp_timeout_seconds``."""
@@ -54,25 +70,59 @@ class NativeClient(Client):
             self._guarded = sock
 
     def send_data(self, sample_block: Any, data: Any, types_check: bool = False, columnar: bool = False) -> int:
-        if not isinstance(data, NativeRows):
-            return super().send_data(sample_block, data, types_check=types_check, columnar=columnar)
+        if isinstance(data, NativeRows):
+            return self._send_rows(sample_block, data, types_check)
+        if isinstance(data, NativeColumns):
+            return self._send_state_columns(sample_block, data, types_check)
+        return super().send_data(sample_block, data, types_check=types_check, columnar=columnar)
+
+    def _send_rows(self, sample_block: Any, data: NativeRows, types_check: bool) -> int:
         rows = list(data)
         columns = None
         if [t for _, t in sample_block.columns_with_types] == data.types:
             try:
                 columns = data.encode(rows)
-            except (OverflowError, TypeError, ValueError):
+            except REFUSED:
                 columns = None  # the driver's own encoding says what is wrong with the value
         if columns is None:
             return super().send_data(sample_block, data.columnar(rows), types_check=types_check, columnar=True)
-        self._send_columns(sample_block.columns_with_types, columns, len(rows))
+        return self._send_block(sample_block.columns_with_types, columns, len(rows))
+
+    def _send_state_columns(self, sample_block: Any, data: NativeColumns, types_check: bool) -> int:
+        names_and_types = sample_block.columns_with_types
+        columns: list[bytes | list[Any]] | None = None
+        if len(names_and_types) == len(data):
+            try:
+                columns = [_encoded_or_as_is(type_, column) for (_, type_), column in zip(names_and_types, data)]
+            except REFUSED:
+                columns = None  # the driver's own encoding says what is wrong with the value
+        if columns is None:
+            return super().send_data(sample_block, list(data), types_check=types_check, columnar=True)
+        return self._send_block(names_and_types, columns, len(data[0]) if data else 0, types_check)
+
+    def _send_block(
+        self,
+        names_and_types: list[tuple[str, str]],
+        columns: Sequence[bytes | list[Any]],
+        count: int,
+        types_check: bool = False,
+    ) -> int:
+        """The data block, then the empty block that ends the insert's data."""
+        self._send_columns(names_and_types, columns, count, types_check)
         self.receive_profile_events()
         self.connection.send_data(ColumnOrientedBlock())  # an empty block: the end of the data
         self.receive_profile_events()
-        return len(rows)
+        return count
 
-    def _send_columns(self, names_and_types: list[tuple[str, str]], columns: list[bytes], count: int) -> None:
-        """One data packet, as ``Connection.send_data`` and ``BlockOutputStream.write`` send a block."""
+    def _send_columns(
+        self,
+        names_and_types: list[tuple[str, str]],
+        columns: Sequence[bytes | list[Any]],
+        count: int,
+        types_check: bool,
+    ) -> None:
+        """One data packet, as ``Connection.send_data`` and ``BlockOutputStream.write`` send a block:
+        each column as its Native bytes, or (a list of values) written by the driver's column writer."""
         connection = self.connection
         revision = connection.server_info.used_revision
         write_varint(ClientPacketTypes.DATA, connection.fout)
@@ -88,5 +138,14 @@ class NativeClient(Client):
             write_binary_str(type_, out)
             if revision >= defines.DBMS_MIN_REVISION_WITH_CUSTOM_SERIALIZATION:
                 write_binary_uint8(0, out)  # no custom serialization
-            out.write(column)
+            if isinstance(column, bytes):
+                out.write(column)
+            else:
+                write_column(connection.context, name, type_, column, out, types_check=types_check)
         connection.block_out.finalize()
+
+
+def _encoded_or_as_is(type_: str, values: list[Any]) -> bytes | list[Any]:
+    """A column's Native bytes, or its values when cdcfast does not encode ``type_``."""
+    encoded = encode_column(type_, values)
+    return values if encoded is None else encoded
