@@ -54,6 +54,8 @@ from cdcfast.sinks.truncation import state_work
 from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
 
 P = ParamSpec("P")
+# A table's batch screened (TableCodec.screen): storable events, change-log rows, dead letters, conversions.
+Screened = tuple[list[ChangeEvent], list[Any], list[DeadLetter], Converted]
 R = TypeVar("R")
 PROBE_SECONDS = 10  # a question about the server's running queries gets this long to connect and answer
 SETTLE_ROUNDS = 20  # reads after writing while other writers change the same rows (then: an error, applied again)
@@ -257,7 +259,7 @@ class ClickHouseSink(WarehouseSink):
         super().__init__(name, dropped_columns, auto_migrate, tcp_timeout_seconds)
         self.dsn = dsn
         self.mappings = mappings or load_mappings()
-        self.client: Client | None = None
+        self.client: NativeClient | None = None
         self.features: ClickHouseFeatures | None = None
         self.writers: dict[tuple[str, str], TableWriter] = {}
         self.checkpoints: dict[str, tuple[int, int] | None] = {}  # per source, as last read or written
@@ -544,8 +546,17 @@ class ClickHouseSink(WarehouseSink):
         # runs beside the node's own writer, so it keeps versions of its own.
         writer_name = source if position is not None else f"{source} (dlq replay)"
         with collector_paused():
+            settle: Callable[[], None] | None = None
             for key, table_events in groups.items():
-                self._apply_table(self.writers[key], table_events, source, writer_name)
+                writer = self.writers[key]
+                # Screened while the server stores the previous table's state (not waited on yet).
+                screening = writer.codec.screen(table_events, source, change_fields)
+                if settle is not None:
+                    settle()  # hears the server's answer first: a refused write stops here
+                settle = self._apply_table(writer, screening, source, writer_name)
+            if settle is not None:
+                settle()
+        self.client.acknowledged()
         if position is None:  # a dead-letter replay moves no checkpoint
             return
         # The stored checkpoint is read once per source; after that this writer is the one moving it.
@@ -557,32 +568,38 @@ class ClickHouseSink(WarehouseSink):
             )
             self.checkpoints[source] = position
 
-    def _apply_table(self, writer: TableWriter, events: list[ChangeEvent], source: str, writer_name: str) -> None:
+    def _apply_table(
+        self, writer: TableWriter, screening: Screened, source: str, writer_name: str
+    ) -> Callable[[], None] | None:
+        """Write one table's screened batch: its change log, its merged rows and partition states.
+        The server's answer to the last insert is left unheard: the caller screens the next table
+        meanwhile, then calls what this returns (the batch's settling, see :meth:`_settle`)."""
         client = self.client
         assert client is not None
-        events, changes, dead, converted = writer.codec.screen(events, source, change_fields)
+        events, changes, dead, converted = screening
         if dead:
             self._dead_letters(dead, source, replayed=0)
         if not events:
-            return
-        client.execute(
-            f"INSERT INTO {writer.changes} ({', '.join(CHANGE_LOG_COLUMNS)}) VALUES", change_log_rows(changes)
-        )
+            return None
+        insert_changes = f"INSERT INTO {writer.changes} ({', '.join(CHANGE_LOG_COLUMNS)}) VALUES"
         work = state_work(events)
         generation = None  # the current one: read with the states
         if work.truncation is not None:
+            client.execute(insert_changes, change_log_rows(changes))  # the truncation's own row first
             generation = self._truncate(writer, work.truncation, source)
             events = writer.codec.screen(work.events, source, change_fields)[0]  # raced ones: screened again
             if not events:
-                return
+                return None
         keys = batch_keys(events)  # each partition's and row's key, encoded once for the batch
         whole, row_keys = scope(writer.table, events, keys)
         batch = versions.Scope(keys.partitions, [keys.pk_bytes[pk] for pk in whole], row_keys)
         snapshot = versions.read(client, writer.state, batch, generation)
         generation = snapshot.generation
+        if work.truncation is None:  # stored while the merge is planned
+            client.insert_unacknowledged(insert_changes, change_log_rows(changes))
         plans = plan(writer.table, snapshot.stored, events, keys)
         self._store(writer, plans, converted, snapshot, generation, writer_name)
-        self._settle(writer, batch, snapshot, converted, generation, writer_name)
+        return functools.partial(self._settle, writer, batch, snapshot, converted, generation, writer_name)
 
     def _store(
         self,
@@ -610,15 +627,20 @@ class ClickHouseSink(WarehouseSink):
                 rows.append((*empty, key, p.pk_bytes, 0, 0, blob, *mine))
             for key in p.gone:  # e.g. a static-only row once a row shows
                 rows.append((*empty, key, p.pk_bytes, 0, 0, b"", *mine))
+        # Each insert's answer is heard before the next statement (NativeClient.insert_unacknowledged):
+        # the rows last, so that the server stores them while the caller screens the next table.
+        # Either order leaves a crash in between to the rows' _basis (stale rows are written again).
+        partitions = [(p.pk_bytes, p.state, version, writer_name) for p in plans if p.state is not None]
+        if partitions:
+            client.insert_unacknowledged(
+                f"INSERT INTO {writer.partitions} (_pk, _state, _version, _source) VALUES", partitions
+            )
         if rows:
-            client.execute(
+            client.insert_unacknowledged(
                 f"INSERT INTO {writer.rows} ({', '.join(ident(c) for c in writer.row_columns)}) VALUES",
                 NativeColumns(map(list, zip(*rows))),
                 columnar=True,
             )
-        partitions = [(p.pk_bytes, p.state, version, writer_name) for p in plans if p.state is not None]
-        if partitions:
-            client.execute(f"INSERT INTO {writer.partitions} (_pk, _state, _version, _source) VALUES", partitions)
 
     def _settle(
         self,

@@ -55,14 +55,54 @@ class NativeColumns(list):
 
 
 class NativeClient(Client):
-    """A clickhouse-driver client that sends :class:`NativeRows` from their own encoding, and whose
-    sockets give up on a server that acknowledges nothing for ``tcp_timeout_seconds``."""
+    """A clickhouse-driver client that sends :class:`NativeRows` and :class:`NativeColumns` from
+    cdcfast's own encoding, that can leave an insert's end unheard until its next statement
+    (:meth:`insert_unacknowledged`), and whose sockets give up on a server that acknowledges nothing
+    for ``tcp_timeout_seconds``."""
 
     tcp_timeout_seconds: float | None = None
     _guarded: socket.socket | None = None
+    _leave_end_unheard: str | None = None  # the insert_unacknowledged running
+    _unheard: str | None = None  # the insert whose end the server has not been heard on yet
+
+    def insert_unacknowledged(self, query: str, data: Any, columnar: bool = False) -> int:
+        """``execute(query, data)`` for an insert, returning once its data is sent, before the server
+        reports it stored: the caller goes on with its own work while the server stores the rows.
+        The server's answer is heard before this client's next statement, or by :meth:`acknowledged`;
+        a refusal raises there (the server's error), and that statement is not sent."""
+        self._leave_end_unheard = query
+        try:
+            return self.execute(query, data, columnar=columnar)
+        finally:
+            self._leave_end_unheard = None
+
+    def receive_end_of_insert_query(self) -> None:
+        if self._leave_end_unheard is not None:
+            self._unheard = self._leave_end_unheard
+            return
+        super().receive_end_of_insert_query()
+
+    def acknowledged(self) -> None:
+        """Wait for the server's answer to the insert left unacknowledged, if any; raise its error if
+        it refused the insert (the connection is closed then: what follows on it is unknown)."""
+        if self._unheard is None:
+            return
+        query, self._unheard = self._unheard, None
+        try:
+            super().receive_end_of_insert_query()
+        except BaseException as exc:
+            self.disconnect()
+            exc.add_note(f"(the server's answer to {query})")
+            raise
+
+    def disconnect_connection(self) -> None:
+        self._unheard = None  # a closed connection brings no answer
+        super().disconnect_connection()
 
     def establish_connection(self, settings: Any) -> None:
-        """Before each query: the driver (re)connects here, after a failed ping too."""
+        """Before each query: the last insert's answer first, then the driver (re)connects here,
+        after a failed ping too."""
+        self.acknowledged()
         super().establish_connection(settings)
         sock = self.connection.socket
         if self.tcp_timeout_seconds is not None and sock is not None and sock is not self._guarded:

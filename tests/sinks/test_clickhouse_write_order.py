@@ -1,9 +1,11 @@
 """The ClickHouse writer's writes stay in order (a real 18.16 server).
 
-The writer sends a table's change log, then its state, then the next table's change log and so on.
-A write the server refuses stops the writes after it: a refused state write of one table leaves
-every later table of the batch untouched, and the error is the server's own (the writer's isolation
-of poison relies on both: a change it dead-letters must have no effect).
+The writer sends a table's change log, then its state (partition states, then rows), then the next
+table's change log and so on. A write the server refuses stops the writes after it, also when the
+server refuses it after taking its data (the writer does not wait for that answer before preparing
+its next write, only before sending it): a refused state write of one table leaves every later table
+of the batch untouched, and the error is the server's own (the writer's isolation of poison relies
+on both: a change it dead-letters must have no effect).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import uuid
 
 import pytest
 from clickhouse_driver import Client
-from clickhouse_driver.errors import TypeMismatchError
+from clickhouse_driver.errors import ServerException, TypeMismatchError
 from support.schemas import tables_schema, text_insert
 from support.services import ensure_services
 from support.throwaway import made_clickhouse_database
 
-from cdcfast.events import ChangeEvent
+from cdcfast.events import PARTITION_DELETE, ChangeEvent
 from cdcfast.sinks.clickhouse import ClickHouseSink
 
 pytestmark = pytest.mark.services
@@ -68,3 +70,61 @@ def test_a_refused_state_write_stops_the_later_tables_writes() -> None:
         await sink.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("refusing", ["second_changes", "second__rows", "second__partitions"])
+def test_a_write_the_server_refuses_stops_the_later_writes(refusing: str) -> None:
+    """The server refuses a write after taking its data (a materialized view fails on it): the
+    writer learns it before its next write (it may prepare the next table's rows meanwhile), and
+    writes nothing after it, neither of this table nor of later ones."""
+    dsn = ensure_services(["clickhouse"])["clickhouse"]
+    keyspace = "fr_" + uuid.uuid4().hex[:10]
+    made_clickhouse_database(dsn, keyspace)
+    schema = tables_schema(keyspace, TABLES)
+    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
+    client = Client.from_url(dsn)
+    # each table: three rows, and a partition deleted (a partition state to write)
+    events = [e for t in TABLES for e in [*(insert(keyspace, t, seq) for seq in range(1, 4)), deletion(keyspace, t)]]
+    order = [f"{t}{suffix}" for t in TABLES for suffix in ("_changes", "__partitions", "__rows")]  # as written
+
+    async def run() -> None:
+        sink = ClickHouseSink(dsn)
+        await sink.connect()
+        await sink.prepare(schema)
+        client.execute(
+            f"CREATE MATERIALIZED VIEW `{keyspace}`.refuse ENGINE = Memory AS "
+            f"SELECT throwIf(rand() + 1 > 0) AS refused FROM `{keyspace}`.`{refusing}`"
+        )
+        with pytest.raises(ServerException, match="throwIf"):
+            await sink.apply(events, tables, keyspace, (1, 9))
+        later = order[order.index(refusing) + 1 :]
+        assert all(rows(client, keyspace, table) == 0 for table in later), {t: rows(client, keyspace, t) for t in later}
+        assert await sink.checkpoint(keyspace) is None
+        client.execute(f"DROP TABLE `{keyspace}`.refuse")
+        await sink.apply(events, tables, keyspace, (1, 9))  # applied again: all of it, once
+        assert counts(client, keyspace) == {t: (4, 3) for t in TABLES}
+        assert all(rows(client, keyspace, f"{t}__partitions") == 1 for t in TABLES)
+        assert await sink.checkpoint(keyspace) == (1, 9)
+        await sink.close()
+
+    asyncio.run(run())
+
+
+def deletion(keyspace: str, table: str) -> ChangeEvent:
+    return ChangeEvent(
+        b"",
+        keyspace=keyspace,
+        table=table,
+        op=PARTITION_DELETE,
+        partition_key=[(2).to_bytes(4, "big")],
+        clustering=[],
+        ts=TS + 10,
+        deletion_ts=TS + 10,
+        deletion_time=1_700_000_000,
+        segment_id=1,
+        position=10,
+    ).with_content_id()
+
+
+def rows(client: Client, keyspace: str, table: str) -> int:
+    return client.execute(f"SELECT count() FROM `{keyspace}`.`{table}`")[0][0]
