@@ -128,3 +128,38 @@ def deletion(keyspace: str, table: str) -> ChangeEvent:
 
 def rows(client: Client, keyspace: str, table: str) -> int:
     return client.execute(f"SELECT count() FROM `{keyspace}`.`{table}`")[0][0]
+
+
+def test_partition_states_stored_without_their_rows_are_made_right_by_the_replay() -> None:
+    """A partition deletion's state stored, the rows it hides refused (as a crash between the two
+    would leave them): applying the batch again hides the rows."""
+    dsn = ensure_services(["clickhouse"])["clickhouse"]
+    keyspace = "fp_" + uuid.uuid4().hex[:10]
+    made_clickhouse_database(dsn, keyspace)
+    schema = tables_schema(keyspace, ("first",))
+    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
+    client = Client.from_url(dsn)
+    rows_of_2 = [text_insert(keyspace, "first", 2, seq, seq, TS + seq) for seq in range(1, 4)]
+
+    def shown() -> list[tuple]:
+        return client.execute(f"SELECT id, seq FROM `{keyspace}`.first ORDER BY id, seq")
+
+    async def run() -> None:
+        sink = ClickHouseSink(dsn)
+        await sink.connect()
+        await sink.prepare(schema)
+        await sink.apply(rows_of_2, tables, keyspace, (1, 5))
+        assert shown() == [(2, 1), (2, 2), (2, 3)]
+        client.execute(
+            f"CREATE MATERIALIZED VIEW `{keyspace}`.refuse ENGINE = Memory AS "
+            f"SELECT throwIf(rand() + 1 > 0) AS refused FROM `{keyspace}`.first__rows"
+        )
+        with pytest.raises(ServerException, match="throwIf"):
+            await sink.apply([deletion(keyspace, "first")], tables, keyspace, (1, 10))
+        assert rows(client, keyspace, "first__partitions") == 1  # the deletion's state is stored
+        client.execute(f"DROP TABLE `{keyspace}`.refuse")
+        await sink.apply([deletion(keyspace, "first")], tables, keyspace, (1, 10))
+        assert shown() == []
+        await sink.close()
+
+    asyncio.run(run())
