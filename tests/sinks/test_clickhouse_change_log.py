@@ -8,20 +8,15 @@ encoding instead).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
 import msgspec
 import pytest
-from clickhouse_driver import Client
-from support.schemas import one_table_schema
-from support.services import ensure_services
-from support.throwaway import made_clickhouse_database
+from support.clickhouse_tables import ThrowawayTables
 
 from cdcfast.events import DELETE, INSERT, PARTITION_DELETE, RANGE_DELETE, UPDATE, Cell, ChangeEvent
 from cdcfast.sinks import clickhouse
-from cdcfast.sinks.clickhouse import ClickHouseSink
 
 pytestmark = pytest.mark.services
 TS = 1_700_000_000_123_456  # µs: 2023-11-14T22:13:20.123456Z
@@ -57,13 +52,9 @@ EVENTS = [
 ]
 
 
-class ChangeLog:
+class ChangeLog(ThrowawayTables):
     def __init__(self) -> None:
-        self.dsn = ensure_services(["clickhouse"])["clickhouse"]
-        self.keyspace = "cl_" + uuid.uuid4().hex[:10]
-        made_clickhouse_database(self.dsn, self.keyspace)
-        self.schema = one_table_schema(self.keyspace)
-        self.client = Client.from_url(self.dsn)
+        super().__init__("cl_")
         self.events = [
             e.__class__(
                 **{**{f: getattr(e, f) for f in e.__struct_fields__}, "keyspace": self.keyspace}
@@ -72,17 +63,7 @@ class ChangeLog:
         ]
 
     def apply(self, source: str, before_writing=None) -> None:
-        async def run() -> None:
-            sink = ClickHouseSink(self.dsn)
-            await sink.connect()
-            await sink.prepare(self.schema)
-            if before_writing is not None:
-                before_writing()
-            tables = {(t.keyspace, t.name): t for t in self.schema.tables.values()}
-            await sink.apply(self.events, tables, source, (1, 1))
-            await sink.close()
-
-        asyncio.run(run())
+        self.write(self.events, source, (1, 1), before_writing)
 
     def rows(self) -> list[tuple]:
         return self.client.execute(

@@ -10,15 +10,10 @@ columns for the rows they hold.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import uuid
 
 import pytest
-from clickhouse_driver import Client
-from support.schemas import one_table_schema
-from support.services import ensure_services
-from support.throwaway import made_clickhouse_database
+from support.clickhouse_tables import ThrowawayTables
 
 from cdcfast.events import UPDATE, Cell, ChangeEvent
 from cdcfast.sinks.clickhouse import ClickHouseSink
@@ -41,26 +36,12 @@ EVENTS = [
 ]
 
 
-class Table:
+class Table(ThrowawayTables):
     def __init__(self) -> None:
-        self.dsn = ensure_services(["clickhouse"])["clickhouse"]
-        self.keyspace = "ttl_" + uuid.uuid4().hex[:10]
-        made_clickhouse_database(self.dsn, self.keyspace)
-        self.schema = one_table_schema(self.keyspace)
-        self.client = Client.from_url(self.dsn)
+        super().__init__("ttl_")
 
     def apply(self, events: list[ChangeEvent]) -> ClickHouseSink:
-        async def run() -> ClickHouseSink:
-            sink = ClickHouseSink(self.dsn)
-            await sink.connect()
-            await sink.prepare(self.schema)
-            if events:
-                tables = {(t.keyspace, t.name): t for t in self.schema.tables.values()}
-                await sink.apply(events, tables, "node1", (1, len(events)))
-            await sink.close()
-            return sink
-
-        return asyncio.run(run())
+        return self.write(events, "node1", (1, len(events)))
 
     def state(self, sink: ClickHouseSink, moment: int) -> list[tuple]:
         writer = sink.writers[(self.keyspace, "t")]

@@ -10,7 +10,6 @@ differently.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import uuid
 from collections.abc import Callable
@@ -23,14 +22,12 @@ from clickhouse_driver.bufferedwriter import BufferedSocketWriter
 from clickhouse_driver.columns.service import write_column
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.schemas import one_table_schema, text_insert
-from support.services import ensure_services
-from support.throwaway import made_clickhouse_database
+from support.clickhouse_tables import ThrowawayTables
+from support.schemas import text_insert
 
 from cdcfast.events import Cell, ChangeEvent
 from cdcfast.sinks import clickhouse_native
 from cdcfast.sinks._chnative import encode_column
-from cdcfast.sinks.clickhouse import ClickHouseSink
 from cdcfast.sinks.clickhouse_native import NativeClient, NativeColumns
 
 FALLBACK = (OverflowError, TypeError, ValueError)  # what makes the writer hand the insert to the driver
@@ -210,31 +207,15 @@ class DriverEncodings:
         return [names for names in self.inserts if "_basis" in names]
 
 
-class StateTable:
-    """``one_table_schema``'s table in a throwaway ClickHouse database, written by a ClickHouseSink."""
+class StateTable(ThrowawayTables):
+    """``one_table_schema``'s table, written by a ClickHouseSink."""
 
     def __init__(self) -> None:
-        self.dsn = ensure_services(["clickhouse"])["clickhouse"]
-        self.keyspace = "nc_" + uuid.uuid4().hex[:10]
-        made_clickhouse_database(self.dsn, self.keyspace)
-        self.schema = one_table_schema(self.keyspace)
-        self.client = Client.from_url(self.dsn)
+        super().__init__("nc_")
 
-    def write(self, texts: list[str], before_writing: Callable[[], Any] | None = None) -> None:
+    def write_texts(self, texts: list[str], before_writing: Callable[[], Any] | None = None) -> None:
         events = [text_insert(self.keyspace, "t", 1, seq, 100 + seq, TS + seq) for seq in range(len(texts))]
-        events = [replace_text(e, text) for e, text in zip(events, texts)]
-
-        async def run() -> None:
-            sink = ClickHouseSink(self.dsn)
-            await sink.connect()
-            await sink.prepare(self.schema)
-            if before_writing is not None:
-                before_writing()
-            tables = {(t.keyspace, t.name): t for t in self.schema.tables.values()}
-            await sink.apply(events, tables, "n1", (1, 1000))
-            await sink.close()
-
-        asyncio.run(run())
+        self.write([replace_text(e, text) for e, text in zip(events, texts)], "n1", (1, 1000), before_writing)
 
     def alter(self, column: str, type_: str) -> None:
         self.client.execute(f"ALTER TABLE `{self.keyspace}`.t__rows MODIFY COLUMN {column} {type_}")
@@ -254,7 +235,7 @@ def replace_text(event: ChangeEvent, text: str) -> ChangeEvent:
 def test_state_rows_are_stored_from_cdcfast_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
     table = StateTable()
     driver = DriverEncodings(monkeypatch)
-    table.write(["é€😀", "", "x" * 300])
+    table.write_texts(["é€😀", "", "x" * 300])
     assert table.rows() == [(1, 0, "é€😀", None, None), (1, 1, "", None, None), (1, 2, "x" * 300, None, None)]
     assert driver.state_inserts() == [] and driver.columns == []  # every state column encoded by cdcfast
 
@@ -265,7 +246,7 @@ def test_a_state_column_of_a_type_cdcfast_does_not_encode_is_written_by_the_driv
 ) -> None:
     table = StateTable()
     driver = DriverEncodings(monkeypatch)
-    table.write(["one", "two"], before_writing=lambda: table.alter("b", "Nullable(FixedString(8))"))
+    table.write_texts(["one", "two"], before_writing=lambda: table.alter("b", "Nullable(FixedString(8))"))
     assert table.rows() == [(1, 0, "one", None, None), (1, 1, "two", None, None)]
     assert driver.state_inserts() == [] and driver.columns == ["Nullable(FixedString(8))"]
 

@@ -11,14 +11,12 @@ on both: a change it dead-letters must have no effect).
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from clickhouse_driver import Client
 from clickhouse_driver.errors import ServerException, TypeMismatchError
-from support.schemas import tables_schema, text_insert
-from support.services import ensure_services
-from support.throwaway import made_clickhouse_database
+from support.clickhouse_tables import ThrowawayTables
+from support.schemas import text_insert
 
 from cdcfast.events import PARTITION_DELETE, ChangeEvent
 from cdcfast.sinks.clickhouse import ClickHouseSink
@@ -44,12 +42,8 @@ def counts(client: Client, keyspace: str) -> dict[str, tuple[int, int]]:
 
 
 def test_a_refused_state_write_stops_the_later_tables_writes() -> None:
-    dsn = ensure_services(["clickhouse"])["clickhouse"]
-    keyspace = "fx_" + uuid.uuid4().hex[:10]
-    made_clickhouse_database(dsn, keyspace)
-    schema = tables_schema(keyspace, TABLES)
-    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
-    client = Client.from_url(dsn)
+    db = ThrowawayTables("fx_", TABLES)
+    dsn, keyspace, schema, tables, client = db.dsn, db.keyspace, db.schema, db.tables, db.client
     events = [insert(keyspace, t, seq) for t in TABLES for seq in range(1, 4)]
 
     async def run() -> None:
@@ -77,12 +71,8 @@ def test_a_write_the_server_refuses_stops_the_later_writes(refusing: str) -> Non
     """The server refuses a write after taking its data (a materialized view fails on it): the
     writer learns it before its next write (it may prepare the next table's rows meanwhile), and
     writes nothing after it, neither of this table nor of later ones."""
-    dsn = ensure_services(["clickhouse"])["clickhouse"]
-    keyspace = "fr_" + uuid.uuid4().hex[:10]
-    made_clickhouse_database(dsn, keyspace)
-    schema = tables_schema(keyspace, TABLES)
-    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
-    client = Client.from_url(dsn)
+    db = ThrowawayTables("fr_", TABLES)
+    dsn, keyspace, schema, tables, client = db.dsn, db.keyspace, db.schema, db.tables, db.client
     # each table: three rows, and a partition deleted (a partition state to write)
     events = [e for t in TABLES for e in [*(insert(keyspace, t, seq) for seq in range(1, 4)), deletion(keyspace, t)]]
     order = [f"{t}{suffix}" for t in TABLES for suffix in ("_changes", "__partitions", "__rows")]  # as written
@@ -91,10 +81,7 @@ def test_a_write_the_server_refuses_stops_the_later_writes(refusing: str) -> Non
         sink = ClickHouseSink(dsn)
         await sink.connect()
         await sink.prepare(schema)
-        client.execute(
-            f"CREATE MATERIALIZED VIEW `{keyspace}`.refuse ENGINE = Memory AS "
-            f"SELECT throwIf(rand() + 1 > 0) AS refused FROM `{keyspace}`.`{refusing}`"
-        )
+        db.refuse_writes_to(refusing)
         with pytest.raises(ServerException, match="throwIf"):
             await sink.apply(events, tables, keyspace, (1, 9))
         later = order[order.index(refusing) + 1 :]
@@ -133,12 +120,8 @@ def rows(client: Client, keyspace: str, table: str) -> int:
 def test_partition_states_stored_without_their_rows_are_made_right_by_the_replay() -> None:
     """A partition deletion's state stored, the rows it hides refused (as a crash between the two
     would leave them): applying the batch again hides the rows."""
-    dsn = ensure_services(["clickhouse"])["clickhouse"]
-    keyspace = "fp_" + uuid.uuid4().hex[:10]
-    made_clickhouse_database(dsn, keyspace)
-    schema = tables_schema(keyspace, ("first",))
-    tables = {(t.keyspace, t.name): t for t in schema.tables.values()}
-    client = Client.from_url(dsn)
+    db = ThrowawayTables("fp_", ("first",))
+    dsn, keyspace, schema, tables, client = db.dsn, db.keyspace, db.schema, db.tables, db.client
     rows_of_2 = [text_insert(keyspace, "first", 2, seq, seq, TS + seq) for seq in range(1, 4)]
 
     def shown() -> list[tuple]:
@@ -150,10 +133,7 @@ def test_partition_states_stored_without_their_rows_are_made_right_by_the_replay
         await sink.prepare(schema)
         await sink.apply(rows_of_2, tables, keyspace, (1, 5))
         assert shown() == [(2, 1), (2, 2), (2, 3)]
-        client.execute(
-            f"CREATE MATERIALIZED VIEW `{keyspace}`.refuse ENGINE = Memory AS "
-            f"SELECT throwIf(rand() + 1 > 0) AS refused FROM `{keyspace}`.first__rows"
-        )
+        db.refuse_writes_to("first__rows")
         with pytest.raises(ServerException, match="throwIf"):
             await sink.apply([deletion(keyspace, "first")], tables, keyspace, (1, 10))
         assert rows(client, keyspace, "first__partitions") == 1  # the deletion's state is stored
