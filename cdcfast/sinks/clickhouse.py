@@ -54,9 +54,9 @@ from cdcfast.sinks.truncation import state_work
 from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappings, convert_cell, load_mappings
 
 P = ParamSpec("P")
+R = TypeVar("R")
 # A table's batch screened (TableCodec.screen): storable events, change-log rows, dead letters, conversions.
 Screened = tuple[list[ChangeEvent], list[Any], list[DeadLetter], Converted]
-R = TypeVar("R")
 PROBE_SECONDS = 10  # a question about the server's running queries gets this long to connect and answer
 SETTLE_ROUNDS = 20  # reads after writing while other writers change the same rows (then: an error, applied again)
 # Rows per mark of the state tables' sparse index. Every write reads the stored versions of the
@@ -535,7 +535,8 @@ class ClickHouseSink(WarehouseSink):
         """Write ``events``, then move the checkpoint to ``position`` (data first: see the module doc).
         In a thread: the driver blocks, and the event loop stays free to watch a write that does not
         finish (:meth:`waiting_on`, :meth:`abort`)."""
-        assert self.client is not None
+        client = self.client
+        assert client is not None
         groups = by_table(events)
         for key in groups:
             self.prepare_table(tables[key])
@@ -545,24 +546,28 @@ class ClickHouseSink(WarehouseSink):
         # The writer whose versions of the rows these are (clickhouse_versions): a dead-letter replay
         # runs beside the node's own writer, so it keeps versions of its own.
         writer_name = source if position is not None else f"{source} (dlq replay)"
-        with collector_paused():
-            settle: Callable[[], None] | None = None
-            for key, table_events in groups.items():
-                writer = self.writers[key]
-                # Screened while the server stores the previous table's state (not waited on yet).
-                screening = writer.codec.screen(table_events, source, change_fields)
+        try:
+            with collector_paused():
+                settle: Callable[[], None] | None = None
+                for key, table_events in groups.items():
+                    writer = self.writers[key]
+                    # Screened while the server stores the previous table's state (not waited on yet).
+                    screening = writer.codec.screen(table_events, source, change_fields)
+                    if settle is not None:
+                        settle()  # hears the server's answer first: a refused write stops here
+                    settle = self._apply_table(writer, screening, source, writer_name)
                 if settle is not None:
-                    settle()  # hears the server's answer first: a refused write stops here
-                settle = self._apply_table(writer, screening, source, writer_name)
-            if settle is not None:
-                settle()
-        self.client.acknowledged()
+                    settle()
+            client.acknowledged()
+        except BaseException:
+            client.abandon_unacknowledged()  # the next batch starts clean (this one failed anyway)
+            raise
         if position is None:  # a dead-letter replay moves no checkpoint
             return
         # The stored checkpoint is read once per source; after that this writer is the one moving it.
         current = self.checkpoints[source] if source in self.checkpoints else self._read_checkpoint(source)
         if current is None or current < position:
-            self.client.execute(
+            client.execute(
                 "INSERT INTO cdcfast.checkpoints (source, sink, segment_id, position, updated_at, _version) VALUES",
                 [(source, self.name, position[0], position[1], int(time.time()), time.time_ns())],
             )

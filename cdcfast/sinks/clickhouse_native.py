@@ -95,6 +95,12 @@ class NativeClient(Client):
             exc.add_note(f"(the server's answer to {query})")
             raise
 
+    def abandon_unacknowledged(self) -> None:
+        """For a caller giving up its work: the answer to an insert left unacknowledged is dropped
+        with the connection (the next statement reconnects), rather than raised at that statement."""
+        if self._unheard is not None:
+            self.disconnect()
+
     def disconnect_connection(self) -> None:
         self._unheard = None  # a closed connection brings no answer
         super().disconnect_connection()

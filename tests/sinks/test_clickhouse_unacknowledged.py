@@ -7,14 +7,20 @@ A refusal then stops that statement: nothing written after a refused write.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from typing import Any
 
 import pytest
 from clickhouse_driver.errors import ServerException
+from support.clickhouse_tables import ThrowawayTables
+from support.schemas import text_insert
 from support.services import ensure_services
 from support.throwaway import made_clickhouse_database
 
+from cdcfast.sinks import clickhouse
+from cdcfast.sinks.clickhouse import ClickHouseSink
 from cdcfast.sinks.clickhouse_native import NativeClient
 
 pytestmark = pytest.mark.services
@@ -77,3 +83,32 @@ def test_a_disconnect_forgets_the_unacknowledged_insert() -> None:
     tables.client.disconnect()
     tables.client.acknowledged()  # nothing to hear on a closed connection
     assert tables.client.execute("SELECT 1") == [(1,)]
+
+
+def test_a_batch_failing_before_it_hears_a_refusal_leaves_nothing_for_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer's own work fails while the server is refusing the change log it was sent: the next
+    batch (a retry, a part of the batch being isolated) starts clean, not with that old refusal."""
+    db = ThrowawayTables("ub_", ("first",))
+    events = [text_insert(db.keyspace, "first", 1, seq, seq, 1_700_000_000_000_000 + seq) for seq in range(3)]
+    real_plan = clickhouse.plan
+
+    def failing_plan(*args: Any) -> Any:
+        raise RuntimeError("planning failed")
+
+    async def run() -> None:
+        sink = ClickHouseSink(db.dsn)
+        await sink.connect()
+        await sink.prepare(db.schema)
+        db.refuse_writes_to("first_changes")
+        monkeypatch.setattr(clickhouse, "plan", failing_plan)
+        with pytest.raises(RuntimeError, match="planning failed"):
+            await sink.apply(events, db.tables, "n1", (1, 5))
+        monkeypatch.setattr(clickhouse, "plan", real_plan)
+        db.client.execute(f"DROP TABLE `{db.keyspace}`.refuse")
+        await sink.apply(events, db.tables, "n1", (1, 5))
+        assert db.client.execute(f"SELECT count() FROM `{db.keyspace}`.first") == [(3,)]
+        await sink.close()
+
+    asyncio.run(run())
