@@ -269,10 +269,13 @@ def _static_only_row(
         ):
             placeholder = model.static_only_row(pk, static)
     key = _row_key_from(p.pk_bytes, None)
-    was_shown = (known.rows if known is not None else {}).get(key, (b"", False))[1]
+    stored_row = (known.rows if known is not None else {}).get(key)
+    was_shown = stored_row is not None and stored_row[1]
     if placeholder is not None and (p.state is not None or not was_shown):
         p.visible.append((key, placeholder, b""))
-    elif placeholder is None and was_shown:
+    elif placeholder is None and (was_shown or (stored_row is not None and p.state is not None)):
+        # Gone, or stored as gone (a sink keeping invisible rows: ClickHouse) and written again with
+        # the new partition state, like every other row of the partition: made from the state stored.
         p.gone.append(key)
 
 

@@ -18,14 +18,14 @@ from support.throwaway import made_clickhouse_database
 
 
 class ThrowawayTables:
-    """``names`` (each like ``one_table_schema``'s ``t``) in a new database named ``prefix`` and a
-    random suffix, dropped when the current test ends."""
+    """``names`` (each like ``one_table_schema``'s ``t``, with its static column ``s`` if ``static``)
+    in a new database named ``prefix`` and a random suffix, dropped when the current test ends."""
 
-    def __init__(self, prefix: str, names: tuple[str, ...] = ("t",)) -> None:
+    def __init__(self, prefix: str, names: tuple[str, ...] = ("t",), static: bool = False) -> None:
         self.dsn = ensure_services(["clickhouse"])["clickhouse"]
         self.keyspace = prefix + uuid.uuid4().hex[:10]
         made_clickhouse_database(self.dsn, self.keyspace)
-        self.schema = tables_schema(self.keyspace, names)
+        self.schema = tables_schema(self.keyspace, names, static)
         self.tables = {(t.keyspace, t.name): t for t in self.schema.tables.values()}
         self.client = Client.from_url(self.dsn)
 
