@@ -197,8 +197,9 @@ cdef bytes _fixed(list values, int kind, int width, bint nullable):
     cdef bytes out = PyBytes_FromStringAndSize(NULL, head + n * width)
     cdef char* nulls = PyBytes_AS_STRING(out)
     cdef char* p = nulls + head
-    cdef int64_t signed_value
+    cdef int64_t signed_value, low
     cdef uint64_t unsigned_value
+    cdef bytes identifier
     cdef const uint8_t* raw
     cdef int k
     for i in range(n):
@@ -216,9 +217,11 @@ cdef bytes _fixed(list values, int kind, int width, bint nullable):
             if not isinstance(value, int):
                 raise TypeError(f"an integer column takes int, not {type(value).__name__}")
             if kind == SIGNED:
-                signed_value = value
-                if width < 8 and not (-((<int64_t>1) << (8 * width - 1)) <= signed_value < ((<int64_t>1) << (8 * width - 1))):
-                    raise OverflowError(f"{value} is beyond a {8 * width}-bit integer")
+                signed_value = value  # OverflowError beyond 64 bits
+                if width < 8:
+                    low = -((<int64_t>1) << (8 * width - 1))  # the width's smallest value
+                    if not (low <= signed_value < -low):
+                        raise OverflowError(f"{value} is beyond a {8 * width}-bit integer")
                 unsigned_value = <uint64_t>signed_value
             else:
                 unsigned_value = value  # OverflowError when negative or beyond 64 bits
@@ -236,7 +239,8 @@ cdef bytes _fixed(list values, int kind, int width, bint nullable):
         else:  # IDENTIFIER
             if type(value) is not UUID:
                 raise TypeError(f"a UUID column takes uuid.UUID, not {type(value).__name__}")
-            raw = <const uint8_t*>PyBytes_AS_STRING(<bytes?>value.bytes)
+            identifier = value.bytes  # held while read: the property makes a new object each time
+            raw = <const uint8_t*>PyBytes_AS_STRING(identifier)
             for k in range(8):  # each half's big-endian bytes, as a little-endian UInt64
                 p[k] = raw[7 - k]
                 p[8 + k] = raw[15 - k]
