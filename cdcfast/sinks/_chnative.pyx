@@ -69,6 +69,16 @@ cdef inline char* put_le(char* p, uint64_t v, int size) noexcept:
     return p + size
 
 
+cdef inline char* put_uuid(char* p, bytes uuid_bytes) noexcept:
+    """A UUID's 16 big-endian bytes in Native layout: each half as a little-endian UInt64."""
+    cdef const uint8_t* raw = <const uint8_t*>PyBytes_AS_STRING(uuid_bytes)
+    cdef int k
+    for k in range(8):
+        p[k] = raw[7 - k]
+        p[8 + k] = raw[15 - k]
+    return p + 16
+
+
 cdef class _Strings:
     """One ``String`` (or ``Nullable(String)``) column: the UTF-8 bytes of each value, sized first."""
 
@@ -136,9 +146,7 @@ def change_log_columns(list rows):
     cdef char* position_p = PyBytes_AS_STRING(positions)
     cdef char* deleted_p = PyBytes_AS_STRING(deletions)
     cdef char* deletion_p = deleted_p + n
-    cdef const uint8_t* raw
     cdef int64_t ts, seconds
-    cdef int k
     cdef _Strings ops = _Strings(False), sources = _Strings(False), keys = _Strings(False)
     cdef _Strings cells = _Strings(True), ranges = _Strings(True)
     for i in range(n):
@@ -146,11 +154,7 @@ def change_log_columns(list rows):
         event_id = <bytes?>row[0]
         if PyBytes_GET_SIZE(event_id) != 16:
             raise ValueError(f"an event id is 16 bytes, not {PyBytes_GET_SIZE(event_id)}")
-        raw = <const uint8_t*>PyBytes_AS_STRING(event_id)
-        for k in range(8):  # each half's big-endian bytes, as a little-endian UInt64
-            id_p[k] = raw[7 - k]
-            id_p[8 + k] = raw[15 - k]
-        id_p += 16
+        id_p = put_uuid(id_p, event_id)
         ts = row[2]
         seconds = ts // 1_000_000 if ts > 0 else 0  # DateTime starts at 1970...
         if seconds > DATETIME_MAX:
@@ -200,8 +204,6 @@ cdef bytes _fixed(list values, int kind, int width, bint nullable):
     cdef int64_t signed_value, low
     cdef uint64_t unsigned_value
     cdef bytes identifier
-    cdef const uint8_t* raw
-    cdef int k
     for i in range(n):
         value = values[i]
         if value is None:
@@ -240,11 +242,7 @@ cdef bytes _fixed(list values, int kind, int width, bint nullable):
             if type(value) is not UUID:
                 raise TypeError(f"a UUID column takes uuid.UUID, not {type(value).__name__}")
             identifier = value.bytes  # held while read: the property makes a new object each time
-            raw = <const uint8_t*>PyBytes_AS_STRING(identifier)
-            for k in range(8):  # each half's big-endian bytes, as a little-endian UInt64
-                p[k] = raw[7 - k]
-                p[8 + k] = raw[15 - k]
-            p += 16
+            p = put_uuid(p, identifier)
     return out
 
 

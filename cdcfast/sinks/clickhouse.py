@@ -44,7 +44,7 @@ from cdcfast.sinks._chnative import change_log_columns
 from cdcfast.sinks.base import WarehouseSink
 from cdcfast.sinks.clickhouse_native import NativeClient, NativeColumns, NativeRows
 from cdcfast.sinks.clickhouse_sql import ident, literal, qualified
-from cdcfast.sinks.encode import Converted, TableCodec, collector_paused
+from cdcfast.sinks.encode import Converted, Screened, TableCodec, collector_paused
 from cdcfast.sinks.errors import WritersKeptRacing
 from cdcfast.sinks.merge import PartitionPlan, batch_keys, by_table, converge, plan, scope
 from cdcfast.sinks.poison import DeadLetter
@@ -55,8 +55,6 @@ from cdcfast.transform.typemap import ClickHouseFeatures, TargetType, TypeMappin
 
 P = ParamSpec("P")
 R = TypeVar("R")
-# A table's batch screened (TableCodec.screen): storable events, change-log rows, dead letters, conversions.
-Screened = tuple[list[ChangeEvent], list[Any], list[DeadLetter], Converted]
 PROBE_SECONDS = 10  # a question about the server's running queries gets this long to connect and answer
 SETTLE_ROUNDS = 20  # reads after writing while other writers change the same rows (then: an error, applied again)
 # Rows per mark of the state tables' sparse index. Every write reads the stored versions of the

@@ -542,6 +542,10 @@ class Converted:
         self.values: dict[str, dict[Any, Any]] = {name: {} for name in names}
 
 
+# A batch screened all at once (TableCodec.screen): storable events, change-log rows, dead letters, conversions.
+Screened = tuple[list[ChangeEvent], list[Any], list[DeadLetter], Converted]
+
+
 class Screening:
     """One batch's screening (:meth:`TableCodec.screen`), done as its change-log rows are consumed:
     iterating gives each storable event's row (so a COPY can send rows while later ones are still
@@ -664,7 +668,7 @@ class TableCodec:
     # -- screening --------------------------------------------------------------------------------
     def screen(
         self, events: list[ChangeEvent], source: str, record: Callable[..., Any] = ChangeRow
-    ) -> tuple[list[ChangeEvent], list[Any], list[DeadLetter], Converted]:
+    ) -> Screened:
         """Storable events with their change-log rows, dead letters, and the values converted on the way
         (:class:`Screening`, all at once)."""
         screening = Screening(self, events, source, record)
